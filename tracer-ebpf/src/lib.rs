@@ -1,0 +1,304 @@
+//! Types and arithmetic shared by kstall's kernel side (`main.rs`, built for BPF) and its user
+//! side (`tracer-cli`). Everything here is `#[repr(C)]` plain data or a `const fn`, so the two
+//! sides agree on layout and on histogram bucketing by construction.
+#![no_std]
+
+/// The syscalls kstall traces on the broker's threads. The discriminant is the `syscall` field
+/// of [`HistKey`]; the name is the suffix of the `syscalls:sys_{enter,exit}_<name>` tracepoints.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Syscall {
+    Sendfile = 0,
+    Read,
+    Readv,
+    Pread64,
+    Write,
+    Writev,
+    Pwrite64,
+    EpollWait,
+    EpollPwait,
+    Fsync,
+    Fdatasync,
+}
+
+impl Syscall {
+    pub const ALL: [Syscall; 11] = [
+        Syscall::Sendfile,
+        Syscall::Read,
+        Syscall::Readv,
+        Syscall::Pread64,
+        Syscall::Write,
+        Syscall::Writev,
+        Syscall::Pwrite64,
+        Syscall::EpollWait,
+        Syscall::EpollPwait,
+        Syscall::Fsync,
+        Syscall::Fdatasync,
+    ];
+
+    /// Name as shown to users.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Syscall::Sendfile => "sendfile",
+            Syscall::Read => "read",
+            Syscall::Readv => "readv",
+            Syscall::Pread64 => "pread64",
+            Syscall::Write => "write",
+            Syscall::Writev => "writev",
+            Syscall::Pwrite64 => "pwrite64",
+            Syscall::EpollWait => "epoll_wait",
+            Syscall::EpollPwait => "epoll_pwait",
+            Syscall::Fsync => "fsync",
+            Syscall::Fdatasync => "fdatasync",
+        }
+    }
+
+    /// Name of the syscall tracepoints (`sys_enter_<this>`, `sys_exit_<this>`).
+    pub const fn tracepoint_name(self) -> &'static str {
+        match self {
+            Syscall::Sendfile => "sendfile64",
+            other => other.name(),
+        }
+    }
+
+    pub const fn from_u8(v: u8) -> Option<Syscall> {
+        if (v as usize) < Syscall::ALL.len() { Some(Syscall::ALL[v as usize]) } else { None }
+    }
+
+    /// Calls that read file data through the page cache when given a regular file. Only these
+    /// get a hit/miss verdict: a write that appends adds new pages to the cache, which is not a miss.
+    pub const fn reads_file_data(self) -> bool {
+        matches!(self, Syscall::Sendfile | Syscall::Read | Syscall::Readv | Syscall::Pread64)
+    }
+}
+
+/// Page-cache verdict of one call, the `cache` field of [`HistKey`].
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum CacheResult {
+    /// The call read no file data through the page cache (socket, eventfd, write, ...).
+    NoFileRead = 0,
+    /// File data was read and all of it was already in the page cache.
+    Hit = 1,
+    /// File data had to come from disk during the call (see [`classify_file_read`]).
+    Miss = 2,
+}
+
+impl CacheResult {
+    pub const fn from_u8(v: u8) -> Option<CacheResult> {
+        match v {
+            0 => Some(CacheResult::NoFileRead),
+            1 => Some(CacheResult::Hit),
+            2 => Some(CacheResult::Miss),
+            _ => None,
+        }
+    }
+}
+
+/// Kernel evidence gathered on one thread while one traced syscall ran.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CallEvidence {
+    /// `filemap:mm_filemap_get_pages` events: the call read a file through the page cache.
+    pub get_pages: u32,
+    /// `readahead:page_cache_sync_ra` events: a requested page was absent from the page cache.
+    pub sync_readahead: u32,
+    /// `readahead:page_cache_async_ra` events: prefetch started by a hit on a readahead mark.
+    pub async_readahead: u32,
+    /// Pages this thread added to the page cache (`filemap:mm_filemap_add_to_page_cache`, 1 << order).
+    pub pages_added: u32,
+    /// Nanoseconds the thread slept in uninterruptible (D) state (`sched:sched_switch`).
+    pub blocked_ns: u64,
+}
+
+/// Decides hit or miss for one call from kernel evidence, never from its duration.
+///
+/// - a synchronous readahead means the page asked for was not in the page cache;
+/// - sleeping in D state during a file read is waiting for page I/O (possibly started earlier
+///   by readahead, in which case this call added no pages itself);
+/// - pages added without an async readahead came from a plain miss (readahead disabled);
+///   pages added *by* async readahead are a prefetch after a hit and do not make a miss.
+///
+/// `have_readahead_events` is false on kernels without the `readahead:*` tracepoints; then any
+/// page added counts as a miss (less precise: an async prefetch is counted as a miss too).
+pub const fn classify_file_read(
+    syscall: Syscall,
+    ev: &CallEvidence,
+    have_readahead_events: bool,
+) -> CacheResult {
+    let touched_file = ev.get_pages > 0 || ev.sync_readahead > 0 || ev.pages_added > 0;
+    if !syscall.reads_file_data() || !touched_file {
+        return CacheResult::NoFileRead;
+    }
+    let added_without_prefetch =
+        ev.pages_added > 0 && (!have_readahead_events || ev.async_readahead == 0);
+    if ev.sync_readahead > 0 || ev.blocked_ns > 0 || added_without_prefetch {
+        CacheResult::Miss
+    } else {
+        CacheResult::Hit
+    }
+}
+
+/// Key of the in-kernel latency histograms: one histogram per thread, syscall and verdict.
+/// Keying by thread (not role) lets user space decide roles later, from JVM thread names or
+/// behaviour, and fold the data of exited threads away so the map stays small.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HistKey {
+    pub tid: u32,
+    pub syscall: u8,
+    pub cache: u8,
+    pub _pad: [u8; 2],
+}
+
+// Log-linear buckets over nanoseconds: one underflow bucket (< 2^MIN_POW ns ~ 1 us), then
+// SUB_BUCKETS per power of two up to 2^MAX_POW ns (~17 s), then one overflow bucket.
+pub const MIN_POW: u32 = 10;
+pub const MAX_POW: u32 = 34;
+pub const SUB_BITS: u32 = 3;
+pub const SUB_BUCKETS: usize = 1 << SUB_BITS;
+pub const BUCKETS: usize = 2 + (MAX_POW - MIN_POW) as usize * SUB_BUCKETS;
+
+/// floor(log2(v)) for v > 0 (0 for 0), branch-only so the BPF verifier accepts it (no loops,
+/// no clz instruction on BPF).
+#[inline(always)]
+pub const fn log2_floor(v: u64) -> u32 {
+    let mut v = v;
+    let mut r = 0;
+    if v >= 1 << 32 {
+        v >>= 32;
+        r += 32;
+    }
+    if v >= 1 << 16 {
+        v >>= 16;
+        r += 16;
+    }
+    if v >= 1 << 8 {
+        v >>= 8;
+        r += 8;
+    }
+    if v >= 1 << 4 {
+        v >>= 4;
+        r += 4;
+    }
+    if v >= 1 << 2 {
+        v >>= 2;
+        r += 2;
+    }
+    if v >= 1 << 1 {
+        r += 1;
+    }
+    r
+}
+
+/// Bucket of a latency in nanoseconds; always `< BUCKETS`.
+#[inline(always)]
+pub const fn bucket_index(ns: u64) -> usize {
+    if ns < 1 << MIN_POW {
+        return 0;
+    }
+    let pow = log2_floor(ns);
+    if pow >= MAX_POW {
+        return BUCKETS - 1;
+    }
+    let sub = ((ns >> (pow - SUB_BITS)) as usize) & (SUB_BUCKETS - 1);
+    1 + (pow - MIN_POW) as usize * SUB_BUCKETS + sub
+}
+
+/// Smallest latency (ns) that falls into `bucket`.
+pub const fn bucket_lower_ns(bucket: usize) -> u64 {
+    if bucket == 0 {
+        return 0;
+    }
+    if bucket >= BUCKETS - 1 {
+        return 1 << MAX_POW;
+    }
+    let pow = MIN_POW + ((bucket - 1) / SUB_BUCKETS) as u32;
+    let sub = ((bucket - 1) % SUB_BUCKETS) as u64;
+    (1 << pow) + sub * (1 << (pow - SUB_BITS))
+}
+
+/// One past the largest latency (ns) of `bucket` (`u64::MAX` for the overflow bucket).
+pub const fn bucket_upper_ns(bucket: usize) -> u64 {
+    if bucket >= BUCKETS - 1 { u64::MAX } else { bucket_lower_ns(bucket + 1) }
+}
+
+/// Latency histogram plus per-call totals, the value of the in-kernel histogram map.
+/// Written only by the thread named in its key, so plain adds are race-free.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LatencyHist {
+    pub buckets: [u64; BUCKETS],
+    pub count: u64,
+    pub total_ns: u64,
+    pub max_ns: u64,
+    /// Sum of positive return values (bytes moved for read/write/sendfile).
+    pub bytes: u64,
+    pub pages_added: u64,
+    pub blocked_ns: u64,
+}
+
+impl LatencyHist {
+    pub const ZERO: LatencyHist = LatencyHist {
+        buckets: [0; BUCKETS],
+        count: 0,
+        total_ns: 0,
+        max_ns: 0,
+        bytes: 0,
+        pages_added: 0,
+        blocked_ns: 0,
+    };
+
+    /// Adds `other` into `self` (user space merges threads into roles with this).
+    pub fn merge(&mut self, other: &LatencyHist) {
+        for (a, b) in self.buckets.iter_mut().zip(other.buckets.iter()) {
+            *a += b;
+        }
+        self.count += other.count;
+        self.total_ns += other.total_ns;
+        self.max_ns = if other.max_ns > self.max_ns { other.max_ns } else { self.max_ns };
+        self.bytes += other.bytes;
+        self.pages_added += other.pages_added;
+        self.blocked_ns += other.blocked_ns;
+    }
+}
+
+/// Indexes of the kernel's diagnostic counters (a per-CPU array).
+pub mod counter {
+    /// A histogram could not be created because its map was full.
+    pub const HIST_MAP_FULL: u32 = 0;
+    /// An in-flight syscall could not be recorded because its map was full.
+    pub const IN_FLIGHT_MAP_FULL: u32 = 1;
+    pub const COUNT: u32 = 2;
+}
+
+/// Names of the read-only globals user space sets at load time (field offsets read from the
+/// tracefs `format` files, the broker's tgid, feature flags).
+pub mod global {
+    pub const TARGET_TGID: &str = "TARGET_TGID";
+    pub const HAVE_READAHEAD_EVENTS: &str = "HAVE_READAHEAD_EVENTS";
+    pub const SWITCH_PREV_PID_OFFSET: &str = "SWITCH_PREV_PID_OFFSET";
+    pub const SWITCH_PREV_STATE_OFFSET: &str = "SWITCH_PREV_STATE_OFFSET";
+    pub const SWITCH_NEXT_PID_OFFSET: &str = "SWITCH_NEXT_PID_OFFSET";
+    pub const ADD_TO_CACHE_ORDER_OFFSET: &str = "ADD_TO_CACHE_ORDER_OFFSET";
+    pub const SYS_EXIT_RET_OFFSET: &str = "SYS_EXIT_RET_OFFSET";
+}
+
+/// Names of the kernel maps user space reads.
+pub mod map {
+    pub const HISTOGRAMS: &str = "HISTOGRAMS";
+    pub const COUNTERS: &str = "COUNTERS";
+}
+
+/// Bound of the histogram map: threads x syscalls x verdicts actually seen on a broker is a few
+/// hundred; user space deletes the entries of exited threads.
+pub const HIST_MAX_ENTRIES: u32 = 8192;
+/// Bound of the in-flight map: one entry per broker thread inside a traced syscall.
+pub const IN_FLIGHT_MAX_ENTRIES: u32 = 16384;
+
+#[cfg(all(feature = "user", not(target_arch = "bpf")))]
+mod pod {
+    // SAFETY: plain #[repr(C)] data with explicit padding, valid for any bit pattern.
+    unsafe impl aya::Pod for super::HistKey {}
+    unsafe impl aya::Pod for super::LatencyHist {}
+}
