@@ -1,1 +1,59 @@
-fn main(){}
+//! kstall: find out why a Kafka broker is slow, from the broker host, with eBPF.
+//!
+//! One data path: `discovery` (which process, which threads) -> `attach` (load the kernel-side
+//! probes) -> `aggregate` (kernel histograms to per-role summaries) -> `output` (tables, JSON).
+//! `watch` drives it.
+mod aggregate;
+mod attach;
+mod discovery;
+mod output;
+mod roles;
+mod tracefs;
+mod watch;
+
+use std::{process::ExitCode, time::Duration};
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "kstall", version, about = "Why is this Kafka broker slow? Syscall latency per thread role, sendfile page-cache hits and misses, from eBPF.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Trace a running broker and show per-role syscall latency with page-cache hit/miss.
+    Watch {
+        /// Broker pid; default: the only process running kafka.Kafka on this host.
+        #[arg(long)]
+        pid: Option<u32>,
+        /// Refresh period of the live table.
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        interval: Duration,
+        /// Stop after this long (e.g. 30s, 5m); default: until Ctrl-C.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        duration: Option<Duration>,
+        /// Final summary as a table or as JSON.
+        #[arg(long, value_enum, default_value = "table")]
+        format: watch::Format,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Watch { pid, interval, duration, format } => {
+            watch::run(watch::WatchOptions { pid, interval, duration, format })
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // One line: the error and its causes, which name the fix.
+            eprintln!("kstall: {}", format!("{err:#}").replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,7 +1,7 @@
 //! Types and arithmetic shared by kstall's kernel side (`main.rs`, built for BPF) and its user
 //! side (`tracer-cli`). Everything here is `#[repr(C)]` plain data or a `const fn`, so the two
 //! sides agree on layout and on histogram bucketing by construction.
-#![no_std]
+#![cfg_attr(not(test), no_std)]
 
 /// The syscalls kstall traces on the broker's threads. The discriminant is the `syscall` field
 /// of [`HistKey`]; the name is the suffix of the `syscalls:sys_{enter,exit}_<name>` tracepoints.
@@ -63,6 +63,11 @@ impl Syscall {
 
     pub const fn from_u8(v: u8) -> Option<Syscall> {
         if (v as usize) < Syscall::ALL.len() { Some(Syscall::ALL[v as usize]) } else { None }
+    }
+
+    /// Calls whose positive return value is a byte count.
+    pub const fn returns_bytes(self) -> bool {
+        !matches!(self, Syscall::EpollWait | Syscall::EpollPwait | Syscall::Fsync | Syscall::Fdatasync)
     }
 
     /// Calls that read file data through the page cache when given a regular file. Only these

@@ -140,7 +140,7 @@ mod probes {
         if duration_ns > hist.max_ns {
             hist.max_ns = duration_ns;
         }
-        if ret > 0 {
+        if ret > 0 && syscall.returns_bytes() {
             hist.bytes += ret as u64;
         }
         hist.pages_added += call.evidence.pages_added as u64;

@@ -1,0 +1,385 @@
+//! The one aggregation core every presenter reads: per-thread kernel histograms in, per
+//! (role, syscall, page-cache verdict) summaries with percentiles out. Threads that exit are
+//! folded into their role's totals and removed from the kernel map, so the map stays bounded
+//! on brokers whose threads come and go.
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::Instant,
+};
+
+use anyhow::Result;
+use hdrhistogram::Histogram;
+use kstall_ebpf::{
+    BUCKETS, CacheResult, HistKey, LatencyHist, Syscall, bucket_lower_ns, bucket_upper_ns, counter,
+};
+use serde::Serialize;
+
+use crate::{
+    attach::Probes,
+    discovery::{self, Broker},
+    roles::{self, Activity, Role, RoleSource},
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RowKey {
+    pub role: Role,
+    pub syscall: Syscall,
+    pub cache: CacheResult,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ThreadInfo {
+    pub tid: u32,
+    pub comm: String,
+    pub jvm_name: Option<String>,
+    pub role: Role,
+    pub role_source: RoleSource,
+}
+
+/// Percentiles in nanoseconds, from an hdrhistogram filled from the kernel's buckets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Percentiles {
+    pub p50_ns: u64,
+    pub p90_ns: u64,
+    pub p99_ns: u64,
+    pub p999_ns: u64,
+    pub max_ns: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct BucketCount {
+    pub lower_ns: u64,
+    /// Exclusive; null for the overflow bucket.
+    pub upper_ns: Option<u64>,
+    pub count: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Row {
+    pub role: Role,
+    pub syscall: &'static str,
+    /// "hit", "miss", or "none" (no file data read).
+    pub cache: &'static str,
+    pub count: u64,
+    #[serde(flatten)]
+    pub percentiles: Percentiles,
+    pub mean_ns: u64,
+    pub bytes: u64,
+    pub pages_added: u64,
+    pub blocked_ns: u64,
+    /// Non-empty buckets of the kernel histogram.
+    pub buckets: Vec<BucketCount>,
+    #[serde(skip)]
+    pub key: RowKey,
+    #[serde(skip)]
+    pub hist: LatencyHist,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Lost {
+    /// Calls not recorded because the histogram map was full.
+    pub histogram_map_full: u64,
+    /// Calls not timed because the in-flight map was full.
+    pub in_flight_map_full: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ProbeInfo {
+    pub attached: Vec<String>,
+    pub unavailable: Vec<String>,
+    pub attach_ms: f64,
+}
+
+/// Everything a presenter shows.
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    pub broker: Broker,
+    pub elapsed_seconds: f64,
+    pub rows: Vec<Row>,
+    /// Live threads seen doing traced syscalls, by role.
+    pub roles: BTreeMap<Role, Vec<u32>>,
+    pub threads: Vec<ThreadInfo>,
+    /// Threads that exited during the trace; their calls stay in `rows`.
+    pub exited_threads: u64,
+    pub thread_names: &'static str,
+    pub probes: ProbeInfo,
+    pub lost: Lost,
+}
+
+pub fn cache_label(cache: CacheResult) -> &'static str {
+    match cache {
+        CacheResult::NoFileRead => "none",
+        CacheResult::Hit => "hit",
+        CacheResult::Miss => "miss",
+    }
+}
+
+pub struct Aggregator {
+    broker: Broker,
+    started: Instant,
+    jvm_names: HashMap<u32, String>,
+    /// Last comm seen per thread, so a thread that exits keeps its role when folded.
+    comms: HashMap<u32, String>,
+    retired: BTreeMap<RowKey, LatencyHist>,
+    exited_threads: u64,
+}
+
+impl Aggregator {
+    pub fn new(broker: Broker) -> Aggregator {
+        Aggregator {
+            broker,
+            started: Instant::now(),
+            jvm_names: HashMap::new(),
+            comms: HashMap::new(),
+            retired: BTreeMap::new(),
+            exited_threads: 0,
+        }
+    }
+
+    /// Full JVM thread names, as they arrive from jcmd.
+    pub fn add_jvm_names(&mut self, names: HashMap<u32, String>) {
+        self.jvm_names.extend(names);
+    }
+
+    /// Live threads whose role a JVM name would settle (jcmd has not named them yet).
+    pub fn unnamed_threads(&self, threads: &[ThreadInfo]) -> usize {
+        threads.iter().filter(|t| t.role_source != RoleSource::JvmName && !self.jvm_names.contains_key(&t.tid)).count()
+    }
+
+    /// Reads the kernel's histograms and produces a summary of everything since attach.
+    pub fn refresh(&mut self, probes: &mut Probes) -> Result<Summary> {
+        let entries = probes.histograms()?;
+        let comms = discovery::thread_comms(self.broker.pid);
+        self.comms.extend(comms.iter().map(|(tid, comm)| (*tid, comm.clone())));
+        let threads = assign_roles(&entries, &self.comms, &self.jvm_names);
+
+        // Fold exited threads (no longer in /proc) into their role's totals.
+        let mut exited_keys = Vec::new();
+        let mut live_entries = Vec::with_capacity(entries.len());
+        for (key, hist) in entries {
+            match threads.get(&key.tid) {
+                Some(t) if comms.contains_key(&key.tid) => live_entries.push((t.role, key, hist)),
+                Some(t) => {
+                    if let Some(k) = row_key(t.role, &key) {
+                        self.retired.entry(k).or_insert(LatencyHist::ZERO).merge(&hist);
+                    }
+                    exited_keys.push(key);
+                }
+                None => {}
+            }
+        }
+        if !exited_keys.is_empty() {
+            let mut tids: Vec<u32> = exited_keys.iter().map(|k| k.tid).collect();
+            tids.dedup();
+            self.exited_threads += tids.len() as u64;
+            for tid in &tids {
+                self.comms.remove(tid);
+            }
+            probes.remove_histograms(&exited_keys)?;
+        }
+
+        let mut merged = self.retired.clone();
+        for (role, key, hist) in &live_entries {
+            if let Some(k) = row_key(*role, key) {
+                merged.entry(k).or_insert(LatencyHist::ZERO).merge(hist);
+            }
+        }
+        let live: Vec<ThreadInfo> =
+            threads.into_values().filter(|t| comms.contains_key(&t.tid)).collect();
+        let mut roles: BTreeMap<Role, Vec<u32>> = BTreeMap::new();
+        for t in &live {
+            roles.entry(t.role).or_default().push(t.tid);
+        }
+        let counters = probes.counters()?;
+        Ok(Summary {
+            broker: self.broker.clone(),
+            elapsed_seconds: self.started.elapsed().as_secs_f64(),
+            rows: merged.into_iter().map(|(k, h)| row(k, h)).collect(),
+            roles,
+            thread_names: if self.jvm_names.is_empty() { "comm" } else { "jvm" },
+            threads: live,
+            exited_threads: self.exited_threads,
+            probes: ProbeInfo {
+                attached: probes.attached.clone(),
+                unavailable: probes.unavailable.clone(),
+                attach_ms: probes.attach_time.as_secs_f64() * 1e3,
+            },
+            lost: Lost {
+                histogram_map_full: counters[counter::HIST_MAP_FULL as usize],
+                in_flight_map_full: counters[counter::IN_FLIGHT_MAP_FULL as usize],
+            },
+        })
+    }
+}
+
+fn row_key(role: Role, key: &HistKey) -> Option<RowKey> {
+    Some(RowKey { role, syscall: Syscall::from_u8(key.syscall)?, cache: CacheResult::from_u8(key.cache)? })
+}
+
+/// Role of every thread that has histograms, from its names and what its histograms show it doing.
+pub fn assign_roles(
+    entries: &[(HistKey, LatencyHist)],
+    comms: &HashMap<u32, String>,
+    jvm_names: &HashMap<u32, String>,
+) -> BTreeMap<u32, ThreadInfo> {
+    let mut activity: BTreeMap<u32, Activity> = BTreeMap::new();
+    for (key, hist) in entries {
+        let a = activity.entry(key.tid).or_default();
+        match (Syscall::from_u8(key.syscall), CacheResult::from_u8(key.cache)) {
+            (Some(Syscall::Sendfile), _) => a.sendfile_calls += hist.count,
+            (Some(Syscall::EpollWait | Syscall::EpollPwait), _) => a.epoll_wait_calls += hist.count,
+            (
+                Some(Syscall::Read | Syscall::Readv | Syscall::Write | Syscall::Writev),
+                Some(CacheResult::NoFileRead),
+            ) => a.socket_io_calls += hist.count,
+            _ => {}
+        }
+    }
+    activity
+        .into_iter()
+        .map(|(tid, a)| {
+            let comm = comms.get(&tid).cloned().unwrap_or_default();
+            let jvm_name = jvm_names.get(&tid).cloned();
+            let (role, role_source) = roles::classify(jvm_name.as_deref(), &comm, &a);
+            (tid, ThreadInfo { tid, comm, jvm_name, role, role_source })
+        })
+        .collect()
+}
+
+/// Value recorded into hdrhistogram for a kernel bucket: its midpoint, never above the
+/// largest latency actually seen (the overflow bucket has no midpoint: the max stands for it).
+pub fn representative_ns(bucket: usize, max_ns: u64) -> u64 {
+    let lower = bucket_lower_ns(bucket);
+    let value = if bucket == BUCKETS - 1 {
+        max_ns
+    } else {
+        lower + (bucket_upper_ns(bucket) - lower) / 2
+    };
+    value.min(max_ns.max(lower)).max(1)
+}
+
+pub fn percentiles(h: &LatencyHist) -> Percentiles {
+    const HIGHEST_NS: u64 = 1 << 40;
+    let mut hdr = Histogram::<u64>::new_with_bounds(1, HIGHEST_NS, 3).expect("static bounds are valid");
+    for (bucket, &n) in h.buckets.iter().enumerate().filter(|(_, n)| **n > 0) {
+        let value = representative_ns(bucket, h.max_ns).min(HIGHEST_NS);
+        hdr.record_n(value, n).expect("value within bounds");
+    }
+    if hdr.is_empty() {
+        return Percentiles::default();
+    }
+    let at = |q: f64| hdr.value_at_quantile(q).min(h.max_ns);
+    Percentiles { p50_ns: at(0.50), p90_ns: at(0.90), p99_ns: at(0.99), p999_ns: at(0.999), max_ns: h.max_ns }
+}
+
+pub fn row(key: RowKey, hist: LatencyHist) -> Row {
+    let buckets = hist
+        .buckets
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| **n > 0)
+        .map(|(b, &count)| BucketCount {
+            lower_ns: bucket_lower_ns(b),
+            upper_ns: (b < BUCKETS - 1).then(|| bucket_upper_ns(b)),
+            count,
+        })
+        .collect();
+    Row {
+        role: key.role,
+        syscall: key.syscall.name(),
+        cache: cache_label(key.cache),
+        count: hist.count,
+        percentiles: percentiles(&hist),
+        mean_ns: if hist.count > 0 { hist.total_ns / hist.count } else { 0 },
+        bytes: hist.bytes,
+        pages_added: hist.pages_added,
+        blocked_ns: hist.blocked_ns,
+        buckets,
+        key,
+        hist,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kstall_ebpf::bucket_index;
+
+    fn hist_of(latencies_ns: &[u64]) -> LatencyHist {
+        let mut h = LatencyHist::ZERO;
+        for &ns in latencies_ns {
+            h.buckets[bucket_index(ns)] += 1;
+            h.count += 1;
+            h.total_ns += ns;
+            h.max_ns = h.max_ns.max(ns);
+        }
+        h
+    }
+
+    fn within(actual: u64, expected: u64, rel: f64) -> bool {
+        (actual as f64 - expected as f64).abs() <= expected as f64 * rel
+    }
+
+    #[test]
+    fn percentiles_of_a_bimodal_sendfile_distribution() {
+        // 990 cache hits around 13 us, 10 misses around 8 ms: the shape of KAFKA-7504.
+        let mut lat: Vec<u64> = (0..990).map(|i| 10_000 + (i % 7) * 1_000).collect();
+        lat.extend((0..10).map(|i| 8_000_000 + i * 100_000));
+        let p = percentiles(&hist_of(&lat));
+        assert!(within(p.p50_ns, 13_000, 0.07), "p50 {}", p.p50_ns);
+        assert!(p.p90_ns < 20_000, "p90 {}", p.p90_ns);
+        assert!(within(p.p999_ns, 8_500_000, 0.07), "p99.9 {}", p.p999_ns);
+        assert_eq!(p.max_ns, 8_900_000);
+        // p99 is the 990th value: still a hit.
+        assert!(p.p99_ns < 20_000, "p99 {}", p.p99_ns);
+    }
+
+    #[test]
+    fn representative_values_stay_inside_their_bucket_and_under_max() {
+        for b in 0..BUCKETS - 1 {
+            let v = representative_ns(b, u64::MAX);
+            assert!(v >= bucket_lower_ns(b).max(1) && v < bucket_upper_ns(b), "bucket {b}: {v}");
+        }
+        assert_eq!(representative_ns(BUCKETS - 1, 40_000_000_000), 40_000_000_000);
+        // The bucket holding the max never reports more than the max.
+        let h = hist_of(&[1_500_000]);
+        assert_eq!(percentiles(&h).p50_ns, 1_500_000);
+    }
+
+    #[test]
+    fn merging_threads_into_a_role_adds_counts() {
+        let a = hist_of(&[5_000, 6_000, 9_000_000]);
+        let b = hist_of(&[7_000, 12_000_000]);
+        let mut m = a;
+        m.merge(&b);
+        assert_eq!(m.count, 5);
+        assert_eq!(m.max_ns, 12_000_000);
+        assert_eq!(m.buckets.iter().sum::<u64>(), 5);
+        assert_eq!(m, hist_of(&[5_000, 6_000, 9_000_000, 7_000, 12_000_000]));
+    }
+
+    #[test]
+    fn roles_from_names_and_behaviour() {
+        let key = |tid, s: Syscall, c: CacheResult| HistKey { tid, syscall: s as u8, cache: c as u8, _pad: [0; 2] };
+        let entries = vec![
+            (key(10, Syscall::Sendfile, CacheResult::Miss), hist_of(&[8_000_000])),
+            (key(11, Syscall::Write, CacheResult::NoFileRead), hist_of(&[3_000])),
+            (key(12, Syscall::Read, CacheResult::NoFileRead), hist_of(&[2_000])),
+            (key(12, Syscall::EpollWait, CacheResult::NoFileRead), hist_of(&[2_000_000])),
+        ];
+        let comms: HashMap<u32, String> =
+            [(10, "data-plane-kafk"), (11, "data-plane-kafk"), (12, "kafka-scheduler")]
+                .into_iter()
+                .map(|(t, c)| (t, c.to_string()))
+                .collect();
+        let roles = assign_roles(&entries, &comms, &HashMap::new());
+        assert_eq!(roles[&10].role, Role::Network);
+        assert_eq!(roles[&10].role_source, RoleSource::Behaviour);
+        assert_eq!(roles[&11].role, Role::RequestHandler);
+        // A named non-Kafka thread stays "other" whatever it does.
+        assert_eq!(roles[&12].role, Role::Other);
+        let names: HashMap<u32, String> = [(11, "data-plane-kafka-network-thread-0".to_string())].into();
+        let roles = assign_roles(&entries, &comms, &names);
+        assert_eq!((roles[&11].role, roles[&11].role_source), (Role::Network, RoleSource::JvmName));
+    }
+}

@@ -1,0 +1,181 @@
+//! Loading the embedded probes into the kernel, pointing them at the broker, attaching them
+//! to tracepoints, and reading their maps. Dropping [`Probes`] detaches everything; so does the
+//! kernel if kstall is killed (links live only as long as kstall's file descriptors).
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray},
+    programs::TracePoint,
+};
+use kstall_ebpf::{HistKey, LatencyHist, Syscall, counter, global, map};
+
+use crate::tracefs::{self, Tracefs};
+
+static PROBES_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/kstall-probes"));
+
+/// A probe program and the tracepoint it goes on.
+struct Attachment {
+    program: String,
+    category: &'static str,
+    event: String,
+    /// Without a required event kstall cannot work and says so; optional ones refine results.
+    required: bool,
+}
+
+fn attachments() -> Vec<Attachment> {
+    let mut plan = Vec::new();
+    for syscall in Syscall::ALL {
+        for phase in ["enter", "exit"] {
+            plan.push(Attachment {
+                program: format!("{phase}_{}", syscall.name()),
+                category: "syscalls",
+                event: format!("sys_{phase}_{}", syscall.tracepoint_name()),
+                required: true,
+            });
+        }
+    }
+    let mut other = |program: &str, category, event: &str, required| {
+        plan.push(Attachment { program: program.into(), category, event: event.into(), required })
+    };
+    other("sched_switch", "sched", "sched_switch", true);
+    other("page_cache_add", "filemap", "mm_filemap_add_to_page_cache", true);
+    other("page_cache_get_pages", "filemap", "mm_filemap_get_pages", false);
+    other("sync_readahead", "readahead", "page_cache_sync_ra", false);
+    other("async_readahead", "readahead", "page_cache_async_ra", false);
+    plan
+}
+
+/// Fails with the fix when this process cannot load tracing eBPF programs.
+pub fn check_privileges() -> Result<()> {
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_PERFMON: u32 = 38;
+    const CAP_BPF: u32 = 39;
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let effective = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .unwrap_or(0);
+    let has = |cap: u32| effective & (1 << cap) != 0;
+    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
+        Ok(())
+    } else {
+        bail!("kstall needs root to load its eBPF probes (CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN): run it with sudo")
+    }
+}
+
+/// The probes, attached to one broker.
+pub struct Probes {
+    ebpf: Ebpf,
+    /// `category:event` of every tracepoint attached.
+    pub attached: Vec<String>,
+    /// Optional tracepoints this kernel lacks.
+    pub unavailable: Vec<String>,
+    /// From load start to the last tracepoint attached.
+    pub attach_time: Duration,
+}
+
+pub fn attach(broker_pid: u32) -> Result<Probes> {
+    let started = Instant::now();
+    let tracefs = Tracefs::new(tracefs::locate_or_mount()?);
+    let plan = attachments();
+    let mut unavailable = Vec::new();
+    for a in &plan {
+        if !tracefs.has_event(a.category, &a.event) {
+            if a.required {
+                bail!(
+                    "this kernel has no tracepoint {}:{}; kstall needs it (syscall tracepoints need CONFIG_FTRACE_SYSCALLS=y)",
+                    a.category,
+                    a.event
+                );
+            }
+            unavailable.push(format!("{}:{}", a.category, a.event));
+        }
+    }
+    let have_readahead = ["page_cache_sync_ra", "page_cache_async_ra"]
+        .iter()
+        .all(|e| tracefs.has_event("readahead", e));
+
+    let switch = tracefs.format("sched", "sched_switch")?;
+    let add = tracefs.format("filemap", "mm_filemap_add_to_page_cache")?;
+    let exit = tracefs.format("syscalls", "sys_exit_read")?;
+    let prev_pid = switch.offset_of("sched_switch", "prev_pid", 4)?;
+    let prev_state = switch.offset_of("sched_switch", "prev_state", 8)?;
+    let next_pid = switch.offset_of("sched_switch", "next_pid", 4)?;
+    let order = add.field("order").filter(|f| f.size == 1).map_or(u32::MAX, |f| f.offset as u32);
+    let ret = exit.offset_of("sys_exit_read", "ret", 8)?;
+    let readahead_flag = have_readahead as u8;
+
+    raise_memlock_limit();
+    let mut ebpf = EbpfLoader::new()
+        // No CO-RE relocations or BTF-typed programs: skip parsing the kernel's BTF (~100 ms).
+        .btf(None)
+        .override_global(global::TARGET_TGID, &broker_pid, true)
+        .override_global(global::HAVE_READAHEAD_EVENTS, &readahead_flag, true)
+        .override_global(global::SWITCH_PREV_PID_OFFSET, &prev_pid, true)
+        .override_global(global::SWITCH_PREV_STATE_OFFSET, &prev_state, true)
+        .override_global(global::SWITCH_NEXT_PID_OFFSET, &next_pid, true)
+        .override_global(global::ADD_TO_CACHE_ORDER_OFFSET, &order, true)
+        .override_global(global::SYS_EXIT_RET_OFFSET, &ret, true)
+        .load(PROBES_OBJECT)
+        .map_err(|e| anyhow!("cannot load kstall's eBPF probes: {e} (needs root and a kernel with BPF tracepoint programs, 4.18+)"))?;
+
+    let mut attached = Vec::new();
+    for a in plan.iter().filter(|a| tracefs.has_event(a.category, &a.event)) {
+        let program: &mut TracePoint = ebpf
+            .program_mut(&a.program)
+            .with_context(|| format!("probe {} missing from the embedded object", a.program))?
+            .try_into()?;
+        program
+            .load()
+            .map_err(|e| anyhow!("the kernel refused probe {}: {e}", a.program))?;
+        program
+            .attach(a.category, &a.event)
+            .map_err(|e| anyhow!("cannot attach to tracepoint {}:{}: {e}", a.category, a.event))?;
+        attached.push(format!("{}:{}", a.category, a.event));
+    }
+    Ok(Probes { ebpf, attached, unavailable, attach_time: started.elapsed() })
+}
+
+fn raise_memlock_limit() {
+    // Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; later ones ignore it.
+    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: plain syscall with a valid pointer.
+    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
+}
+
+impl Probes {
+    fn histograms_map(&self) -> Result<BpfHashMap<&MapData, HistKey, LatencyHist>> {
+        let m = self.ebpf.map(map::HISTOGRAMS).context("histogram map missing")?;
+        Ok(BpfHashMap::try_from(m)?)
+    }
+
+    /// Every (thread, syscall, verdict) histogram the kernel holds now.
+    pub fn histograms(&self) -> Result<Vec<(HistKey, LatencyHist)>> {
+        // An entry deleted while iterating is skipped, not an error.
+        Ok(self.histograms_map()?.iter().filter_map(|e| e.ok()).collect())
+    }
+
+    /// Drops histograms from the kernel (their data has been folded in user space).
+    pub fn remove_histograms(&mut self, keys: &[HistKey]) -> Result<()> {
+        let m = self.ebpf.map_mut(map::HISTOGRAMS).context("histogram map missing")?;
+        let mut hists: BpfHashMap<&mut MapData, HistKey, LatencyHist> = BpfHashMap::try_from(m)?;
+        for key in keys {
+            let _ = hists.remove(key);
+        }
+        Ok(())
+    }
+
+    /// Diagnostic counters summed over CPUs, indexed by `kstall_ebpf::counter`.
+    pub fn counters(&self) -> Result<[u64; counter::COUNT as usize]> {
+        let m = self.ebpf.map(map::COUNTERS).context("counter map missing")?;
+        let counters: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(m)?;
+        let mut sums = [0u64; counter::COUNT as usize];
+        for (i, sum) in sums.iter_mut().enumerate() {
+            *sum = counters.get(&(i as u32), 0)?.iter().sum();
+        }
+        Ok(sums)
+    }
+}

@@ -1,0 +1,200 @@
+//! Finding the broker process, its threads and their JVM names.
+use std::{
+    collections::HashMap,
+    io::Read,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Result, bail};
+use procfs::process::Process;
+use serde::Serialize;
+
+/// Main classes a Kafka broker JVM runs (Apache Kafka, ZooKeeper or KRaft mode alike).
+const BROKER_MAIN_CLASSES: [&str; 2] = ["kafka.Kafka", "io.confluent.support.metrics.SupportedKafka"];
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Broker {
+    pub pid: u32,
+    pub main_class: String,
+    pub command_line: String,
+    #[serde(skip)]
+    pub exe: Option<PathBuf>,
+}
+
+fn broker_main_class(cmdline: &[String]) -> Option<&'static str> {
+    BROKER_MAIN_CLASSES.into_iter().find(|class| cmdline.iter().any(|arg| arg == class))
+}
+
+fn broker_from(process: &Process) -> Option<Broker> {
+    let cmdline = process.cmdline().ok()?;
+    let main_class = broker_main_class(&cmdline)?;
+    Some(Broker {
+        pid: process.pid as u32,
+        main_class: main_class.to_string(),
+        command_line: cmdline.join(" "),
+        exe: process.exe().ok(),
+    })
+}
+
+/// The broker to trace: `pid` when given (checked to be a Kafka broker), else the only process
+/// on this host running a broker main class.
+pub fn find_broker(pid: Option<u32>) -> Result<Broker> {
+    if let Some(pid) = pid {
+        let Ok(process) = Process::new(pid as i32) else {
+            bail!("no process with pid {pid}: pass the broker's pid (pgrep -f kafka.Kafka)");
+        };
+        return match broker_from(&process) {
+            Some(broker) => Ok(broker),
+            None => {
+                let comm = process.stat().map(|s| s.comm).unwrap_or_else(|_| "?".into());
+                bail!(
+                    "pid {pid} ({comm}) is not a Kafka broker: its command line runs none of {}; pass the broker's pid (pgrep -f kafka.Kafka)",
+                    BROKER_MAIN_CLASSES.join(", ")
+                )
+            }
+        };
+    }
+    let brokers: Vec<Broker> = procfs::process::all_processes()
+        .map_err(|e| anyhow::anyhow!("cannot list processes in /proc: {e}"))?
+        .filter_map(|p| p.ok())
+        .filter_map(|p| broker_from(&p))
+        .collect();
+    match brokers.as_slice() {
+        [] => bail!("no Kafka broker found on this host (no process runs kafka.Kafka): start one, or pass --pid"),
+        [one] => Ok(one.clone()),
+        many => {
+            let pids: Vec<String> = many.iter().map(|b| b.pid.to_string()).collect();
+            bail!("several Kafka brokers found (pids {}): pick one with --pid", pids.join(", "))
+        }
+    }
+}
+
+pub fn is_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Live threads of a process: tid -> comm (the kernel's 15-byte thread name).
+pub fn thread_comms(pid: u32) -> HashMap<u32, String> {
+    let Ok(process) = Process::new(pid as i32) else { return HashMap::new() };
+    let Ok(tasks) = process.tasks() else { return HashMap::new() };
+    tasks
+        .filter_map(|t| t.ok())
+        .filter_map(|t| Some((t.tid as u32, t.stat().ok()?.comm)))
+        .collect()
+}
+
+/// Full JVM thread names (tid -> name) from `jcmd PID Thread.print`, using the jcmd of the
+/// broker's own JDK when it can be found. Slow (it starts a JVM), so callers run it off the
+/// hot path, after the probes are attached.
+pub fn jvm_thread_names(broker: &Broker) -> Result<HashMap<u32, String>> {
+    let jcmd = broker
+        .exe
+        .as_ref()
+        .and_then(|java| java.parent())
+        .map(|bin| bin.join("jcmd"))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("jcmd"));
+    let mut child = Command::new(&jcmd)
+        .arg(broker.pid.to_string())
+        .arg("Thread.print")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("cannot run {}: {e}", jcmd.display()))?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut out = String::new();
+    if let Some(mut stdout) = child.stdout.take() {
+        // The child exits (or is killed below) so this read ends.
+        let reader = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stdout.read_to_string(&mut s);
+            s
+        });
+        loop {
+            match child.try_wait()? {
+                Some(_) => break,
+                None if Instant::now() > deadline => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+                None => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+        out = reader.join().unwrap_or_default();
+    }
+    let names = parse_thread_dump(&out);
+    if names.is_empty() {
+        bail!("{} {} Thread.print gave no thread names", jcmd.display(), broker.pid);
+    }
+    Ok(names)
+}
+
+/// Parses a HotSpot thread dump: lines like
+/// `"kafka-network-thread-0-PLAINTEXT-0" #25 prio=5 os_prio=0 ... tid=0x... nid=4242 runnable`
+/// (`nid` is the Linux tid, decimal since JDK 19, hex before).
+pub fn parse_thread_dump(text: &str) -> HashMap<u32, String> {
+    text.lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix('"')?;
+            let end = rest.rfind("\" ")?;
+            let name = &rest[..end];
+            let nid = rest[end..].split_whitespace().find_map(|w| w.strip_prefix("nid="))?;
+            let tid = match nid.strip_prefix("0x") {
+                Some(hex) => u32::from_str_radix(hex, 16).ok()?,
+                None => nid.parse().ok()?,
+            };
+            Some((tid, name.to_string()))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thread_dump_hex_and_decimal_nids() {
+        let dump = r#"2026-11-21 12:00:00
+Full thread dump OpenJDK 64-Bit Server VM (17.0.15+6-Debian-1deb12u1 mixed mode, sharing):
+
+"kafka-network-thread-0-PLAINTEXT-0" #25 prio=5 os_prio=0 cpu=120.50ms elapsed=60.01s tid=0x00007f1c2c5a1000 nid=0x1a2b runnable  [0x00007f1bf4dfe000]
+   java.lang.Thread.State: RUNNABLE
+"data-plane-kafka-request-handler-3" #40 daemon prio=5 os_prio=0 cpu=1.00ms elapsed=9.00s tid=0x00007f1c2c5a2000 nid=4242 waiting on condition
+"weird "quoted" name" #41 prio=5 os_prio=0 tid=0x1 nid=77 runnable
+"VM Thread" os_prio=0 cpu=10ms elapsed=60s tid=0x00007f1c2c0a0000 nid=0x1a00 runnable
+"no nid here" #3 prio=5
+JNI global refs: 15, weak refs: 0
+"#;
+        let names = parse_thread_dump(dump);
+        assert_eq!(names.get(&0x1a2b).map(String::as_str), Some("kafka-network-thread-0-PLAINTEXT-0"));
+        assert_eq!(names.get(&4242).map(String::as_str), Some("data-plane-kafka-request-handler-3"));
+        assert_eq!(names.get(&77).map(String::as_str), Some("weird \"quoted\" name"));
+        assert_eq!(names.get(&0x1a00).map(String::as_str), Some("VM Thread"));
+        assert_eq!(names.len(), 4);
+    }
+
+    #[test]
+    fn broker_main_class_is_an_argument_not_a_substring() {
+        let args = |s: &str| s.split(' ').map(String::from).collect::<Vec<_>>();
+        assert_eq!(broker_main_class(&args("java -Xmx1G -cp /k/libs/* kafka.Kafka server.properties")), Some("kafka.Kafka"));
+        assert_eq!(broker_main_class(&args("java -cp /k/libs/* kafka.tools.ConsoleConsumer")), None);
+        assert_eq!(broker_main_class(&args("grep kafka.Kafka.log")), None);
+    }
+
+    #[test]
+    fn missing_pid_is_a_clear_error() {
+        // pid_max is at most 2^22, so this pid cannot exist.
+        let err = find_broker(Some(1 << 23)).unwrap_err().to_string();
+        assert!(err.starts_with("no process with pid 8388608"), "{err}");
+    }
+
+    #[test]
+    fn non_kafka_pid_is_a_clear_error() {
+        let err = find_broker(Some(std::process::id())).unwrap_err().to_string();
+        assert!(err.contains("is not a Kafka broker"), "{err}");
+    }
+}

@@ -1,0 +1,153 @@
+//! `kstall watch`: discover -> attach -> aggregate -> present, refreshing a table until
+//! Ctrl-C, SIGTERM, the end of --duration, or the broker's exit.
+use std::{
+    collections::HashMap,
+    io::{IsTerminal, Write},
+    sync::mpsc::{self, Receiver},
+    time::{Duration, Instant},
+};
+
+use anyhow::Result;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::{
+    aggregate::{Aggregator, Summary},
+    attach,
+    discovery::{self, Broker},
+    output,
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+pub struct WatchOptions {
+    pub pid: Option<u32>,
+    pub interval: Duration,
+    pub duration: Option<Duration>,
+    pub format: Format,
+}
+
+/// Runs jcmd in the background: at start, and again (at most every RERUN) while live threads
+/// lack a JVM name, so threads that appear later get their full names too.
+struct JvmNames {
+    broker: Broker,
+    pending: Option<Receiver<Result<HashMap<u32, String>>>>,
+    last_start: Instant,
+    gave_up: bool,
+}
+
+impl JvmNames {
+    const RERUN: Duration = Duration::from_secs(30);
+
+    fn start(broker: Broker) -> JvmNames {
+        let mut names =
+            JvmNames { broker, pending: None, last_start: Instant::now(), gave_up: false };
+        names.spawn();
+        names
+    }
+
+    fn spawn(&mut self) {
+        let (tx, rx) = mpsc::channel();
+        let broker = self.broker.clone();
+        std::thread::spawn(move || tx.send(discovery::jvm_thread_names(&broker)));
+        self.pending = Some(rx);
+        self.last_start = Instant::now();
+    }
+
+    /// Hands finished results to the aggregator; `wait` bounds how long to wait for one.
+    fn poll(&mut self, agg: &mut Aggregator, wait: Duration) {
+        let Some(rx) = &self.pending else { return };
+        let result = match rx.recv_timeout(wait) {
+            Ok(result) => result,
+            Err(mpsc::RecvTimeoutError::Timeout) => return,
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(anyhow::anyhow!("jcmd thread ended")),
+        };
+        self.pending = None;
+        match result {
+            Ok(names) => agg.add_jvm_names(names),
+            // Thread names then come from comm and behaviour; the summary says which.
+            Err(_) => self.gave_up = true,
+        }
+    }
+
+    fn maybe_rerun(&mut self, unnamed_threads: usize) {
+        if !self.gave_up && self.pending.is_none() && unnamed_threads > 0 && self.last_start.elapsed() > Self::RERUN {
+            self.spawn();
+        }
+    }
+}
+
+pub fn run(opts: WatchOptions) -> Result<()> {
+    attach::check_privileges()?;
+    let broker = discovery::find_broker(opts.pid)?;
+    let mut probes = attach::attach(broker.pid)?;
+    eprintln!(
+        "kstall: tracing broker pid {} ({}): {} tracepoints attached in {:.0} ms; Ctrl-C to stop",
+        broker.pid,
+        broker.main_class,
+        probes.attached.len(),
+        probes.attach_time.as_secs_f64() * 1e3
+    );
+    let mut names = JvmNames::start(broker.clone());
+    let mut agg = Aggregator::new(broker.clone());
+    let live_table = opts.format == Format::Table && std::io::stdout().is_terminal();
+
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let broker_exited = runtime.block_on(async {
+        let mut sigterm = signal(SignalKind::terminate())?;
+        let mut tick = tokio::time::interval(opts.interval);
+        tick.tick().await;
+        let end = async {
+            match opts.duration {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(end);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    names.poll(&mut agg, Duration::ZERO);
+                    if !discovery::is_alive(broker.pid) {
+                        return Ok::<bool, anyhow::Error>(true);
+                    }
+                    // Refreshing also folds exited threads away, so do it even when not drawing.
+                    let summary = agg.refresh(&mut probes)?;
+                    names.maybe_rerun(agg.unnamed_threads(&summary.threads));
+                    if live_table {
+                        draw(&summary);
+                    }
+                }
+                _ = tokio::signal::ctrl_c() => return Ok(false),
+                _ = sigterm.recv() => return Ok(false),
+                _ = &mut end => return Ok(false),
+            }
+        }
+    })?;
+
+    // Names make the final roles exact; give a running jcmd a moment.
+    names.poll(&mut agg, Duration::from_secs(3));
+    let summary = agg.refresh(&mut probes)?;
+    drop(probes); // detach before printing: the broker runs untraced from here
+    if broker_exited {
+        eprintln!("kstall: broker pid {} exited; showing what was traced until then", broker.pid);
+    }
+    let text = match opts.format {
+        Format::Table => output::table(&summary),
+        Format::Json => output::json(&summary) + "\n",
+    };
+    if live_table {
+        print!("\x1b[H\x1b[2J");
+    }
+    std::io::stdout().write_all(text.as_bytes())?;
+    Ok(())
+}
+
+fn draw(summary: &Summary) {
+    let mut out = std::io::stdout().lock();
+    let _ = write!(out, "\x1b[H\x1b[2J{}", output::table(summary));
+    let _ = out.flush();
+}

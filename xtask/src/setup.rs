@@ -1,0 +1,109 @@
+//! `cargo xtask setup`: everything kstall needs to build and test, installed idempotently.
+//! A second run only checks (seconds). Building BPF from Rust needs a compiler that ships its
+//! own library source (`-Z build-std=core`) and a bpf-linker built against the same LLVM
+//! major: Debian's rustc-web provides the first, linked into rustup as `debian-bpf`.
+use std::{path::PathBuf, process::Command, time::Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::{kafka, output, run};
+
+pub const BPF_TOOLCHAIN: &str = "debian-bpf";
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+/// Commands the tests and demo use, and the Debian package that provides each.
+const TOOLS: [(&str, &str); 6] = [
+    ("kcat", "kcat"),
+    ("strace", "strace"),
+    ("setpriv", "util-linux"),
+    ("java", "openjdk-17-jdk-headless"),
+    ("jcmd", "openjdk-17-jdk-headless"),
+    ("npm", "npm"),
+];
+
+fn installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).starts_with("install ok installed"))
+}
+
+fn on_path(command: &str) -> bool {
+    Command::new("sh").args(["-c", &format!("command -v {command}")]).output().is_ok_and(|o| o.status.success())
+}
+
+struct Apt {
+    updated: bool,
+}
+
+impl Apt {
+    fn ensure(&mut self, packages: &[String]) -> Result<()> {
+        let missing: Vec<&String> = packages.iter().filter(|p| !installed(p)).collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        eprintln!("setup: apt-get install {}", missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" "));
+        if !self.updated {
+            run(Command::new("apt-get").args(["update", "-qq"]))
+                .context("apt-get update failed (setup needs root and Debian's package archive)")?;
+            self.updated = true;
+        }
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"))
+        .with_context(|| format!("cannot install {missing:?} with apt-get"))
+    }
+}
+
+/// LLVM major version of Debian's rustc (bpf-linker must be built against the same one).
+fn debian_llvm_major() -> Result<u32> {
+    let info = output(Command::new("/usr/bin/rustc").arg("-vV"))?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .and_then(|v| v.split('.').next())
+        .and_then(|m| m.trim().parse().ok())
+        .context("cannot read the LLVM version from /usr/bin/rustc -vV")
+}
+
+fn cargo_bin(name: &str) -> PathBuf {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cargo"));
+    home.join("bin").join(name)
+}
+
+pub fn setup() -> Result<()> {
+    let started = Instant::now();
+    let mut apt = Apt { updated: false };
+    apt.ensure(&["rustc-web", "cargo-web", "rust-web-src"].map(String::from))?;
+    let llvm = debian_llvm_major()?;
+    let mut packages = vec![format!("llvm-{llvm}-dev")];
+    packages.extend(TOOLS.iter().filter(|(cmd, _)| !on_path(cmd)).map(|(_, pkg)| pkg.to_string()));
+    packages.push("python3-kafka".into());
+    apt.ensure(&packages)?;
+
+    let linker = cargo_bin("bpf-linker");
+    let have_linker = output(Command::new(&linker).arg("--version"))
+        .is_ok_and(|v| v.trim() == format!("bpf-linker {BPF_LINKER_VERSION}"));
+    if !have_linker {
+        eprintln!("setup: cargo install bpf-linker {BPF_LINKER_VERSION} against LLVM {llvm}");
+        run(Command::new("cargo")
+            .args(["install", &format!("bpf-linker@{BPF_LINKER_VERSION}"), "--no-default-features"])
+            .args(["--features", &format!("llvm-{llvm}")])
+            .env("LLVM_PREFIX", format!("/usr/lib/llvm-{llvm}")))
+        .context("cannot build bpf-linker")?;
+    }
+
+    let toolchains = output(Command::new("rustup").args(["toolchain", "list"]))
+        .context("rustup is needed to run the BPF build with Debian's rustc")?;
+    if !toolchains.lines().any(|l| l.split_whitespace().next() == Some(BPF_TOOLCHAIN)) {
+        run(Command::new("rustup").args(["toolchain", "link", BPF_TOOLCHAIN, "/usr"]))?;
+    }
+    if !PathBuf::from("/usr/lib/rustlib/src/rust/library/core").is_dir() {
+        bail!("rust-web-src did not install the library source under /usr/lib/rustlib/src");
+    }
+    kafka::kafka_home()?;
+    eprintln!("setup: ok in {:.1}s (Debian rustc with LLVM {llvm}, bpf-linker {BPF_LINKER_VERSION}, Kafka 0.9.0.1 cached)", started.elapsed().as_secs_f64());
+    Ok(())
+}
