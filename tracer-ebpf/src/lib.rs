@@ -307,3 +307,88 @@ mod pod {
     unsafe impl aya::Pod for super::HistKey {}
     unsafe impl aya::Pod for super::LatencyHist {}
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log2_floor_matches_leading_zeros() {
+        for v in (1..5000u64).chain([1 << 20, (1 << 33) - 1, 1 << 33, u64::MAX, 10_000_000_000]) {
+            assert_eq!(log2_floor(v), 63 - v.leading_zeros(), "v={v}");
+        }
+        assert_eq!(log2_floor(0), 0);
+    }
+
+    #[test]
+    fn buckets_cover_1us_to_10s_with_at_least_4_per_octave() {
+        assert!(SUB_BUCKETS >= 4);
+        assert_eq!(bucket_index(0), 0);
+        assert_eq!(bucket_index(1023), 0);
+        assert_eq!(bucket_index(1024), 1);
+        // 10 s is inside the log-linear range, not in the overflow bucket.
+        assert!(bucket_index(10_000_000_000) < BUCKETS - 1);
+        assert_eq!(bucket_index(u64::MAX), BUCKETS - 1);
+    }
+
+    #[test]
+    fn every_value_lands_between_its_bucket_bounds() {
+        let mut v = 1u64;
+        while v < 1 << 36 {
+            for x in [v, v + v / 3, v + v / 2, 2 * v - 1] {
+                let b = bucket_index(x);
+                assert!(bucket_lower_ns(b) <= x && x < bucket_upper_ns(b), "{x} in bucket {b}");
+            }
+            v *= 2;
+        }
+    }
+
+    #[test]
+    fn buckets_are_contiguous_and_increasing() {
+        for b in 0..BUCKETS - 1 {
+            assert_eq!(bucket_upper_ns(b), bucket_lower_ns(b + 1));
+            assert!(bucket_lower_ns(b) < bucket_upper_ns(b));
+            // Relative width of a log-linear bucket is at most 1/SUB_BUCKETS.
+            if b > 0 {
+                let width = bucket_upper_ns(b) - bucket_lower_ns(b);
+                assert!(width * SUB_BUCKETS as u64 <= bucket_lower_ns(b), "bucket {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn hit_and_miss_come_from_evidence_not_time() {
+        let none = CallEvidence::default();
+        let cached = CallEvidence { get_pages: 1, ..none };
+        let sync_miss = CallEvidence { get_pages: 1, sync_readahead: 1, pages_added: 32, blocked_ns: 8_000_000, ..none };
+        let waited_for_readahead = CallEvidence { get_pages: 1, blocked_ns: 5_000, ..none };
+        let prefetch_after_hit = CallEvidence { get_pages: 1, async_readahead: 1, pages_added: 64, ..none };
+        let ra_disabled_miss = CallEvidence { get_pages: 1, pages_added: 1, ..none };
+        let have = true;
+        assert_eq!(classify_file_read(Syscall::Sendfile, &cached, have), CacheResult::Hit);
+        assert_eq!(classify_file_read(Syscall::Sendfile, &sync_miss, have), CacheResult::Miss);
+        assert_eq!(classify_file_read(Syscall::Sendfile, &waited_for_readahead, have), CacheResult::Miss);
+        assert_eq!(classify_file_read(Syscall::Sendfile, &prefetch_after_hit, have), CacheResult::Hit);
+        assert_eq!(classify_file_read(Syscall::Pread64, &ra_disabled_miss, have), CacheResult::Miss);
+        // Without readahead tracepoints, pages added are the evidence, prefetch included.
+        assert_eq!(classify_file_read(Syscall::Sendfile, &prefetch_after_hit, false), CacheResult::Miss);
+        // Socket reads and appending writes get no verdict.
+        assert_eq!(classify_file_read(Syscall::Read, &none, have), CacheResult::NoFileRead);
+        assert_eq!(classify_file_read(Syscall::Write, &ra_disabled_miss, have), CacheResult::NoFileRead);
+    }
+
+    #[test]
+    fn merge_keeps_max_and_sums() {
+        let mut a = LatencyHist::ZERO;
+        a.buckets[3] = 2;
+        a.count = 2;
+        a.max_ns = 50;
+        let mut b = LatencyHist::ZERO;
+        b.buckets[3] = 1;
+        b.count = 1;
+        b.max_ns = 70;
+        b.pages_added = 4;
+        a.merge(&b);
+        assert_eq!((a.buckets[3], a.count, a.max_ns, a.pages_added), (3, 3, 70, 4));
+    }
+}

@@ -138,7 +138,22 @@ impl DemoBroker {
         };
         let mut broker = DemoBroker { work_dir: work_dir.to_path_buf(), log_dir, port, zookeeper, kafka };
         wait_for_port(port, &mut broker.kafka, "Kafka", &app_logs.join("kafka.out"))?;
+        broker.wait_registered()?;
         Ok(broker)
+    }
+
+    /// Listening is not enough: clients get no leader until the broker has registered in
+    /// ZooKeeper and become controller. Waits until metadata lists it.
+    fn wait_registered(&self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            let out = self.kcat().args(["-L", "-m", "5"]).stderr(Stdio::null()).output()?;
+            if String::from_utf8_lossy(&out.stdout).contains(" 1 brokers:") {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        bail!("Kafka on {} did not report itself in metadata within 60 s", self.bootstrap())
     }
 
     /// The broker JVM's pid (the start scripts exec java).
@@ -164,6 +179,7 @@ impl DemoBroker {
             .args(["-P", "-t", topic, "-z", "none", "-X", "queue.buffering.max.ms=50"])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .context("cannot run kcat (apt-get install kcat)")?;
         let mut stdin = child.stdin.take().context("kcat stdin")?;
@@ -179,9 +195,9 @@ impl DemoBroker {
             n += 1;
         }
         drop(stdin);
-        let status = child.wait()?;
-        if !status.success() {
-            bail!("kcat producer failed: {status}");
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            bail!("kcat producer failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
         }
         Ok(())
     }
