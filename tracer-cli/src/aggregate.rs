@@ -141,9 +141,11 @@ impl Aggregator {
         self.jvm_names.extend(names);
     }
 
-    /// Live threads whose role a JVM name would settle (jcmd has not named them yet).
-    pub fn unnamed_threads(&self, threads: &[ThreadInfo]) -> usize {
-        threads.iter().filter(|t| t.role_source != RoleSource::JvmName && !self.jvm_names.contains_key(&t.tid)).count()
+    /// Live threads whose role only a JVM name would settle: their comm is ambiguous and jcmd
+    /// has not named them yet. (Unnamed threads whose comm decides do not justify a new jcmd,
+    /// which costs the broker host a JVM start.)
+    pub fn threads_needing_names(&self, threads: &[ThreadInfo]) -> usize {
+        threads.iter().filter(|t| t.role_source == RoleSource::Behaviour).count()
     }
 
     /// Reads the kernel's histograms and produces a summary of everything since attach.
@@ -170,6 +172,7 @@ impl Aggregator {
         }
         if !exited_keys.is_empty() {
             let mut tids: Vec<u32> = exited_keys.iter().map(|k| k.tid).collect();
+            tids.sort_unstable();
             tids.dedup();
             self.exited_threads += tids.len() as u64;
             for tid in &tids {

@@ -31,7 +31,7 @@ pub struct WatchOptions {
 }
 
 /// Runs jcmd in the background: at start, and again (at most every RERUN) while live threads
-/// lack a JVM name, so threads that appear later get their full names too.
+/// with ambiguous comms lack a JVM name, so threads that appear later are named too.
 struct JvmNames {
     broker: Broker,
     pending: Option<Receiver<Result<HashMap<u32, String>>>>,
@@ -73,8 +73,8 @@ impl JvmNames {
         }
     }
 
-    fn maybe_rerun(&mut self, unnamed_threads: usize) {
-        if !self.gave_up && self.pending.is_none() && unnamed_threads > 0 && self.last_start.elapsed() > Self::RERUN {
+    fn maybe_rerun(&mut self, threads_needing_names: usize) {
+        if !self.gave_up && self.pending.is_none() && threads_needing_names > 0 && self.last_start.elapsed() > Self::RERUN {
             self.spawn();
         }
     }
@@ -116,7 +116,7 @@ pub fn run(opts: WatchOptions) -> Result<()> {
                     }
                     // Refreshing also folds exited threads away, so do it even when not drawing.
                     let summary = agg.refresh(&mut probes)?;
-                    names.maybe_rerun(agg.unnamed_threads(&summary.threads));
+                    names.maybe_rerun(agg.threads_needing_names(&summary.threads));
                     if live_table {
                         draw(&summary);
                     }

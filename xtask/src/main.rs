@@ -6,7 +6,7 @@
 //!           reader, run `kstall watch` on it for 30 s, stop everything
 //!   broker  start the demo broker and keep it running until Ctrl-C (for trying kstall by hand)
 use std::{
-    io::Write,
+    io::{BufRead, BufReader, Write},
     path::PathBuf,
     process::{Command, ExitCode, Stdio},
     sync::{
@@ -31,11 +31,40 @@ fn build_release() -> Result<PathBuf> {
     Ok(workspace_root().join("target/release/kstall"))
 }
 
+/// Runs every test target (no doc tests: there are none) and ends with one plain total line.
 fn test(extra: &[String]) -> Result<()> {
     setup()?;
     let started = Instant::now();
-    run(cargo().args(["test", "--workspace"]).args(extra))?;
-    eprintln!("xtask test: all tests passed in {:.0}s", started.elapsed().as_secs_f64());
+    let mut child = cargo()
+        .args(["test", "--workspace", "--lib", "--bins", "--tests"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let (mut passed, mut failed) = (0u64, 0u64);
+    for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
+        let line = line?;
+        println!("{line}");
+        // `test result: ok. 17 passed; 0 failed; 0 ignored; ...`
+        if let Some(result) = line.strip_prefix("test result: ") {
+            for part in result.split([';', '.']) {
+                let mut words = part.split_whitespace();
+                match (words.next().and_then(|n| n.parse::<u64>().ok()), words.next()) {
+                    (Some(n), Some("passed")) => passed += n,
+                    (Some(n), Some("failed")) => failed += n,
+                    _ => {}
+                }
+            }
+        }
+    }
+    let status = child.wait()?;
+    println!("xtask test: cargo test took {:.0}s", started.elapsed().as_secs_f64());
+    println!("tests: {passed} passed, {failed} failed");
+    if !status.success() {
+        bail!("cargo test failed: {status}");
+    }
+    if passed == 0 {
+        bail!("no test ran");
+    }
     Ok(())
 }
 
