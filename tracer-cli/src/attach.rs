@@ -80,23 +80,18 @@ pub struct Probes {
 pub fn attach(broker_pid: u32) -> Result<Probes> {
     let started = Instant::now();
     let tracefs = Tracefs::new(tracefs::locate_or_mount()?);
-    let plan = attachments();
-    let mut unavailable = Vec::new();
-    for a in &plan {
-        if !tracefs.has_event(a.category, &a.event) {
-            if a.required {
-                bail!(
-                    "this kernel has no tracepoint {}:{}; kstall needs it (syscall tracepoints need CONFIG_FTRACE_SYSCALLS=y)",
-                    a.category,
-                    a.event
-                );
-            }
-            unavailable.push(format!("{}:{}", a.category, a.event));
-        }
+    // Check every tracepoint before loading anything: a missing required one is the error.
+    let (plan, missing): (Vec<Attachment>, Vec<Attachment>) =
+        attachments().into_iter().partition(|a| tracefs.has_event(a.category, &a.event));
+    if let Some(a) = missing.iter().find(|a| a.required) {
+        bail!(
+            "this kernel has no tracepoint {}:{}; kstall needs it (syscall tracepoints need CONFIG_FTRACE_SYSCALLS=y)",
+            a.category,
+            a.event
+        );
     }
-    let have_readahead = ["page_cache_sync_ra", "page_cache_async_ra"]
-        .iter()
-        .all(|e| tracefs.has_event("readahead", e));
+    let unavailable: Vec<String> = missing.iter().map(|a| format!("{}:{}", a.category, a.event)).collect();
+    let have_readahead = !missing.iter().any(|a| a.category == "readahead");
 
     let switch = tracefs.format("sched", "sched_switch")?;
     let add = tracefs.format("filemap", "mm_filemap_add_to_page_cache")?;
@@ -123,7 +118,7 @@ pub fn attach(broker_pid: u32) -> Result<Probes> {
         .map_err(|e| anyhow!("cannot load kstall's eBPF probes: {e} (needs root and a kernel with BPF tracepoint programs, 4.18+)"))?;
 
     let mut attached = Vec::new();
-    for a in plan.iter().filter(|a| tracefs.has_event(a.category, &a.event)) {
+    for a in &plan {
         let program: &mut TracePoint = ebpf
             .program_mut(&a.program)
             .with_context(|| format!("probe {} missing from the embedded object", a.program))?
