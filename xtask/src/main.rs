@@ -4,7 +4,7 @@
 //!   test    setup, then run every test (unit, real-broker integration, bad input)
 //!   demo    setup, build, start a real Kafka 0.9 broker with a produce load and a cold
 //!           reader, run `kstall watch` on it for 30 s, stop everything
-//!   broker  start the demo broker and keep it running until Ctrl-C (for trying kstall by hand)
+//!   broker  start the demo broker and keep it running until Enter (for trying kstall by hand)
 use std::{
     io::{BufRead, BufReader, Write},
     path::PathBuf,
@@ -145,7 +145,7 @@ fn demo(seconds: u64) -> Result<()> {
 fn broker_until_ctrl_c() -> Result<()> {
     setup()?;
     let broker = DemoBroker::start(&cache_dir().join("broker"))?;
-    println!("broker pid {} on {} (log dirs {}); Ctrl-C stops it", broker.pid(), broker.bootstrap(), broker.log_dir.display());
+    println!("broker pid {} on {} (log dirs {}); press Enter to stop it", broker.pid(), broker.bootstrap(), broker.log_dir.display());
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     thread::spawn(move || {
