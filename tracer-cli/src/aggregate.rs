@@ -106,6 +106,15 @@ pub struct Summary {
     pub lost: Lost,
 }
 
+impl Summary {
+    /// Live threads whose role only a JVM name would settle: their comm is ambiguous and jcmd
+    /// has not named them yet. (Unnamed threads whose comm decides do not justify a new jcmd,
+    /// which costs the broker host a JVM start.)
+    pub fn threads_needing_names(&self) -> usize {
+        self.threads.iter().filter(|t| t.role_source == RoleSource::Behaviour).count()
+    }
+}
+
 pub fn cache_label(cache: CacheResult) -> &'static str {
     match cache {
         CacheResult::NoFileRead => "none",
@@ -139,13 +148,6 @@ impl Aggregator {
     /// Full JVM thread names, as they arrive from jcmd.
     pub fn add_jvm_names(&mut self, names: HashMap<u32, String>) {
         self.jvm_names.extend(names);
-    }
-
-    /// Live threads whose role only a JVM name would settle: their comm is ambiguous and jcmd
-    /// has not named them yet. (Unnamed threads whose comm decides do not justify a new jcmd,
-    /// which costs the broker host a JVM start.)
-    pub fn threads_needing_names(&self, threads: &[ThreadInfo]) -> usize {
-        threads.iter().filter(|t| t.role_source == RoleSource::Behaviour).count()
     }
 
     /// Reads the kernel's histograms and produces a summary of everything since attach.

@@ -116,7 +116,7 @@ pub fn run(opts: WatchOptions) -> Result<()> {
                     }
                     // Refreshing also folds exited threads away, so do it even when not drawing.
                     let summary = agg.refresh(&mut probes)?;
-                    names.maybe_rerun(agg.threads_needing_names(&summary.threads));
+                    names.maybe_rerun(summary.threads_needing_names());
                     if live_table {
                         draw(&summary);
                     }
@@ -135,14 +135,12 @@ pub fn run(opts: WatchOptions) -> Result<()> {
     if broker_exited {
         eprintln!("kstall: broker pid {} exited; showing what was traced until then", broker.pid);
     }
-    let text = match opts.format {
-        Format::Table => output::table(&summary),
-        Format::Json => output::json(&summary) + "\n",
-    };
-    if live_table {
-        print!("\x1b[H\x1b[2J");
+    match opts.format {
+        // The final table replaces the live one on screen.
+        Format::Table if live_table => draw(&summary),
+        Format::Table => std::io::stdout().write_all(output::table(&summary).as_bytes())?,
+        Format::Json => std::io::stdout().write_all((output::json(&summary) + "\n").as_bytes())?,
     }
-    std::io::stdout().write_all(text.as_bytes())?;
     Ok(())
 }
 
