@@ -4,7 +4,7 @@
 //! on brokers whose threads come and go.
 use std::{
     collections::{BTreeMap, HashMap},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use anyhow::Result;
@@ -15,9 +15,13 @@ use kstall_ebpf::{
 use serde::Serialize;
 
 use crate::{
-    attach::Probes,
+    attach::{Event, Probes},
     discovery::{self, Broker},
+    findings::{self, Finding},
+    protocol::PRODUCE,
+    requests::{RequestStats, RequestSummary},
     roles::{self, Activity, Role, RoleSource},
+    stalls::{Attribution, StallSummary},
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -81,6 +85,24 @@ pub struct Lost {
     pub histogram_map_full: u64,
     /// Calls not timed because the in-flight map was full.
     pub in_flight_map_full: u64,
+    /// Request and stall records dropped because the ring buffer was full: request latency
+    /// and attribution miss them (the syscall histograms do not).
+    pub events: u64,
+}
+
+/// How well the Kafka framing could be followed on the network threads' sockets.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ProtocolHealth {
+    pub requests_parsed: u64,
+    pub requests_answered: u64,
+    /// Connections whose bytes looked like TLS: no request view for them.
+    pub tls_connections: u64,
+    /// Reads that did not parse as Kafka framing (the parser resyncs at the next read).
+    pub framing_errors: u64,
+    /// Responses to requests read before kstall attached (or aged out of the kernel map).
+    pub responses_unmatched: u64,
+    /// The kernel has sock:sk_data_ready and sock:sock_recv_length: socket wait is measured.
+    pub socket_wait_measured: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -104,6 +126,10 @@ pub struct Summary {
     pub thread_names: &'static str,
     pub probes: ProbeInfo,
     pub lost: Lost,
+    pub protocol: ProtocolHealth,
+    pub requests: RequestSummary,
+    pub stalls: StallSummary,
+    pub findings: Vec<Finding>,
 }
 
 impl Summary {
@@ -131,17 +157,37 @@ pub struct Aggregator {
     comms: HashMap<u32, String>,
     retired: BTreeMap<RowKey, LatencyHist>,
     exited_threads: u64,
+    requests: RequestStats,
+    attribution: Attribution,
+    requests_answered: u64,
 }
 
 impl Aggregator {
-    pub fn new(broker: Broker) -> Aggregator {
+    pub fn new(broker: Broker, stall_threshold: Duration) -> Aggregator {
         Aggregator {
+            attribution: Attribution::new(broker.pid, stall_threshold),
             broker,
             started: Instant::now(),
             jvm_names: HashMap::new(),
             comms: HashMap::new(),
             retired: BTreeMap::new(),
             exited_threads: 0,
+            requests: RequestStats::default(),
+            requests_answered: 0,
+        }
+    }
+
+    /// One record from the kernel: an answered request or a stall.
+    pub fn ingest(&mut self, event: Event) {
+        match event {
+            Event::Stall(stall) => self.attribution.record_stall(&stall),
+            Event::Request(request) => {
+                self.requests_answered += 1;
+                let timing = self.requests.record(&request);
+                if request.id.api_key == PRODUCE {
+                    self.attribution.record_produce(request.tid, &timing);
+                }
+            }
         }
     }
 
@@ -156,6 +202,7 @@ impl Aggregator {
         let comms = discovery::thread_comms(self.broker.pid);
         self.comms.extend(comms.iter().map(|(tid, comm)| (*tid, comm.clone())));
         let threads = assign_roles(&entries, &self.comms, &self.jvm_names);
+        probes.set_network_threads(&network_threads(&threads, &comms, &self.jvm_names))?;
 
         // Fold exited threads (no longer in /proc) into their role's totals.
         let mut exited_keys = Vec::new();
@@ -196,9 +243,10 @@ impl Aggregator {
             roles.entry(t.role).or_default().push(t.tid);
         }
         let counters = probes.counters()?;
-        Ok(Summary {
+        let elapsed_seconds = self.started.elapsed().as_secs_f64();
+        let mut summary = Summary {
             broker: self.broker.clone(),
-            elapsed_seconds: self.started.elapsed().as_secs_f64(),
+            elapsed_seconds,
             rows: merged.into_iter().map(|(k, h)| row(k, h)).collect(),
             roles,
             thread_names: if self.jvm_names.is_empty() { "comm" } else { "jvm" },
@@ -212,8 +260,22 @@ impl Aggregator {
             lost: Lost {
                 histogram_map_full: counters[counter::HIST_MAP_FULL as usize],
                 in_flight_map_full: counters[counter::IN_FLIGHT_MAP_FULL as usize],
+                events: counters[counter::EVENTS_LOST as usize],
             },
-        })
+            protocol: ProtocolHealth {
+                requests_parsed: counters[counter::REQUESTS_PARSED as usize],
+                requests_answered: self.requests_answered,
+                tls_connections: counters[counter::TLS_CONNECTIONS as usize],
+                framing_errors: counters[counter::FRAMING_ERRORS as usize],
+                responses_unmatched: counters[counter::RESPONSES_UNMATCHED as usize],
+                socket_wait_measured: probes.have_socket_wait,
+            },
+            requests: self.requests.summary(elapsed_seconds),
+            stalls: self.attribution.summary(),
+            findings: Vec::new(),
+        };
+        summary.findings = findings::findings(&summary);
+        Ok(summary)
     }
 }
 
@@ -248,6 +310,26 @@ pub fn assign_roles(
             let (role, role_source) = roles::classify(jvm_name.as_deref(), &comm, &a);
             (tid, ThreadInfo { tid, comm, jvm_name, role, role_source })
         })
+        .collect()
+}
+
+/// Live threads the kernel should treat as network threads: those with histograms by their
+/// assigned role, the others (not yet seen in a traced call) by name alone.
+fn network_threads(
+    threads: &BTreeMap<u32, ThreadInfo>,
+    live_comms: &HashMap<u32, String>,
+    jvm_names: &HashMap<u32, String>,
+) -> Vec<u32> {
+    live_comms
+        .iter()
+        .filter(|(tid, comm)| match threads.get(tid) {
+            Some(t) => t.role == Role::Network,
+            None => {
+                let name = jvm_names.get(tid).map(String::as_str);
+                name.and_then(roles::role_from_name).or_else(|| roles::role_from_name(comm)) == Some(Role::Network)
+            }
+        })
+        .map(|(tid, _)| *tid)
         .collect()
 }
 

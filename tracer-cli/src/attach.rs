@@ -6,10 +6,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap as BpfHashMap, MapData, PerCpuArray},
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
     programs::TracePoint,
 };
-use kstall_ebpf::{HistKey, LatencyHist, Syscall, counter, global, map};
+use kstall_ebpf::{
+    HistKey, LatencyHist, Syscall, counter,
+    events::{RequestEvent, StallEvent, kind},
+    global, map,
+};
 
 use crate::tracefs::{self, Tracefs};
 
@@ -44,6 +48,9 @@ fn attachments() -> Vec<Attachment> {
     other("page_cache_get_pages", "filemap", "mm_filemap_get_pages", false);
     other("sync_readahead", "readahead", "page_cache_sync_ra", false);
     other("async_readahead", "readahead", "page_cache_async_ra", false);
+    // Socket-wait timing (kernel 6.3+); without them request latency starts at the read.
+    other("sock_recv", "sock", "sock_recv_length", false);
+    other("sock_data_ready", "sock", "sk_data_ready", false);
     plan
 }
 
@@ -66,9 +73,21 @@ pub fn check_privileges() -> Result<()> {
     }
 }
 
+/// A record from the kernel's ring buffer.
+#[derive(Clone, Copy, Debug)]
+pub enum Event {
+    Request(RequestEvent),
+    Stall(StallEvent),
+}
+
 /// The probes, attached to one broker.
 pub struct Probes {
     ebpf: Ebpf,
+    events: RingBuf<MapData>,
+    /// Network threads the kernel parses Kafka framing for, as last set.
+    network_threads: Vec<u32>,
+    /// The kernel has the sock tracepoints: requests get their socket-wait time.
+    pub have_socket_wait: bool,
     /// `category:event` of every tracepoint attached.
     pub attached: Vec<String>,
     /// Optional tracepoints this kernel lacks.
@@ -77,7 +96,7 @@ pub struct Probes {
     pub attach_time: Duration,
 }
 
-pub fn attach(broker_pid: u32) -> Result<Probes> {
+pub fn attach(broker_pid: u32, stall_threshold: Duration) -> Result<Probes> {
     let started = Instant::now();
     let tracefs = Tracefs::new(tracefs::locate_or_mount()?);
     // Check every tracepoint before loading anything: a missing required one is the error.
@@ -102,6 +121,25 @@ pub fn attach(broker_pid: u32) -> Result<Probes> {
     let order = add.field("order").filter(|f| f.size == 1).map_or(u32::MAX, |f| f.offset as u32);
     let ret = exit.offset_of("sys_exit_read", "ret", 8)?;
     let readahead_flag = have_readahead as u8;
+    let enter = tracefs.format("syscalls", "sys_enter_read")?;
+    let args = enter.offset_of("sys_enter_read", "fd", 8)?;
+    // Optional events keep the defaults when absent; their programs are then not attached.
+    let optional_offset = |category: &str, event: &str, field: &str, size: usize, default: u32| {
+        tracefs
+            .format(category, event)
+            .ok()
+            .and_then(|f| f.field(field).filter(|f| f.size == size).map(|f| f.offset as u32))
+            .unwrap_or(default)
+    };
+    let ino = optional_offset("filemap", "mm_filemap_get_pages", "i_ino", 8, 8);
+    let dev = optional_offset("filemap", "mm_filemap_get_pages", "s_dev", 4, 16);
+    let index = optional_offset("filemap", "mm_filemap_get_pages", "index", 8, 24);
+    let last_index = optional_offset("filemap", "mm_filemap_get_pages", "last_index", 8, 32);
+    let recv_sk = optional_offset("sock", "sock_recv_length", "sk", 8, 8);
+    let ready_sk = optional_offset("sock", "sk_data_ready", "skaddr", 8, 8);
+    let have_sock = !missing.iter().any(|a| a.category == "sock");
+    let sock_flag = have_sock as u8;
+    let threshold_ns = stall_threshold.as_nanos().min(u64::MAX as u128) as u64;
 
     raise_memlock_limit();
     let mut ebpf = EbpfLoader::new()
@@ -114,6 +152,15 @@ pub fn attach(broker_pid: u32) -> Result<Probes> {
         .override_global(global::SWITCH_NEXT_PID_OFFSET, &next_pid, true)
         .override_global(global::ADD_TO_CACHE_ORDER_OFFSET, &order, true)
         .override_global(global::SYS_EXIT_RET_OFFSET, &ret, true)
+        .override_global(global::SYS_ENTER_ARGS_OFFSET, &args, true)
+        .override_global(global::GET_PAGES_INODE_OFFSET, &ino, true)
+        .override_global(global::GET_PAGES_DEV_OFFSET, &dev, true)
+        .override_global(global::GET_PAGES_INDEX_OFFSET, &index, true)
+        .override_global(global::GET_PAGES_LAST_INDEX_OFFSET, &last_index, true)
+        .override_global(global::RECV_SK_OFFSET, &recv_sk, true)
+        .override_global(global::DATA_READY_SK_OFFSET, &ready_sk, true)
+        .override_global(global::HAVE_SOCK_EVENTS, &sock_flag, true)
+        .override_global(global::STALL_THRESHOLD_NS, &threshold_ns, true)
         .load(PROBES_OBJECT)
         .map_err(|e| anyhow!("cannot load kstall's eBPF probes: {e} (needs root and a kernel with BPF tracepoint programs, 4.18+)"))?;
 
@@ -131,7 +178,17 @@ pub fn attach(broker_pid: u32) -> Result<Probes> {
             .map_err(|e| anyhow!("cannot attach to tracepoint {}:{}: {e}", a.category, a.event))?;
         attached.push(format!("{}:{}", a.category, a.event));
     }
-    Ok(Probes { ebpf, attached, unavailable, attach_time: started.elapsed() })
+    let events = ebpf.take_map(map::EVENTS).context("event ring buffer missing")?;
+    let events = RingBuf::try_from(events)?;
+    Ok(Probes {
+        ebpf,
+        events,
+        network_threads: Vec::new(),
+        have_socket_wait: have_sock,
+        attached,
+        unavailable,
+        attach_time: started.elapsed(),
+    })
 }
 
 fn raise_memlock_limit() {
@@ -163,6 +220,35 @@ impl Probes {
         Ok(())
     }
 
+    /// Tells the kernel which threads are network threads: their socket reads and writes are
+    /// parsed as Kafka requests and responses, and their slow calls reported as stalls.
+    pub fn set_network_threads(&mut self, tids: &[u32]) -> Result<()> {
+        let mut tids = tids.to_vec();
+        tids.sort_unstable();
+        if tids == self.network_threads {
+            return Ok(());
+        }
+        let m = self.ebpf.map_mut(map::NETWORK_THREADS).context("network thread map missing")?;
+        let mut threads: BpfHashMap<&mut MapData, u32, u8> = BpfHashMap::try_from(m)?;
+        for gone in self.network_threads.iter().filter(|t| tids.binary_search(t).is_err()) {
+            let _ = threads.remove(gone);
+        }
+        for tid in &tids {
+            threads.insert(tid, 1, 0)?;
+        }
+        self.network_threads = tids;
+        Ok(())
+    }
+
+    /// Hands every record waiting in the ring buffer to `f`, oldest first.
+    pub fn drain_events(&mut self, mut f: impl FnMut(Event)) {
+        while let Some(item) = self.events.next() {
+            if let Some(event) = decode_event(&item) {
+                f(event);
+            }
+        }
+    }
+
     /// Diagnostic counters summed over CPUs, indexed by `kstall_ebpf::counter`.
     pub fn counters(&self) -> Result<[u64; counter::COUNT as usize]> {
         let m = self.ebpf.map(map::COUNTERS).context("counter map missing")?;
@@ -172,5 +258,19 @@ impl Probes {
             *sum = counters.get(&(i as u32), 0)?.iter().sum();
         }
         Ok(sums)
+    }
+}
+
+/// A ring-buffer record as the kernel wrote it; None for a record of unknown kind or size.
+fn decode_event(bytes: &[u8]) -> Option<Event> {
+    fn read<T: Copy>(bytes: &[u8]) -> Option<T> {
+        // SAFETY: the length is checked and T is plain #[repr(C)] data valid for any bytes.
+        (bytes.len() >= std::mem::size_of::<T>())
+            .then(|| unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+    }
+    match read::<u32>(bytes)? {
+        kind::REQUEST => read(bytes).map(Event::Request),
+        kind::STALL => read(bytes).map(Event::Stall),
+        _ => None,
     }
 }

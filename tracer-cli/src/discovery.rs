@@ -152,6 +152,46 @@ pub fn parse_thread_dump(text: &str) -> HashMap<u32, String> {
         .collect()
 }
 
+/// A file as the kernel names it in tracepoints: device and inode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FileId {
+    pub major: u32,
+    pub minor: u32,
+    pub inode: u64,
+}
+
+impl FileId {
+    /// From a tracepoint's `dev_t` (the kernel's internal encoding, major << 20 | minor).
+    pub fn from_kernel(dev: u32, inode: u64) -> FileId {
+        FileId { major: dev >> 20, minor: dev & 0xfffff, inode }
+    }
+
+    fn of(meta: &std::fs::Metadata) -> FileId {
+        use std::os::unix::fs::MetadataExt;
+        let dev = meta.dev();
+        FileId { major: libc::major(dev), minor: libc::minor(dev), inode: meta.ino() }
+    }
+}
+
+/// The file open as `fd` in process `pid`, with its identity.
+pub fn fd_file(pid: u32, fd: i32) -> Option<(FileId, PathBuf)> {
+    let link = PathBuf::from(format!("/proc/{pid}/fd/{fd}"));
+    let meta = std::fs::metadata(&link).ok()?;
+    Some((FileId::of(&meta), std::fs::read_link(&link).ok()?))
+}
+
+/// Every regular file process `pid` has open.
+pub fn open_files(pid: u32) -> Vec<(FileId, PathBuf)> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return Vec::new() };
+    dir.flatten()
+        .filter_map(|entry| {
+            let meta = std::fs::metadata(entry.path()).ok()?;
+            meta.is_file().then_some(())?;
+            Some((FileId::of(&meta), std::fs::read_link(entry.path()).ok()?))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

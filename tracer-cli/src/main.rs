@@ -1,13 +1,19 @@
 //! kstall: find out why a Kafka broker is slow, from the broker host, with eBPF.
 //!
 //! One data path: `discovery` (which process, which threads) -> `attach` (load the kernel-side
-//! probes) -> `aggregate` (kernel histograms to per-role summaries) -> `output` (tables, JSON).
-//! `watch` drives it.
+//! probes) -> `aggregate` (kernel histograms to per-role summaries; `requests` and `stalls`
+//! for the ring-buffer records, `protocol` for Kafka's names, `findings` for conclusions) ->
+//! `output` (tables, JSON). `watch` drives it.
 mod aggregate;
 mod attach;
 mod discovery;
+mod findings;
+mod latency;
 mod output;
+mod protocol;
+mod requests;
 mod roles;
+mod stalls;
 mod tracefs;
 mod watch;
 
@@ -38,14 +44,17 @@ enum Command {
         /// Final summary as a table or as JSON.
         #[arg(long, value_enum, default_value = "table")]
         format: watch::Format,
+        /// Network-thread calls at least this slow are stalls (page-cache misses always are).
+        #[arg(long, default_value = "1ms", value_parser = humantime::parse_duration)]
+        stall_threshold: Duration,
     },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Watch { pid, interval, duration, format } => {
-            watch::run(watch::WatchOptions { pid, interval, duration, format })
+        Command::Watch { pid, interval, duration, format, stall_threshold } => {
+            watch::run(watch::WatchOptions { pid, interval, duration, format, stall_threshold })
         }
     };
     match result {

@@ -138,9 +138,182 @@ pub fn table(summary: &Summary) -> String {
     }
     if !summary.probes.unavailable.is_empty() {
         out += &format!(
-            "note: this kernel lacks {}; hit/miss uses the remaining evidence\n",
+            "note: this kernel lacks {}; kstall uses the remaining evidence\n",
             summary.probes.unavailable.join(", ")
         );
+    }
+    out += &requests_section(summary);
+    out += &stalls_section(summary);
+    out += &findings_section(summary);
+    out
+}
+
+fn new_table(header: Vec<&str>) -> Table {
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Disabled).set_header(header);
+    table
+}
+
+fn right(s: String) -> Cell {
+    Cell::new(s).set_alignment(CellAlignment::Right)
+}
+
+fn requests_section(summary: &Summary) -> String {
+    let r = &summary.requests;
+    let health = &summary.protocol;
+    let mut out = String::new();
+    if r.apis.is_empty() {
+        out += &format!(
+            "\nKafka requests: none answered yet ({} read, {} framing errors, {} TLS connections)\n",
+            health.requests_parsed, health.framing_errors, health.tls_connections
+        );
+        return out;
+    }
+    let wait = if health.socket_wait_measured { "socket wait + broker time" } else { "broker time only: this kernel lacks the sock tracepoints" };
+    out += &format!("\nKafka requests on the network threads (latency = {wait})\n");
+    let mut t = new_table(vec![
+        "api", "requests", "per s", "p50", "p99", "p99.9", "max", "broker p50", "broker p99", "sock wait p50", "sock wait p99",
+    ]);
+    for a in &r.apis {
+        t.add_row(vec![
+            Cell::new(a.api),
+            right(a.count.to_string()),
+            right(format!("{:.1}", a.rate_per_s)),
+            right(duration(a.total.p50_ns)),
+            right(duration(a.total.p99_ns)),
+            right(duration(a.total.p999_ns)),
+            right(duration(a.total.max_ns)),
+            right(duration(a.broker.p50_ns)),
+            right(duration(a.broker.p99_ns)),
+            right(if a.count > a.socket_wait_unknown { duration(a.socket_wait.p50_ns) } else { "-".into() }),
+            right(if a.count > a.socket_wait_unknown { duration(a.socket_wait.p99_ns) } else { "-".into() }),
+        ]);
+    }
+    out += &t.to_string();
+    out += "\n";
+    let mut t = new_table(vec!["client.id", "api", "requests", "per s", "p50", "p99", "max", "conns", "in flight max", "mean"]);
+    for c in &r.clients {
+        t.add_row(vec![
+            Cell::new(if c.client_id.is_empty() { "(none)" } else { &c.client_id }),
+            Cell::new(c.api),
+            right(c.count.to_string()),
+            right(format!("{:.1}", c.rate_per_s)),
+            right(duration(c.total.p50_ns)),
+            right(duration(c.total.p99_ns)),
+            right(duration(c.total.max_ns)),
+            right(c.connections.to_string()),
+            right(c.max_in_flight.to_string()),
+            right(format!("{:.2}", c.mean_in_flight)),
+        ]);
+    }
+    out += &t.to_string();
+    out += "\n";
+    if r.other_client_ids > 0 || r.untracked_client_requests > 0 {
+        out += &format!(
+            "(other): {} less active client ids and {} requests of client ids beyond the {} tracked\n",
+            r.other_client_ids,
+            r.untracked_client_requests,
+            crate::requests::MAX_TRACKED_CLIENTS
+        );
+    }
+    out
+}
+
+fn stalls_section(summary: &Summary) -> String {
+    let st = &summary.stalls;
+    let p = &st.produce;
+    let mut out = format!(
+        "\nNetwork-thread stalls (page-cache misses, and calls >= {}): {}",
+        duration(st.threshold_ns),
+        st.stalls
+    );
+    let causes: Vec<String> =
+        st.by_cause.iter().filter_map(|c| c.cause.map(|k| format!("{} {} ({})", c.stalls, k.label(), duration(c.stall_ns)))).collect();
+    if !causes.is_empty() {
+        out += &format!(": {}", causes.join(", "));
+    }
+    out += "\n";
+    if p.requests > 0 {
+        let mut t = new_table(vec!["Produce", "requests", "p50", "p99", "p99.9", "max"]);
+        for (label, n, q) in [
+            ("all", p.requests, &p.all),
+            ("stalled", p.stalled_requests, &p.stalled),
+            ("not stalled", p.requests - p.stalled_requests, &p.not_stalled),
+        ] {
+            t.add_row(vec![
+                Cell::new(label),
+                right(n.to_string()),
+                right(duration(q.p50_ns)),
+                right(duration(q.p99_ns)),
+                right(duration(q.p999_ns)),
+                right(duration(q.max_ns)),
+            ]);
+        }
+        out += &t.to_string();
+        out += &format!(
+            "\nstalled Produce: {} ({} by page-cache misses); slowest 1%: {} of {} stalled; stalls added {} ({} by misses)\n",
+            p.stalled_requests,
+            p.stalled_by_miss,
+            p.slowest_1pct_stalled,
+            p.slowest_1pct,
+            duration(p.stall_ns_added),
+            duration(p.miss_ns_added),
+        );
+    }
+    for (title, rows) in [("cold partition", &st.cold_partitions), ("cold reader (client.id)", &st.cold_readers)] {
+        if rows.is_empty() {
+            continue;
+        }
+        let mut t = new_table(vec![title, "misses", "miss time", "bytes", "pages added"]);
+        for m in rows {
+            t.add_row(vec![
+                Cell::new(&m.name),
+                right(m.stalls.to_string()),
+                right(duration(m.stall_ns)),
+                right(bytes(m.bytes)),
+                right(m.pages_added.to_string()),
+            ]);
+        }
+        out += &t.to_string();
+        out += "\n";
+    }
+    if !st.worst.is_empty() {
+        let mut t = new_table(vec!["longest stalls", "thread", "cause", "file", "serving", "delayed Produce"]);
+        for s in st.worst.iter().take(5) {
+            let thread = summary
+                .threads
+                .iter()
+                .find(|t| t.tid == s.tid)
+                .map_or(s.tid.to_string(), |t| t.jvm_name.clone().unwrap_or_else(|| t.comm.clone()));
+            let file = match (&s.topic_partition, &s.segment, &s.file) {
+                (Some(tp), Some(seg), _) => format!("{tp} {seg}"),
+                (_, _, Some(path)) => path.display().to_string(),
+                _ => String::new(),
+            };
+            let serving = s.request.as_ref().map_or(String::new(), |r| format!("{} {} #{}", r.api, r.client_id, r.correlation_id));
+            t.add_row(vec![
+                right(format!("{} {}", s.syscall, duration(s.duration_ns))),
+                Cell::new(thread),
+                Cell::new(s.cause.label()),
+                Cell::new(file),
+                Cell::new(serving),
+                right(format!("{} ({})", s.delayed_produce, duration(s.delayed_produce_ns))),
+            ]);
+        }
+        out += &t.to_string();
+        out += "\n";
+    }
+    out
+}
+
+fn findings_section(summary: &Summary) -> String {
+    let mut out = String::new();
+    if summary.findings.is_empty() {
+        return out;
+    }
+    out += "\nFindings\n";
+    for f in &summary.findings {
+        out += &format!("[{:?}] {}\n  {}\n  fix: {}\n", f.severity, f.title, f.detail, f.fix);
     }
     out
 }

@@ -23,11 +23,15 @@ pub enum Format {
     Json,
 }
 
+/// How often request and stall records are taken from the kernel's ring buffer.
+const DRAIN_EVERY: Duration = Duration::from_millis(100);
+
 pub struct WatchOptions {
     pub pid: Option<u32>,
     pub interval: Duration,
     pub duration: Option<Duration>,
     pub format: Format,
+    pub stall_threshold: Duration,
 }
 
 /// Runs jcmd in the background: at start, and again (at most every RERUN) while live threads
@@ -83,7 +87,7 @@ impl JvmNames {
 pub fn run(opts: WatchOptions) -> Result<()> {
     attach::check_privileges()?;
     let broker = discovery::find_broker(opts.pid)?;
-    let mut probes = attach::attach(broker.pid)?;
+    let mut probes = attach::attach(broker.pid, opts.stall_threshold)?;
     eprintln!(
         "kstall: tracing broker pid {} ({}): {} tracepoints attached in {:.0} ms; Ctrl-C to stop",
         broker.pid,
@@ -92,7 +96,9 @@ pub fn run(opts: WatchOptions) -> Result<()> {
         probes.attach_time.as_secs_f64() * 1e3
     );
     let mut names = JvmNames::start(broker.clone());
-    let mut agg = Aggregator::new(broker.clone());
+    let mut agg = Aggregator::new(broker.clone(), opts.stall_threshold);
+    // Tells the kernel the network threads known by name now, before the first tick.
+    agg.refresh(&mut probes)?;
     let live_table = opts.format == Format::Table && std::io::stdout().is_terminal();
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -100,6 +106,7 @@ pub fn run(opts: WatchOptions) -> Result<()> {
         let mut sigterm = signal(SignalKind::terminate())?;
         let mut tick = tokio::time::interval(opts.interval);
         tick.tick().await;
+        let mut drain = tokio::time::interval(DRAIN_EVERY);
         let end = async {
             match opts.duration {
                 Some(d) => tokio::time::sleep(d).await,
@@ -109,7 +116,9 @@ pub fn run(opts: WatchOptions) -> Result<()> {
         tokio::pin!(end);
         loop {
             tokio::select! {
+                _ = drain.tick() => probes.drain_events(|e| agg.ingest(e)),
                 _ = tick.tick() => {
+                    probes.drain_events(|e| agg.ingest(e));
                     names.poll(&mut agg, Duration::ZERO);
                     if !discovery::is_alive(broker.pid) {
                         return Ok::<bool, anyhow::Error>(true);
@@ -130,6 +139,7 @@ pub fn run(opts: WatchOptions) -> Result<()> {
 
     // Names make the final roles exact; give a running jcmd a moment.
     names.poll(&mut agg, Duration::from_secs(3));
+    probes.drain_events(|e| agg.ingest(e));
     let summary = agg.refresh(&mut probes)?;
     drop(probes); // detach before printing: the broker runs untraced from here
     if broker_exited {

@@ -2,43 +2,16 @@
 //! segments must show page-cache misses on the network thread, a second read of the same data
 //! must be all hits, and kstall's sendfile count must match strace's for the same window.
 //! Needs root (eBPF, strace), as CI has.
-use std::{
-    io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
-    sync::mpsc,
-    time::Duration,
-};
+use std::process::{Command, Stdio};
 
 use serde_json::Value;
-use xtask::kafka::DemoBroker;
+use xtask::{
+    kafka::DemoBroker,
+    support::{ScratchDir, interrupt, spawn_until_ready},
+};
 
 const KSTALL: &str = env!("CARGO_BIN_EXE_kstall");
 const TOPIC: &str = "cold";
-
-/// Starts a long-running tracer and returns once it reports `ready` on stderr.
-fn start(mut cmd: Command, ready: &str) -> Child {
-    let mut child = cmd.stderr(Stdio::piped()).spawn().expect("spawn tracer");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    let ready = ready.to_string();
-    std::thread::spawn(move || {
-        let mut said = false;
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if !said && line.contains(&ready) {
-                said = tx.send(()).is_ok();
-            } else if !line.contains("attached") {
-                eprintln!("{line}");
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(60)).expect("tracer did not get ready within 60 s");
-    child
-}
-
-fn interrupt(child: &mut Child) {
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-}
 
 /// What kstall and strace saw during one consumer run.
 struct Window {
@@ -58,20 +31,21 @@ fn traced_consume(broker: &DemoBroker, expected_messages: u64, dir: &std::path::
     let strace_out = dir.join("strace.txt");
     let mut strace_cmd = Command::new("strace");
     strace_cmd.args(["-c", "-f", "-e", "trace=sendfile", "-o"]).arg(&strace_out).args(["-p", &broker.pid().to_string()]);
-    let mut strace = start(strace_cmd, "attached with");
+    let strace = spawn_until_ready(strace_cmd, "attached with").expect("strace");
     let mut kstall_cmd = Command::new(KSTALL);
     kstall_cmd.args(["watch", "--pid", &broker.pid().to_string(), "--format", "json", "--interval", "200ms"]);
     kstall_cmd.stdout(Stdio::piped());
-    let mut kstall = start(kstall_cmd, "tracing broker pid");
+    let kstall = spawn_until_ready(kstall_cmd, "tracing broker pid").expect("kstall");
 
     let consumed = broker.consume_all(TOPIC).expect("consume");
     assert_eq!(consumed, expected_messages, "the consumer read the whole topic");
 
-    interrupt(&mut kstall);
+    interrupt(&kstall);
     let out = kstall.wait_with_output().expect("kstall output");
     assert!(out.status.success(), "kstall exit: {:?}", out.status);
     let summary: Value = serde_json::from_slice(&out.stdout).expect("kstall prints JSON");
-    interrupt(&mut strace);
+    interrupt(&strace);
+    let mut strace = strace;
     strace.wait().unwrap();
     let report = std::fs::read_to_string(&strace_out).unwrap();
     // `% time  seconds  usecs/call  calls  [errors]  syscall`
@@ -157,18 +131,9 @@ impl Drop for PinnedInCache {
     }
 }
 
-/// A scratch directory removed even when the test fails.
-struct ScratchDir(std::path::PathBuf);
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[test]
 fn cold_read_misses_then_warm_read_hits() {
-    let scratch = ScratchDir(std::env::temp_dir().join(format!("kstall-it-{}", std::process::id())));
+    let scratch = ScratchDir::new("kstall-it");
     let dir = scratch.0.clone();
     let broker = DemoBroker::start(&dir.join("broker")).expect("start Kafka 0.9 broker");
     let message_bytes = 1024;

@@ -3,6 +3,9 @@
 //! sides agree on layout and on histogram bucketing by construction.
 #![cfg_attr(not(test), no_std)]
 
+pub mod events;
+pub mod framing;
+
 /// The syscalls kstall traces on the broker's threads. The discriminant is the `syscall` field
 /// of [`HistKey`]; the name is the suffix of the `syscalls:sys_{enter,exit}_<name>` tracepoints.
 #[repr(u8)]
@@ -274,7 +277,17 @@ pub mod counter {
     pub const HIST_MAP_FULL: u32 = 0;
     /// An in-flight syscall could not be recorded because its map was full.
     pub const IN_FLIGHT_MAP_FULL: u32 = 1;
-    pub const COUNT: u32 = 2;
+    /// A request or stall record was dropped because the ring buffer was full.
+    pub const EVENTS_LOST: u32 = 2;
+    /// Connections whose bytes looked like TLS records (counted once per connection).
+    pub const TLS_CONNECTIONS: u32 = 3;
+    /// Reads on a network-thread socket that did not parse as Kafka framing.
+    pub const FRAMING_ERRORS: u32 = 4;
+    /// Requests read completely (header parsed).
+    pub const REQUESTS_PARSED: u32 = 5;
+    /// Responses whose request was not known (read before kstall attached, or aged out).
+    pub const RESPONSES_UNMATCHED: u32 = 6;
+    pub const COUNT: u32 = 7;
 }
 
 /// Names of the read-only globals user space sets at load time (field offsets read from the
@@ -287,12 +300,28 @@ pub mod global {
     pub const SWITCH_NEXT_PID_OFFSET: &str = "SWITCH_NEXT_PID_OFFSET";
     pub const ADD_TO_CACHE_ORDER_OFFSET: &str = "ADD_TO_CACHE_ORDER_OFFSET";
     pub const SYS_EXIT_RET_OFFSET: &str = "SYS_EXIT_RET_OFFSET";
+    /// Offset of a syscall's first argument in sys_enter_* records; the others follow, 8 bytes apart.
+    pub const SYS_ENTER_ARGS_OFFSET: &str = "SYS_ENTER_ARGS_OFFSET";
+    pub const GET_PAGES_INODE_OFFSET: &str = "GET_PAGES_INODE_OFFSET";
+    pub const GET_PAGES_DEV_OFFSET: &str = "GET_PAGES_DEV_OFFSET";
+    pub const GET_PAGES_INDEX_OFFSET: &str = "GET_PAGES_INDEX_OFFSET";
+    pub const GET_PAGES_LAST_INDEX_OFFSET: &str = "GET_PAGES_LAST_INDEX_OFFSET";
+    /// Offset of the sock pointer in sock:sock_recv_length and sock:sk_data_ready.
+    pub const RECV_SK_OFFSET: &str = "RECV_SK_OFFSET";
+    pub const DATA_READY_SK_OFFSET: &str = "DATA_READY_SK_OFFSET";
+    /// 1 when sock:sock_recv_length is attached: reads are known to be socket reads.
+    pub const HAVE_SOCK_EVENTS: &str = "HAVE_SOCK_EVENTS";
+    /// Network-thread syscalls at least this slow are reported as stalls.
+    pub const STALL_THRESHOLD_NS: &str = "STALL_THRESHOLD_NS";
 }
 
 /// Names of the kernel maps user space reads.
 pub mod map {
     pub const HISTOGRAMS: &str = "HISTOGRAMS";
     pub const COUNTERS: &str = "COUNTERS";
+    /// Broker threads whose socket reads are parsed as Kafka requests (user space fills it).
+    pub const NETWORK_THREADS: &str = "NETWORK_THREADS";
+    pub const EVENTS: &str = "EVENTS";
 }
 
 /// Bound of the histogram map: threads x syscalls x verdicts actually seen on a broker is a few
@@ -300,6 +329,15 @@ pub mod map {
 pub const HIST_MAX_ENTRIES: u32 = 8192;
 /// Bound of the in-flight map: one entry per broker thread inside a traced syscall.
 pub const IN_FLIGHT_MAX_ENTRIES: u32 = 16384;
+/// LRU bounds: connections of the broker's network threads, requests awaiting a response, and
+/// sockets whose data arrival is timed. Beyond them the least recently used entry goes.
+pub const CONNECTIONS_MAX_ENTRIES: u32 = 8192;
+pub const PENDING_MAX_ENTRIES: u32 = 8192;
+pub const SOCKETS_MAX_ENTRIES: u32 = 8192;
+pub const NETWORK_THREADS_MAX_ENTRIES: u32 = 1024;
+/// Ring buffer for request and stall records: 4 MiB holds ~30k requests, far more than one
+/// user-space drain interval (100 ms) of a busy broker.
+pub const EVENTS_BYTES: u32 = 4 << 20;
 
 #[cfg(all(feature = "user", not(target_arch = "bpf")))]
 mod pod {

@@ -1,7 +1,10 @@
 //! kstall's kernel side: latency histograms of the broker's syscalls, per thread, with a
-//! page-cache hit/miss verdict for every file read, aggregated in the kernel. No per-syscall
-//! event reaches user space. Only the classic and syscall tracepoints are used, so it loads on
-//! kernels without kprobes or fentry; field offsets come from user space (tracefs `format`).
+//! page-cache hit/miss verdict for every file read, aggregated in the kernel. On network
+//! threads it also follows Kafka's framing through the socket reads and writes, and sends one
+//! small record per answered request and per stall (a page-cache miss or a slow call) through
+//! a ring buffer; nothing else reaches user space per call. Only classic and syscall
+//! tracepoints are used, so it loads on kernels without kprobes or fentry; field offsets come
+//! from user space (tracefs `format`).
 #![cfg_attr(target_arch = "bpf", no_std, no_main)]
 
 #[cfg(not(target_arch = "bpf"))]
@@ -11,14 +14,23 @@ fn main() {}
 mod probes {
     use aya_ebpf::{
         bindings::BPF_NOEXIST,
-        helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+        helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, generated},
         macros::{map, tracepoint},
-        maps::{Array, HashMap, PerCpuArray},
+        maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
         programs::TracePointContext,
     };
     use kstall_ebpf::{
-        CallEvidence, HIST_MAX_ENTRIES, HistKey, IN_FLIGHT_MAX_ENTRIES, LatencyHist, Syscall,
-        bucket_index, classify_file_read, counter,
+        CONNECTIONS_MAX_ENTRIES, CacheResult, CallEvidence, EVENTS_BYTES, HIST_MAX_ENTRIES, HistKey,
+        IN_FLIGHT_MAX_ENTRIES, LatencyHist, NETWORK_THREADS_MAX_ENTRIES, PENDING_MAX_ENTRIES,
+        SOCKETS_MAX_ENTRIES, Syscall, bucket_index, classify_file_read, counter,
+        events::{
+            ConnKey, Connection, PendingKey, PendingRequest, RequestEvent, RequestId, StallEvent,
+            kind,
+        },
+        framing::{
+            self, ByteSource, Feed, RequestFraming, RequestHeader,
+            parse_response_start,
+        },
     };
 
     // Set by user space at load time (see kstall_ebpf::global).
@@ -37,6 +49,24 @@ mod probes {
     static ADD_TO_CACHE_ORDER_OFFSET: u32 = u32::MAX;
     #[unsafe(no_mangle)]
     static SYS_EXIT_RET_OFFSET: u32 = 16;
+    #[unsafe(no_mangle)]
+    static SYS_ENTER_ARGS_OFFSET: u32 = 16;
+    #[unsafe(no_mangle)]
+    static GET_PAGES_INODE_OFFSET: u32 = 8;
+    #[unsafe(no_mangle)]
+    static GET_PAGES_DEV_OFFSET: u32 = 16;
+    #[unsafe(no_mangle)]
+    static GET_PAGES_INDEX_OFFSET: u32 = 24;
+    #[unsafe(no_mangle)]
+    static GET_PAGES_LAST_INDEX_OFFSET: u32 = 32;
+    #[unsafe(no_mangle)]
+    static RECV_SK_OFFSET: u32 = 8;
+    #[unsafe(no_mangle)]
+    static DATA_READY_SK_OFFSET: u32 = 8;
+    #[unsafe(no_mangle)]
+    static HAVE_SOCK_EVENTS: u8 = 0;
+    #[unsafe(no_mangle)]
+    static STALL_THRESHOLD_NS: u64 = 1_000_000;
 
     /// TASK_UNINTERRUPTIBLE as reported in sched_switch's prev_state.
     const TASK_UNINTERRUPTIBLE: i64 = 0x2;
@@ -46,11 +76,33 @@ mod probes {
     #[derive(Clone, Copy)]
     struct InFlight {
         start_ns: u64,
-        /// Set while the thread sleeps in D state, 0 otherwise.
-        blocked_since_ns: u64,
+        /// Set while the thread is switched out, 0 otherwise.
+        switched_out_ns: u64,
+        off_cpu_ns: u64,
         evidence: CallEvidence,
+        /// The first four syscall arguments, raw.
+        args: [u64; 4],
+        /// The socket read, from sock:sock_recv_length; 0 when none.
+        sk: u64,
+        /// When the data this read consumed reached the socket, 0 when unknown.
+        arrival_ns: u64,
+        /// First file the call looked up in the page cache, and the page range it asked for.
+        inode: u64,
+        first_index: u64,
+        last_index: u64,
+        dev: u32,
         syscall: u8,
-        _pad: [u8; 7],
+        /// Switched out in D state (waiting for I/O), not preempted or sleeping.
+        switched_out_blocked: u8,
+        _pad: [u8; 2],
+    }
+
+    /// Data arrival on a socket the broker's network threads read.
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct SocketState {
+        /// First sk_data_ready since the last read, 0 when none.
+        unread_since_ns: u64,
     }
 
     #[map]
@@ -68,6 +120,29 @@ mod probes {
 
     #[map]
     static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+    #[map]
+    static NETWORK_THREADS: HashMap<u32, u8> =
+        HashMap::with_max_entries(NETWORK_THREADS_MAX_ENTRIES, 0);
+
+    #[map]
+    static CONNECTIONS: LruHashMap<ConnKey, Connection> =
+        LruHashMap::with_max_entries(CONNECTIONS_MAX_ENTRIES, 0);
+
+    #[map]
+    static PENDING: LruHashMap<PendingKey, PendingRequest> =
+        LruHashMap::with_max_entries(PENDING_MAX_ENTRIES, 0);
+
+    #[map]
+    static SOCKETS: LruHashMap<u64, SocketState> =
+        LruHashMap::with_max_entries(SOCKETS_MAX_ENTRIES, 0);
+
+    /// Source of a fresh connection state for inserts: too large for the BPF stack.
+    #[map]
+    static NEW_CONNECTION: Array<Connection> = Array::with_max_entries(1, 0);
+
+    #[map]
+    static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 
     #[inline(always)]
     fn global<T: Copy>(v: &T) -> T {
@@ -90,11 +165,14 @@ mod probes {
     }
 
     #[inline(always)]
-    fn on_enter(syscall: Syscall) {
+    fn on_enter(ctx: &TracePointContext, syscall: Syscall) {
         let Some(tid) = broker_tid() else { return };
+        let args_at = global(&SYS_ENTER_ARGS_OFFSET) as usize;
+        let arg = |i: usize| unsafe { ctx.read_at::<u64>(args_at + 8 * i) }.unwrap_or(0);
         let call = InFlight {
             start_ns: unsafe { bpf_ktime_get_ns() },
-            blocked_since_ns: 0,
+            switched_out_ns: 0,
+            off_cpu_ns: 0,
             evidence: CallEvidence {
                 get_pages: 0,
                 sync_readahead: 0,
@@ -102,8 +180,16 @@ mod probes {
                 pages_added: 0,
                 blocked_ns: 0,
             },
+            args: [arg(0), arg(1), arg(2), arg(3)],
+            sk: 0,
+            arrival_ns: 0,
+            inode: 0,
+            first_index: 0,
+            last_index: 0,
+            dev: 0,
             syscall: syscall as u8,
-            _pad: [0; 7],
+            switched_out_blocked: 0,
+            _pad: [0; 2],
         };
         if IN_FLIGHT.insert(tid, call, 0).is_err() {
             bump(counter::IN_FLIGHT_MAP_FULL);
@@ -145,6 +231,287 @@ mod probes {
         }
         hist.pages_added += call.evidence.pages_added as u64;
         hist.blocked_ns += call.evidence.blocked_ns;
+
+        let network = NETWORK_THREADS.get_ptr(tid).is_some();
+        let idle_wait = matches!(syscall, Syscall::EpollWait | Syscall::EpollPwait);
+        let miss = cache == CacheResult::Miss;
+        if (network && !idle_wait && (miss || duration_ns >= global(&STALL_THRESHOLD_NS)))
+            || (miss && syscall == Syscall::Sendfile)
+        {
+            send_stall(tid, syscall, cache, &call, duration_ns, ret);
+        }
+        if network && ret > 0 && cache == CacheResult::NoFileRead {
+            follow_protocol(tid, syscall, &call, ret as u64, now);
+        }
+    }
+
+    /// Kafka framing on a network thread's socket: requests in through reads, responses out
+    /// through writes and sendfile.
+    #[inline(always)]
+    fn follow_protocol(tid: u32, syscall: Syscall, call: &InFlight, ret: u64, now: u64) {
+        let fd = call.args[0] as u32;
+        match syscall {
+            Syscall::Read | Syscall::Readv => {
+                // Without the sock events, eventfd wakeups are fed too; they never parse.
+                if call.sk == 0 && global(&HAVE_SOCK_EVENTS) != 0 {
+                    return;
+                }
+                let Some(conn) = connection(fd) else { return };
+                let conn = unsafe { &mut *conn };
+                if syscall == Syscall::Read {
+                    let src = UserBytes { base: call.args[1] };
+                    feed(tid, fd, conn, &src, ret, call, now);
+                } else {
+                    // The first iovec only: feeding a second doubles the program past the
+                    // verifier's budget. A JVM reads a socket with read(); if a readv spills
+                    // into a second iovec, the parser resyncs at a later read.
+                    let Ok(v) = (unsafe { bpf_probe_read_user(call.args[1] as *const [u64; 2]) }) else {
+                        return;
+                    };
+                    let seg = if v[1] < ret { v[1] } else { ret };
+                    feed(tid, fd, conn, &UserBytes { base: v[0] }, seg, call, now);
+                    if seg < ret {
+                        conn.requests.state = framing::state::HUNTING;
+                    }
+                }
+            }
+            Syscall::Write | Syscall::Writev => {
+                let Some(conn) = CONNECTIONS.get_ptr_mut(ConnKey { tgid: global(&TARGET_TGID), fd })
+                else {
+                    return;
+                };
+                let conn = unsafe { &mut *conn };
+                let start = if conn.responding != 0 {
+                    None
+                } else if syscall == Syscall::Write {
+                    read_user_8(call.args[1], ret)
+                } else {
+                    writev_first_8(call.args[1], call.args[2])
+                };
+                progress_response(tid, fd, conn, start, ret, call.start_ns, now);
+            }
+            Syscall::Sendfile => {
+                if let Some(conn) = CONNECTIONS.get_ptr_mut(ConnKey { tgid: global(&TARGET_TGID), fd }) {
+                    // A response's records go out by sendfile after its header was written.
+                    progress_response(tid, fd, unsafe { &mut *conn }, None, ret, call.start_ns, now);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Connection state for a socket fd of the broker, created on its first read.
+    #[inline(always)]
+    fn connection(fd: u32) -> Option<*mut Connection> {
+        let key = ConnKey { tgid: global(&TARGET_TGID), fd };
+        if let Some(c) = CONNECTIONS.get_ptr_mut(key) {
+            return Some(c);
+        }
+        let fresh = NEW_CONNECTION.get_ptr(0)?;
+        let _ = CONNECTIONS.insert(key, unsafe { &*fresh }, BPF_NOEXIST as u64);
+        CONNECTIONS.get_ptr_mut(key)
+    }
+
+    /// One read's bytes in the broker's memory.
+    struct UserBytes {
+        base: u64,
+    }
+
+    impl ByteSource for UserBytes {
+        #[inline(always)]
+        fn copy(&self, offset: u32, dst: *mut u8, len: u32) -> bool {
+            let len = len & (2 * framing::HEADER_CAPTURE as u32 - 1);
+            let src = (self.base + offset as u64) as *const core::ffi::c_void;
+            unsafe { generated::bpf_probe_read_user(dst.cast(), len, src) == 0 }
+        }
+    }
+
+    #[inline(always)]
+    fn feed(tid: u32, fd: u32, conn: &mut Connection, src: &UserBytes, len: u64, call: &InFlight, now: u64) {
+        let len = if len > u32::MAX as u64 { u32::MAX } else { len as u32 };
+        let was_tls = conn.requests.tls;
+        let outcome = framing::feed_request_bytes(
+            &mut conn.requests,
+            src,
+            len,
+            call.start_ns,
+            call.arrival_ns,
+            |f, header| remember_request(tid, fd, f, header, now),
+        );
+        match outcome {
+            Feed::Ok => {}
+            Feed::Tls => {
+                if was_tls == 0 {
+                    bump(counter::TLS_CONNECTIONS);
+                }
+            }
+            _ => bump(counter::FRAMING_ERRORS),
+        }
+    }
+
+    /// A request was read completely: keep it until its response is written.
+    #[inline(always)]
+    fn remember_request(tid: u32, fd: u32, f: &RequestFraming, header: &RequestHeader, now: u64) {
+        let mut id = RequestId::NONE;
+        let (len, cut) = framing::client_id(f, header, &mut id.client_id);
+        id.correlation_id = header.correlation_id;
+        id.api_key = header.api_key;
+        id.api_version = header.api_version;
+        id.client_id_len = len;
+        id.client_id_cut = cut as u8;
+        id.known = 1;
+        let pending = PendingRequest {
+            id,
+            tid,
+            request_bytes: f.body_len + 4,
+            arrival_ns: f.arrival_ns,
+            read_start_ns: f.started_ns,
+            read_done_ns: now,
+            response_start_ns: 0,
+        };
+        let key = PendingKey { tgid: global(&TARGET_TGID), fd, correlation_id: header.correlation_id, _pad: 0 };
+        let _ = PENDING.insert(key, pending, 0);
+        bump(counter::REQUESTS_PARSED);
+    }
+
+    #[inline(always)]
+    fn read_user_8(addr: u64, available: u64) -> Option<[u8; 8]> {
+        if available < 8 {
+            return None;
+        }
+        unsafe { bpf_probe_read_user(addr as *const [u8; 8]) }.ok()
+    }
+
+    /// The first 8 bytes a writev sends: from the first iovec, or from the first two when the
+    /// first holds only the 4-byte size (as Kafka's responses do).
+    #[inline(always)]
+    fn writev_first_8(iov: u64, count: u64) -> Option<[u8; 8]> {
+        let v: [u64; 4] = if count >= 2 {
+            unsafe { bpf_probe_read_user(iov as *const [u64; 4]) }.ok()?
+        } else {
+            let first: [u64; 2] = unsafe { bpf_probe_read_user(iov as *const [u64; 2]) }.ok()?;
+            [first[0], first[1], 0, 0]
+        };
+        if v[1] >= 8 {
+            return read_user_8(v[0], v[1]);
+        }
+        if v[1] == 4 && v[3] >= 4 {
+            let size: [u8; 4] = unsafe { bpf_probe_read_user(v[0] as *const [u8; 4]) }.ok()?;
+            let corr: [u8; 4] = unsafe { bpf_probe_read_user(v[2] as *const [u8; 4]) }.ok()?;
+            return Some([size[0], size[1], size[2], size[3], corr[0], corr[1], corr[2], corr[3]]);
+        }
+        None
+    }
+
+    /// `sent` more bytes of a response went out on `fd`; `start` holds a response's first 8
+    /// bytes when this write begins one.
+    #[inline(always)]
+    fn progress_response(
+        tid: u32,
+        fd: u32,
+        conn: &mut Connection,
+        start: Option<[u8; 8]>,
+        sent: u64,
+        call_start_ns: u64,
+        now: u64,
+    ) {
+        let tgid = global(&TARGET_TGID);
+        if conn.responding == 0 {
+            let Some((total, correlation_id)) = start.and_then(parse_response_start) else { return };
+            conn.responding = 1;
+            conn.response_total = total as u64;
+            conn.response_left = total as u64;
+            conn.response_correlation_id = correlation_id;
+            let key = PendingKey { tgid, fd, correlation_id, _pad: 0 };
+            if let Some(p) = PENDING.get_ptr_mut(key) {
+                unsafe { (*p).response_start_ns = call_start_ns };
+            }
+        }
+        conn.response_left = conn.response_left.saturating_sub(sent);
+        if conn.response_left != 0 {
+            return;
+        }
+        conn.responding = 0;
+        let key = PendingKey { tgid, fd, correlation_id: conn.response_correlation_id, _pad: 0 };
+        let Some(p) = PENDING.get_ptr(key) else {
+            bump(counter::RESPONSES_UNMATCHED);
+            return;
+        };
+        let Some(mut entry) = EVENTS.reserve::<RequestEvent>(0) else {
+            bump(counter::EVENTS_LOST);
+            return;
+        };
+        let e = entry.as_mut_ptr();
+        unsafe {
+            let p = &*p;
+            (*e).kind = kind::REQUEST;
+            (*e).tid = tid;
+            (*e).fd = fd;
+            (*e).request_bytes = p.request_bytes;
+            (*e).response_bytes = conn.response_total;
+            (*e).arrival_ns = p.arrival_ns;
+            (*e).read_start_ns = p.read_start_ns;
+            (*e).read_done_ns = p.read_done_ns;
+            (*e).response_start_ns = p.response_start_ns;
+            (*e).response_done_ns = now;
+            (*e).id = p.id;
+        }
+        entry.submit(0);
+        let _ = PENDING.remove(key);
+    }
+
+    /// The request whose response is being written on `fd`, if known.
+    #[inline(always)]
+    fn request_on(fd: u32) -> RequestId {
+        let tgid = global(&TARGET_TGID);
+        let Some(conn) = CONNECTIONS.get_ptr(ConnKey { tgid, fd }) else { return RequestId::NONE };
+        let conn = unsafe { &*conn };
+        if conn.responding == 0 {
+            return RequestId::NONE;
+        }
+        let key = PendingKey { tgid, fd, correlation_id: conn.response_correlation_id, _pad: 0 };
+        match PENDING.get_ptr(key) {
+            Some(p) => unsafe { (*p).id },
+            None => RequestId::NONE,
+        }
+    }
+
+    #[inline(always)]
+    fn send_stall(tid: u32, syscall: Syscall, cache: CacheResult, call: &InFlight, duration_ns: u64, ret: i64) {
+        let fd = call.args[0] as i32;
+        let (socket_fd, file_fd) = match syscall {
+            Syscall::Sendfile => (fd, call.args[1] as i32),
+            _ if cache != CacheResult::NoFileRead => (-1, fd),
+            Syscall::Read | Syscall::Readv | Syscall::Write | Syscall::Writev => (fd, -1),
+            Syscall::Pwrite64 | Syscall::Fsync | Syscall::Fdatasync => (-1, fd),
+            _ => (-1, -1),
+        };
+        let Some(mut entry) = EVENTS.reserve::<StallEvent>(0) else {
+            bump(counter::EVENTS_LOST);
+            return;
+        };
+        let e = entry.as_mut_ptr();
+        unsafe {
+            (*e).kind = kind::STALL;
+            (*e).tid = tid;
+            (*e).syscall = syscall as u8;
+            (*e).cache = cache as u8;
+            (*e)._pad = [0; 2];
+            (*e).socket_fd = socket_fd;
+            (*e).file_fd = file_fd;
+            (*e).dev = call.dev;
+            (*e).inode = call.inode;
+            (*e).first_byte = call.first_index << 12;
+            (*e).end_byte = if call.inode != 0 { (call.last_index + 1) << 12 } else { 0 };
+            (*e).start_ns = call.start_ns;
+            (*e).duration_ns = duration_ns;
+            (*e).off_cpu_ns = call.off_cpu_ns;
+            (*e).blocked_ns = call.evidence.blocked_ns;
+            (*e).pages_added = call.evidence.pages_added as u64;
+            (*e).bytes = ret;
+            (*e).request = if socket_fd >= 0 { request_on(socket_fd as u32) } else { RequestId::NONE };
+        }
+        entry.submit(0);
     }
 
     #[inline(always)]
@@ -157,20 +524,20 @@ mod probes {
         HISTOGRAMS.get_ptr_mut(key)
     }
 
-    /// Applies `f` to the evidence of the broker thread's call in progress, if any.
+    /// Applies `f` to the broker thread's call in progress, if any.
     #[inline(always)]
-    fn with_current_call(f: impl FnOnce(&mut CallEvidence)) {
+    fn with_current_call(f: impl FnOnce(&mut InFlight)) {
         let Some(tid) = broker_tid() else { return };
         if let Some(call) = IN_FLIGHT.get_ptr_mut(tid) {
-            f(unsafe { &mut (*call).evidence });
+            f(unsafe { &mut *call });
         }
     }
 
     macro_rules! syscall_probes {
         ($($syscall:ident => $enter:ident, $exit:ident;)*) => {$(
             #[tracepoint]
-            pub fn $enter(_ctx: TracePointContext) -> u32 {
-                on_enter(Syscall::$syscall);
+            pub fn $enter(ctx: TracePointContext) -> u32 {
+                on_enter(&ctx, Syscall::$syscall);
                 0
             }
             #[tracepoint]
@@ -195,19 +562,21 @@ mod probes {
         Fdatasync => enter_fdatasync, exit_fdatasync;
     }
 
-    /// sched:sched_switch. Measures D-state sleep of broker threads inside a traced call.
+    /// sched:sched_switch. Measures off-CPU time, and D-state sleep within it, of broker
+    /// threads inside a traced call.
     #[tracepoint]
     pub fn sched_switch(ctx: TracePointContext) -> u32 {
         let now = unsafe { bpf_ktime_get_ns() };
         // `current` is the task switched out.
         if broker_tid().is_some() {
-            let prev_state: i64 =
-                unsafe { ctx.read_at(global(&SWITCH_PREV_STATE_OFFSET) as usize) }.unwrap_or(0);
-            if prev_state & TASK_UNINTERRUPTIBLE != 0 {
-                let prev_pid: i32 =
-                    unsafe { ctx.read_at(global(&SWITCH_PREV_PID_OFFSET) as usize) }.unwrap_or(0);
-                if let Some(call) = IN_FLIGHT.get_ptr_mut(prev_pid as u32) {
-                    unsafe { (*call).blocked_since_ns = now };
+            let prev_pid: i32 =
+                unsafe { ctx.read_at(global(&SWITCH_PREV_PID_OFFSET) as usize) }.unwrap_or(0);
+            if let Some(call) = IN_FLIGHT.get_ptr_mut(prev_pid as u32) {
+                let prev_state: i64 =
+                    unsafe { ctx.read_at(global(&SWITCH_PREV_STATE_OFFSET) as usize) }.unwrap_or(0);
+                unsafe {
+                    (*call).switched_out_ns = now;
+                    (*call).switched_out_blocked = (prev_state & TASK_UNINTERRUPTIBLE != 0) as u8;
                 }
             }
         }
@@ -218,9 +587,13 @@ mod probes {
         }
         if let Some(call) = IN_FLIGHT.get_ptr_mut(next_pid as u32) {
             let call = unsafe { &mut *call };
-            if call.blocked_since_ns != 0 {
-                call.evidence.blocked_ns += now.saturating_sub(call.blocked_since_ns);
-                call.blocked_since_ns = 0;
+            if call.switched_out_ns != 0 {
+                let away = now.saturating_sub(call.switched_out_ns);
+                call.off_cpu_ns += away;
+                if call.switched_out_blocked != 0 {
+                    call.evidence.blocked_ns += away;
+                }
+                call.switched_out_ns = 0;
             }
         }
         0
@@ -236,28 +609,86 @@ mod probes {
             let order: u8 = unsafe { ctx.read_at(offset as usize) }.unwrap_or(0);
             1u32 << (order & 15)
         };
-        with_current_call(|ev| ev.pages_added += pages);
+        with_current_call(|call| call.evidence.pages_added += pages);
         0
     }
 
     /// filemap:mm_filemap_get_pages: the call reads a file through the page cache.
     #[tracepoint]
-    pub fn page_cache_get_pages(_ctx: TracePointContext) -> u32 {
-        with_current_call(|ev| ev.get_pages += 1);
+    pub fn page_cache_get_pages(ctx: TracePointContext) -> u32 {
+        with_current_call(|call| {
+            call.evidence.get_pages += 1;
+            let field = |offset: &u32| unsafe { ctx.read_at::<u64>(global(offset) as usize) }.unwrap_or(0);
+            let last = field(&GET_PAGES_LAST_INDEX_OFFSET);
+            if call.inode == 0 {
+                call.inode = field(&GET_PAGES_INODE_OFFSET);
+                call.dev = unsafe { ctx.read_at::<u32>(global(&GET_PAGES_DEV_OFFSET) as usize) }.unwrap_or(0);
+                call.first_index = field(&GET_PAGES_INDEX_OFFSET);
+                call.last_index = last;
+            } else if last > call.last_index {
+                call.last_index = last;
+            }
+        });
         0
     }
 
     /// readahead:page_cache_sync_ra: a page the call needs is not in the page cache.
     #[tracepoint]
     pub fn sync_readahead(_ctx: TracePointContext) -> u32 {
-        with_current_call(|ev| ev.sync_readahead += 1);
+        with_current_call(|call| call.evidence.sync_readahead += 1);
         0
     }
 
     /// readahead:page_cache_async_ra: prefetch after a hit on a readahead mark.
     #[tracepoint]
     pub fn async_readahead(_ctx: TracePointContext) -> u32 {
-        with_current_call(|ev| ev.async_readahead += 1);
+        with_current_call(|call| call.evidence.async_readahead += 1);
+        0
+    }
+
+    /// sock:sock_recv_length: the read in progress on a network thread is a socket read. Takes
+    /// the time the unread data arrived, and restarts the clock for the next data.
+    #[tracepoint]
+    pub fn sock_recv(ctx: TracePointContext) -> u32 {
+        let Some(tid) = broker_tid() else { return 0 };
+        if NETWORK_THREADS.get_ptr(tid).is_none() {
+            return 0;
+        }
+        let sk: u64 = unsafe { ctx.read_at(global(&RECV_SK_OFFSET) as usize) }.unwrap_or(0);
+        if sk == 0 {
+            return 0;
+        }
+        let mut arrival_ns = 0;
+        match SOCKETS.get_ptr_mut(sk) {
+            Some(s) => unsafe {
+                arrival_ns = (*s).unread_since_ns;
+                (*s).unread_since_ns = 0;
+            },
+            None => {
+                let _ = SOCKETS.insert(sk, SocketState { unread_since_ns: 0 }, 0);
+            }
+        }
+        with_current_call(|call| {
+            if call.sk == 0 {
+                call.sk = sk;
+                call.arrival_ns = arrival_ns;
+            }
+        });
+        0
+    }
+
+    /// sock:sk_data_ready: data reached a socket. Runs for every socket on the host (often in
+    /// the sender's context), so it only touches sockets a network thread has read.
+    #[tracepoint]
+    pub fn sock_data_ready(ctx: TracePointContext) -> u32 {
+        let sk: u64 = unsafe { ctx.read_at(global(&DATA_READY_SK_OFFSET) as usize) }.unwrap_or(0);
+        if let Some(s) = SOCKETS.get_ptr_mut(sk) {
+            unsafe {
+                if (*s).unread_since_ns == 0 {
+                    (*s).unread_since_ns = bpf_ktime_get_ns();
+                }
+            }
+        }
         0
     }
 

@@ -84,9 +84,14 @@ impl DemoBroker {
     /// Starts ZooKeeper and the broker (one network thread, so every connection shares it as
     /// in the KAFKA-7504 scenario) and waits until both listen.
     pub fn start(work_dir: &Path) -> Result<DemoBroker> {
+        Self::start_with_log_dir(work_dir, &work_dir.join("kafka-logs"))
+    }
+
+    /// As [`DemoBroker::start`], with the partition logs in `log_dir` (a slow disk, say).
+    pub fn start_with_log_dir(work_dir: &Path, log_dir: &Path) -> Result<DemoBroker> {
         let home = kafka_home()?;
         let _ = fs::remove_dir_all(work_dir);
-        let log_dir = work_dir.join("kafka-logs");
+        let log_dir = log_dir.to_path_buf();
         let app_logs = work_dir.join("logs");
         fs::create_dir_all(&log_dir)?;
         fs::create_dir_all(&app_logs)?;
@@ -264,5 +269,104 @@ impl DemoBroker {
 impl Drop for DemoBroker {
     fn drop(&mut self) {
         self.stop_all();
+    }
+}
+
+/// A producer that speaks Kafka's wire protocol itself (Produce v0, acks=1, one message per
+/// request, one request at a time) and times each request around its own socket calls, so its
+/// measurement has no client library in it: the reference kstall's Produce latency is checked
+/// against.
+pub struct SyncProducer {
+    stream: std::net::TcpStream,
+    client_id: String,
+    correlation_id: i32,
+}
+
+impl SyncProducer {
+    pub fn connect(bootstrap: &str, client_id: &str) -> Result<SyncProducer> {
+        let stream = std::net::TcpStream::connect(bootstrap).with_context(|| format!("cannot connect to {bootstrap}"))?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        Ok(SyncProducer { stream, client_id: client_id.to_string(), correlation_id: 0 })
+    }
+
+    /// Sends one message to partition 0 of `topic` (which must exist) and waits for the
+    /// broker's acknowledgement; returns the time from the first byte sent to the last read.
+    pub fn produce(&mut self, topic: &str, value: &[u8]) -> Result<Duration> {
+        use std::io::Read;
+        self.correlation_id += 1;
+        let request = produce_v0(self.correlation_id, &self.client_id, topic, value);
+        let started = Instant::now();
+        self.stream.write_all(&request)?;
+        let mut size = [0u8; 4];
+        self.stream.read_exact(&mut size)?;
+        let mut body = vec![0u8; u32::from_be_bytes(size) as usize];
+        self.stream.read_exact(&mut body)?;
+        let took = started.elapsed();
+        let correlation_id = i32::from_be_bytes(body[0..4].try_into()?);
+        if correlation_id != self.correlation_id {
+            bail!("response for correlation id {correlation_id}, expected {}", self.correlation_id);
+        }
+        // [topic][partition i32, error_code i16, offset i64]: the error code is 10 bytes from the end.
+        let error = i16::from_be_bytes(body[body.len() - 10..body.len() - 8].try_into()?);
+        if error != 0 {
+            bail!("Produce to {topic} failed with Kafka error code {error}");
+        }
+        Ok(took)
+    }
+}
+
+/// A Produce v0 request: header, acks=1, one topic, partition 0, a one-message v0 message set.
+fn produce_v0(correlation_id: i32, client_id: &str, topic: &str, value: &[u8]) -> Vec<u8> {
+    let string = |out: &mut Vec<u8>, s: &str| {
+        out.extend((s.len() as i16).to_be_bytes());
+        out.extend(s.as_bytes());
+    };
+    // Message v0: crc, magic 0, attributes 0, null key, value.
+    let mut message = vec![0u8, 0u8];
+    message.extend((-1i32).to_be_bytes());
+    message.extend((value.len() as i32).to_be_bytes());
+    message.extend(value);
+    let mut crc_and_message = crc32(&message).to_be_bytes().to_vec();
+    crc_and_message.extend(message);
+    let mut message_set = 0i64.to_be_bytes().to_vec();
+    message_set.extend((crc_and_message.len() as i32).to_be_bytes());
+    message_set.extend(crc_and_message);
+
+    let mut body = Vec::new();
+    body.extend(0i16.to_be_bytes()); // api_key Produce
+    body.extend(0i16.to_be_bytes()); // api_version 0
+    body.extend(correlation_id.to_be_bytes());
+    string(&mut body, client_id);
+    body.extend(1i16.to_be_bytes()); // acks
+    body.extend(10_000i32.to_be_bytes()); // timeout ms
+    body.extend(1i32.to_be_bytes());
+    string(&mut body, topic);
+    body.extend(1i32.to_be_bytes());
+    body.extend(0i32.to_be_bytes()); // partition
+    body.extend((message_set.len() as i32).to_be_bytes());
+    body.extend(message_set);
+    let mut framed = (body.len() as i32).to_be_bytes().to_vec();
+    framed.extend(body);
+    framed
+}
+
+/// CRC-32 (IEEE), as Kafka's v0 messages carry it.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn crc32_check_value() {
+        assert_eq!(super::crc32(b"123456789"), 0xCBF4_3926);
     }
 }

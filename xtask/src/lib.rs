@@ -2,6 +2,8 @@
 //! clients for the demo and the integration tests (which use this crate as a library).
 pub mod kafka;
 pub mod setup;
+pub mod slow_disk;
+pub mod support;
 
 use std::{path::PathBuf, process::Command};
 

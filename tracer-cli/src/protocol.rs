@@ -1,0 +1,112 @@
+//! Kafka names for what the kernel side parsed: API keys, client ids, and log segment paths
+//! as topic-partitions.
+use std::path::Path;
+
+use kstall_ebpf::events::RequestId;
+
+pub const PRODUCE: i16 = 0;
+pub const FETCH: i16 = 1;
+
+/// Name of a Kafka API key (the protocol guide's request names).
+pub fn api_name(api_key: i16) -> &'static str {
+    const NAMES: [&str; 75] = [
+        "Produce", "Fetch", "ListOffsets", "Metadata", "LeaderAndIsr", "StopReplica",
+        "UpdateMetadata", "ControlledShutdown", "OffsetCommit", "OffsetFetch", "FindCoordinator",
+        "JoinGroup", "Heartbeat", "LeaveGroup", "SyncGroup", "DescribeGroups", "ListGroups",
+        "SaslHandshake", "ApiVersions", "CreateTopics", "DeleteTopics", "DeleteRecords",
+        "InitProducerId", "OffsetForLeaderEpoch", "AddPartitionsToTxn", "AddOffsetsToTxn",
+        "EndTxn", "WriteTxnMarkers", "TxnOffsetCommit", "DescribeAcls", "CreateAcls",
+        "DeleteAcls", "DescribeConfigs", "AlterConfigs", "AlterReplicaLogDirs",
+        "DescribeLogDirs", "SaslAuthenticate", "CreatePartitions", "CreateDelegationToken",
+        "RenewDelegationToken", "ExpireDelegationToken", "DescribeDelegationToken",
+        "DeleteGroups", "ElectLeaders", "IncrementalAlterConfigs", "AlterPartitionReassignments",
+        "ListPartitionReassignments", "OffsetDelete", "DescribeClientQuotas",
+        "AlterClientQuotas", "DescribeUserScramCredentials", "AlterUserScramCredentials",
+        "Vote", "BeginQuorumEpoch", "EndQuorumEpoch", "DescribeQuorum", "AlterPartition",
+        "UpdateFeatures", "Envelope", "FetchSnapshot", "DescribeCluster", "DescribeProducers",
+        "BrokerRegistration", "BrokerHeartbeat", "UnregisterBroker", "DescribeTransactions",
+        "ListTransactions", "AllocateProducerIds", "ConsumerGroupHeartbeat",
+        "ConsumerGroupDescribe", "ControllerRegistration", "GetTelemetrySubscriptions",
+        "PushTelemetry", "AssignReplicasToDirs", "ListClientMetricsResources",
+    ];
+    usize::try_from(api_key).ok().and_then(|k| NAMES.get(k)).copied().unwrap_or("Unknown")
+}
+
+/// The client.id a request carried, printable; "" when null or empty.
+pub fn client_id(id: &RequestId) -> String {
+    let len = (id.client_id_len as usize).min(id.client_id.len());
+    let mut s: String = String::from_utf8_lossy(&id.client_id[..len])
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if id.client_id_cut != 0 {
+        s.push('…');
+    }
+    s
+}
+
+/// A log segment file named as Kafka lays it out: `<log.dir>/<topic>-<partition>/<base>.log`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Segment {
+    pub topic: String,
+    pub partition: u32,
+    /// The file name: base offset and kind (.log, .index, .timeindex).
+    pub file: String,
+}
+
+impl Segment {
+    pub fn topic_partition(&self) -> String {
+        format!("{}-{}", self.topic, self.partition)
+    }
+}
+
+pub fn segment(path: &Path) -> Option<Segment> {
+    let file = path.file_name()?.to_str()?;
+    let dir = path.parent()?.file_name()?.to_str()?;
+    let (topic, partition) = dir.rsplit_once('-')?;
+    // Deleted segments keep their name with a .deleted suffix until removed.
+    let base = file.split('.').next()?;
+    if topic.is_empty() || base.len() != 20 || !base.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(Segment { topic: topic.to_string(), partition: partition.parse().ok()?, file: file.to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kstall_ebpf::framing::CLIENT_ID_CAP;
+
+    #[test]
+    fn api_names_follow_the_protocol_guide() {
+        assert_eq!(api_name(0), "Produce");
+        assert_eq!(api_name(1), "Fetch");
+        assert_eq!(api_name(3), "Metadata");
+        assert_eq!(api_name(8), "OffsetCommit");
+        assert_eq!(api_name(18), "ApiVersions");
+        assert_eq!(api_name(74), "ListClientMetricsResources");
+        assert_eq!(api_name(75), "Unknown");
+        assert_eq!(api_name(-1), "Unknown");
+    }
+
+    #[test]
+    fn segment_paths_name_their_partition() {
+        let s = segment(Path::new("/var/lib/kafka/cold-topic-12/00000000000001234567.log")).unwrap();
+        assert_eq!((s.topic.as_str(), s.partition, s.topic_partition()), ("cold-topic", 12, "cold-topic-12".into()));
+        assert!(segment(Path::new("/data/cold-0/00000000000000000000.log.deleted")).is_some());
+        assert_eq!(segment(Path::new("/usr/lib/jvm/lib/modules")), None);
+        assert_eq!(segment(Path::new("/data/nopartition/00000000000000000000.log")), None);
+    }
+
+    #[test]
+    fn client_ids_are_printable_and_cut_visibly() {
+        let mut id = kstall_ebpf::events::RequestId::NONE;
+        id.client_id[..8].copy_from_slice(b"rdk\x01afka");
+        id.client_id_len = 8;
+        assert_eq!(client_id(&id), "rdk?afka");
+        id.client_id = [b'x'; CLIENT_ID_CAP];
+        id.client_id_len = CLIENT_ID_CAP as u16;
+        id.client_id_cut = 1;
+        assert!(client_id(&id).ends_with('…'));
+    }
+}

@@ -1,0 +1,395 @@
+//! Kafka request latency from the network threads' own reads and writes: per API, per
+//! client.id (capped), and per connection, where strictly one-at-a-time producers show up.
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use kstall_ebpf::events::RequestEvent;
+use serde::Serialize;
+
+use crate::{
+    aggregate::Percentiles,
+    latency::LatencyRecorder,
+    protocol::{self, PRODUCE},
+};
+
+/// Client ids tracked one by one; later ones are counted as "(other)", so a broker with
+/// thousands of short-lived client ids cannot grow kstall's memory.
+pub const MAX_TRACKED_CLIENTS: usize = 64;
+/// Clients shown by name in a summary; the rest are folded into "(other)".
+pub const TOP_CLIENTS: usize = 10;
+pub const OTHER_CLIENTS: &str = "(other)";
+const MAX_TRACKED_CONNECTIONS: usize = 4096;
+/// Recent response starts kept per connection to count requests in flight at an arrival.
+const RECENT_RESPONSES: usize = 16;
+/// Produce requests a connection needs before it can be called a synchronous producer.
+pub const SYNC_PRODUCER_MIN_REQUESTS: u64 = 20;
+
+/// When a request reached the socket, was read, and was answered (kernel clock, ns).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestTiming {
+    /// None when the data's arrival was not seen (first request of a connection, or
+    /// pipelined behind another in the same packet).
+    pub arrival_ns: Option<u64>,
+    pub read_start_ns: u64,
+    pub read_done_ns: u64,
+    pub response_done_ns: u64,
+}
+
+impl RequestTiming {
+    pub fn of(e: &RequestEvent) -> RequestTiming {
+        RequestTiming {
+            arrival_ns: (e.arrival_ns != 0 && e.arrival_ns <= e.read_start_ns).then_some(e.arrival_ns),
+            read_start_ns: e.read_start_ns,
+            read_done_ns: e.read_done_ns,
+            response_done_ns: e.response_done_ns,
+        }
+    }
+
+    /// The earliest moment the broker is known to have had the request.
+    pub fn start_ns(&self) -> u64 {
+        self.arrival_ns.unwrap_or(self.read_start_ns)
+    }
+
+    /// What a client sees, less the network: socket wait + broker time.
+    pub fn total_ns(&self) -> u64 {
+        self.response_done_ns.saturating_sub(self.start_ns())
+    }
+
+    /// Request fully read to response fully written: what Kafka's RequestMetrics can see.
+    pub fn broker_ns(&self) -> u64 {
+        self.response_done_ns.saturating_sub(self.read_done_ns)
+    }
+
+    /// Time the request's bytes sat in the socket before the network thread read them.
+    pub fn socket_wait_ns(&self) -> Option<u64> {
+        self.arrival_ns.map(|a| self.read_start_ns.saturating_sub(a))
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+struct ApiTrack {
+    total: LatencyRecorder,
+    broker: LatencyRecorder,
+    socket_wait: LatencyRecorder,
+    wait_unknown: u64,
+}
+
+#[derive(Clone, Debug, Default)]
+struct ClientTrack {
+    by_api: BTreeMap<i16, LatencyRecorder>,
+    connections: Vec<u32>,
+    requests: u64,
+    in_flight_sum: u64,
+    in_flight_max: u32,
+}
+
+impl ClientTrack {
+    fn merge(&mut self, other: &ClientTrack) {
+        for (api, r) in &other.by_api {
+            self.by_api.entry(*api).or_default().merge(r);
+        }
+        self.connections.extend(&other.connections);
+        self.requests += other.requests;
+        self.in_flight_sum += other.in_flight_sum;
+        self.in_flight_max = self.in_flight_max.max(other.in_flight_max);
+    }
+}
+
+/// One client connection, keyed by the broker's socket fd (and reset when its client changes).
+#[derive(Clone, Debug, Default)]
+struct ConnectionTrack {
+    client: String,
+    /// When the responses to recent requests began to be written. A client waiting for a
+    /// response cannot send its next request before that; its bytes can land while the
+    /// broker's write is still returning, so the response's end would not do.
+    recent_response_start_ns: VecDeque<u64>,
+    produce: u64,
+    /// Produce requests that arrived while an earlier request was still unanswered.
+    produce_pipelined: u64,
+    /// Previous response written to this Produce's arrival.
+    produce_gap: LatencyRecorder,
+    produce_latency: LatencyRecorder,
+    last_done_ns: u64,
+    last_seen_ns: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ApiRow {
+    pub api: &'static str,
+    pub api_key: i16,
+    pub count: u64,
+    pub rate_per_s: f64,
+    /// Socket wait + broker time.
+    pub total: Percentiles,
+    pub broker: Percentiles,
+    pub socket_wait: Percentiles,
+    /// Requests whose arrival was not seen (not in `socket_wait`).
+    pub socket_wait_unknown: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ClientRow {
+    pub client_id: String,
+    pub api: &'static str,
+    pub count: u64,
+    pub rate_per_s: f64,
+    pub total: Percentiles,
+    pub connections: usize,
+    /// Requests of this client in flight on one connection when one arrived (itself included).
+    pub max_in_flight: u32,
+    pub mean_in_flight: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SyncProducer {
+    pub client_id: String,
+    pub fd: u32,
+    pub produce_requests: u64,
+    /// Time from a response to the next Produce, median.
+    pub median_gap_ns: u64,
+    pub median_latency_ns: u64,
+    /// The most this connection can produce, one request per round trip.
+    pub max_requests_per_s: f64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RequestSummary {
+    pub apis: Vec<ApiRow>,
+    pub clients: Vec<ClientRow>,
+    /// Tracked client ids folded into the "(other)" rows.
+    pub other_client_ids: usize,
+    /// Requests of client ids beyond the tracked ones (also in "(other)").
+    pub untracked_client_requests: u64,
+    pub sync_producers: Vec<SyncProducer>,
+}
+
+#[derive(Default)]
+pub struct RequestStats {
+    apis: BTreeMap<i16, ApiTrack>,
+    clients: HashMap<String, ClientTrack>,
+    untracked_client_requests: u64,
+    connections: HashMap<u32, ConnectionTrack>,
+}
+
+impl RequestStats {
+    /// Accounts one answered request; returns its timing.
+    pub fn record(&mut self, e: &RequestEvent) -> RequestTiming {
+        let t = RequestTiming::of(e);
+        let api = self.apis.entry(e.id.api_key).or_default();
+        api.total.record(t.total_ns());
+        api.broker.record(t.broker_ns());
+        match t.socket_wait_ns() {
+            Some(w) => api.socket_wait.record(w),
+            None => api.wait_unknown += 1,
+        }
+
+        let client = protocol::client_id(&e.id);
+        let conn = self.connection(e.fd, &client, t.response_done_ns);
+        let in_flight =
+            1 + conn.recent_response_start_ns.iter().filter(|&&start| start > t.start_ns()).count() as u32;
+        if e.id.api_key == PRODUCE {
+            conn.produce += 1;
+            conn.produce_latency.record(t.total_ns());
+            if in_flight > 1 {
+                conn.produce_pipelined += 1;
+            } else if conn.last_done_ns != 0 {
+                conn.produce_gap.record(t.start_ns().saturating_sub(conn.last_done_ns));
+            }
+        }
+        if conn.recent_response_start_ns.len() == RECENT_RESPONSES {
+            conn.recent_response_start_ns.pop_front();
+        }
+        conn.recent_response_start_ns.push_back(e.response_start_ns);
+        conn.last_done_ns = t.response_done_ns;
+
+        let key = if self.clients.contains_key(&client) || self.clients.len() < MAX_TRACKED_CLIENTS {
+            client
+        } else {
+            self.untracked_client_requests += 1;
+            OTHER_CLIENTS.to_string()
+        };
+        let c = self.clients.entry(key).or_default();
+        c.by_api.entry(e.id.api_key).or_default().record(t.total_ns());
+        if !c.connections.contains(&e.fd) && c.connections.len() < 64 {
+            c.connections.push(e.fd);
+        }
+        c.requests += 1;
+        c.in_flight_sum += in_flight as u64;
+        c.in_flight_max = c.in_flight_max.max(in_flight);
+        t
+    }
+
+    fn connection(&mut self, fd: u32, client: &str, now_ns: u64) -> &mut ConnectionTrack {
+        if !self.connections.contains_key(&fd) && self.connections.len() >= MAX_TRACKED_CONNECTIONS {
+            // Forget the connection idle the longest.
+            if let Some(oldest) = self.connections.iter().min_by_key(|(_, c)| c.last_seen_ns).map(|(fd, _)| *fd) {
+                self.connections.remove(&oldest);
+            }
+        }
+        let conn = self.connections.entry(fd).or_default();
+        if conn.client != client {
+            // The fd now belongs to another client's connection.
+            *conn = ConnectionTrack { client: client.to_string(), ..Default::default() };
+        }
+        conn.last_seen_ns = now_ns;
+        conn
+    }
+
+    pub fn summary(&self, elapsed_s: f64) -> RequestSummary {
+        let rate = |n: u64| if elapsed_s > 0.0 { n as f64 / elapsed_s } else { 0.0 };
+        let apis = self
+            .apis
+            .iter()
+            .map(|(&api_key, a)| ApiRow {
+                api: protocol::api_name(api_key),
+                api_key,
+                count: a.total.count(),
+                rate_per_s: rate(a.total.count()),
+                total: a.total.percentiles(),
+                broker: a.broker.percentiles(),
+                socket_wait: a.socket_wait.percentiles(),
+                socket_wait_unknown: a.wait_unknown,
+            })
+            .collect();
+
+        let mut ranked: Vec<(&String, &ClientTrack)> =
+            self.clients.iter().filter(|(id, _)| id.as_str() != OTHER_CLIENTS).collect();
+        ranked.sort_by(|a, b| b.1.requests.cmp(&a.1.requests).then(a.0.cmp(b.0)));
+        let mut other = self.clients.get(OTHER_CLIENTS).cloned().unwrap_or_default();
+        for (_, c) in ranked.iter().skip(TOP_CLIENTS) {
+            other.merge(c);
+        }
+        let mut shown: Vec<(String, &ClientTrack)> =
+            ranked.iter().take(TOP_CLIENTS).map(|(id, c)| ((*id).clone(), *c)).collect();
+        if other.requests > 0 {
+            shown.push((OTHER_CLIENTS.to_string(), &other));
+        }
+        let mut clients = Vec::new();
+        for (client_id, c) in shown {
+            for (&api_key, r) in &c.by_api {
+                clients.push(ClientRow {
+                    client_id: client_id.clone(),
+                    api: protocol::api_name(api_key),
+                    count: r.count(),
+                    rate_per_s: rate(r.count()),
+                    total: r.percentiles(),
+                    connections: c.connections.len(),
+                    max_in_flight: c.in_flight_max,
+                    mean_in_flight: if c.requests > 0 { c.in_flight_sum as f64 / c.requests as f64 } else { 0.0 },
+                });
+            }
+        }
+
+        let mut sync_producers: Vec<SyncProducer> = self
+            .connections
+            .iter()
+            .filter_map(|(&fd, c)| {
+                let latency = c.produce_latency.percentiles().p50_ns;
+                let gap = c.produce_gap.percentiles().p50_ns;
+                let sequential = c.produce >= SYNC_PRODUCER_MIN_REQUESTS && c.produce_pipelined == 0;
+                // Sent right after the previous response: bound by the round trip, not idle.
+                let eager = gap <= latency.max(1_000_000);
+                (sequential && eager).then(|| SyncProducer {
+                    client_id: c.client.clone(),
+                    fd,
+                    produce_requests: c.produce,
+                    median_gap_ns: gap,
+                    median_latency_ns: latency,
+                    max_requests_per_s: 1e9 / (latency + gap).max(1) as f64,
+                })
+            })
+            .collect();
+        sync_producers.sort_by(|a, b| b.produce_requests.cmp(&a.produce_requests));
+        RequestSummary {
+            apis,
+            clients,
+            other_client_ids: ranked.len().saturating_sub(TOP_CLIENTS),
+            untracked_client_requests: self.untracked_client_requests,
+            sync_producers,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kstall_ebpf::events::{RequestId, kind};
+
+    fn event(fd: u32, api_key: i16, client: &str, arrival: u64, read: u64, done: u64) -> RequestEvent {
+        let mut id = RequestId::NONE;
+        id.api_key = api_key;
+        id.known = 1;
+        id.client_id[..client.len()].copy_from_slice(client.as_bytes());
+        id.client_id_len = client.len() as u16;
+        RequestEvent {
+            kind: kind::REQUEST,
+            tid: 7,
+            fd,
+            request_bytes: 100,
+            response_bytes: 50,
+            arrival_ns: arrival,
+            read_start_ns: read,
+            read_done_ns: read + 5_000,
+            response_start_ns: done - 10_000,
+            response_done_ns: done,
+            id,
+        }
+    }
+
+    #[test]
+    fn latency_splits_into_socket_wait_and_broker_time() {
+        let t = RequestTiming::of(&event(1, 0, "p", 1_000_000, 3_000_000, 10_000_000));
+        assert_eq!(t.socket_wait_ns(), Some(2_000_000));
+        assert_eq!(t.broker_ns(), 10_000_000 - 3_005_000);
+        assert_eq!(t.total_ns(), 9_000_000);
+        // Unknown arrival: the clock starts at the read.
+        let t = RequestTiming::of(&event(1, 0, "p", 0, 3_000_000, 10_000_000));
+        assert_eq!((t.socket_wait_ns(), t.total_ns()), (None, 7_000_000));
+    }
+
+    #[test]
+    fn one_at_a_time_producer_is_found_and_pipelined_one_is_not() {
+        let mut stats = RequestStats::default();
+        let ms = 1_000_000;
+        // Sync: each Produce arrives 50 us after the previous response.
+        let mut done = 0;
+        for i in 0..30u64 {
+            let arrival = if i == 0 { 10 * ms } else { done + 50_000 };
+            done = arrival + 2 * ms;
+            stats.record(&event(5, PRODUCE, "sync-producer", arrival, arrival + 10_000, done));
+        }
+        // Pipelined: five requests in flight at once.
+        for i in 0..30u64 {
+            let arrival = 100 * ms + i * ms;
+            stats.record(&event(6, PRODUCE, "async-producer", arrival, arrival + 10_000, arrival + 5 * ms));
+        }
+        let s = stats.summary(1.0);
+        assert_eq!(s.sync_producers.len(), 1, "{:?}", s.sync_producers);
+        let p = &s.sync_producers[0];
+        assert_eq!((p.client_id.as_str(), p.fd, p.produce_requests), ("sync-producer", 5, 30));
+        assert!((45_000..=55_000).contains(&p.median_gap_ns), "{p:?}");
+        let async_row = s.clients.iter().find(|c| c.client_id == "async-producer").unwrap();
+        assert_eq!(async_row.max_in_flight, 5);
+        let sync_row = s.clients.iter().find(|c| c.client_id == "sync-producer").unwrap();
+        assert_eq!(sync_row.max_in_flight, 1);
+    }
+
+    #[test]
+    fn client_ids_are_capped() {
+        let mut stats = RequestStats::default();
+        for i in 0..500u32 {
+            let client = format!("client-{i}");
+            let n = if i < 3 { 10 } else { 1 };
+            for _ in 0..n {
+                stats.record(&event(i, 3, &client, 0, 1_000_000, 2_000_000));
+            }
+        }
+        let s = stats.summary(1.0);
+        assert!(stats.clients.len() <= MAX_TRACKED_CLIENTS + 1);
+        let names: Vec<&str> = s.clients.iter().map(|c| c.client_id.as_str()).collect();
+        assert_eq!(names.len(), TOP_CLIENTS + 1);
+        assert_eq!(&names[..3], ["client-0", "client-1", "client-2"]);
+        assert_eq!(names.last(), Some(&OTHER_CLIENTS));
+        let total: u64 = s.clients.iter().map(|c| c.count).sum();
+        assert_eq!(total, 3 * 10 + 497);
+    }
+}

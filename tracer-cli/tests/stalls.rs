@@ -1,0 +1,161 @@
+//! The KAFKA-7504 scenario, for real: a Kafka 0.9 broker with one network thread and its log on
+//! a slow disk (ext4 on a loop device over a FUSE file whose reads take 8 ms each), a
+//! synchronous acks=1 producer timing every request itself, and a consumer reading a cold
+//! topic from offset 0. kstall must see Produce latency as the producer does, and blame the
+//! cold reads: thread, partition, client. Without the cold consumer it must blame nothing.
+//! Needs root (eBPF, loop devices, FUSE), as CI has.
+use std::{
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use xtask::{
+    kafka::{DemoBroker, SyncProducer},
+    slow_disk::SlowDisk,
+    support::{ScratchDir, interrupt, spawn_until_ready},
+};
+
+const KSTALL: &str = env!("CARGO_BIN_EXE_kstall");
+const COLD: &str = "cold";
+const HOT: &str = "hot";
+const PRODUCER: &str = "sync-producer";
+const COLD_READER: &str = "cold-reader";
+const READ_DELAY: Duration = Duration::from_millis(8);
+
+/// Client-side latencies, sorted.
+struct ClientTimes(Vec<u64>);
+
+impl ClientTimes {
+    /// Same definition as hdrhistogram's value_at_quantile: the smallest value with at least
+    /// a `q` share of values at or below it.
+    fn at(&self, q: f64) -> u64 {
+        let rank = ((q * self.0.len() as f64).ceil() as usize).max(1);
+        self.0[rank - 1]
+    }
+}
+
+fn kstall(broker: &DemoBroker) -> Child {
+    let mut cmd = Command::new(KSTALL);
+    cmd.args(["watch", "--pid", &broker.pid().to_string(), "--format", "json", "--interval", "500ms"]);
+    cmd.stdout(Stdio::piped());
+    spawn_until_ready(cmd, "tracing broker pid").expect("kstall attaches")
+}
+
+fn finish(kstall: Child) -> Value {
+    interrupt(&kstall);
+    let out = kstall.wait_with_output().expect("kstall output");
+    assert!(out.status.success(), "kstall exit: {:?}", out.status);
+    serde_json::from_slice(&out.stdout).expect("kstall prints JSON")
+}
+
+/// Produces one message at a time until `until` says stop (checked between requests).
+fn produce_until(broker: &DemoBroker, mut until: impl FnMut() -> bool) -> ClientTimes {
+    let mut producer = SyncProducer::connect(&broker.bootstrap(), PRODUCER).expect("connect");
+    let mut times = Vec::new();
+    while !until() {
+        let took = producer.produce(HOT, &[b'p'; 100]).expect("produce");
+        times.push(took.as_nanos() as u64);
+    }
+    times.sort_unstable();
+    ClientTimes(times)
+}
+
+fn produce_row(summary: &Value) -> &Value {
+    summary["requests"]["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["client_id"] == PRODUCER && c["api"] == "Produce")
+        .unwrap_or_else(|| panic!("no Produce row for {PRODUCER}: {}", summary["requests"]))
+}
+
+fn ms(ns: u64) -> f64 {
+    ns as f64 / 1e6
+}
+
+/// kstall's Produce latency (arrival in the broker's socket to response written) against the
+/// producer's own clock (first byte sent to last byte read). The client's number also holds
+/// its send, the loopback hop and its wakeup: the difference must stay within 10% + 300 us at
+/// each percentile, and kstall must never be the slower one by more than its bucket error.
+fn assert_latency_agrees(phase: &str, row: &Value, client: &ClientTimes) {
+    assert_eq!(row["count"].as_u64().unwrap(), client.0.len() as u64, "{phase}: kstall saw every Produce");
+    for (q, field) in [(0.5, "p50_ns"), (0.99, "p99_ns")] {
+        let ours = row["total"][field].as_u64().unwrap();
+        let theirs = client.at(q);
+        eprintln!("{phase} Produce {field}: kstall {:.3} ms, client {:.3} ms", ms(ours), ms(theirs));
+        let slack = theirs / 10 + 300_000;
+        assert!(ours <= theirs + theirs / 50 + 20_000, "{phase} {field}: kstall {ours} above client {theirs}");
+        assert!(theirs <= ours + slack, "{phase} {field}: client {theirs} vs kstall {ours}");
+    }
+}
+
+#[test]
+fn produce_stalls_are_blamed_on_the_cold_reader() {
+    let scratch = ScratchDir::new("kstall-stalls");
+    let dir = scratch.0.clone();
+    let disk = SlowDisk::create(&dir.join("disk"), 768, READ_DELAY).expect("slow disk");
+    let broker = DemoBroker::start_with_log_dir(&dir.join("broker"), &disk.mount_point.join("kafka-logs"))
+        .expect("start Kafka 0.9 broker");
+    let cold_bytes = 48 << 20;
+    broker.produce(COLD, cold_bytes, 1024).expect("produce the cold topic");
+    broker.produce(HOT, 1024, 100).expect("create the hot topic");
+    assert!(broker.evict_from_page_cache(COLD).unwrap() >= 1);
+
+    // Baseline: only the producer.
+    let tracer = kstall(&broker);
+    let started = Instant::now();
+    let baseline_client = produce_until(&broker, || started.elapsed() > Duration::from_secs(6));
+    let baseline = finish(tracer);
+    let row = produce_row(&baseline);
+    assert_latency_agrees("baseline", row, &baseline_client);
+    let produce = &baseline["stalls"]["produce"];
+    eprintln!("baseline stalls: {}", baseline["stalls"]["by_cause"]);
+    assert_eq!(produce["stalled_by_miss"], 0, "nothing to blame without cold reads: {produce}");
+    assert!(baseline["stalls"]["cold_readers"].as_array().unwrap().is_empty());
+    assert!(baseline["findings"].as_array().unwrap().iter().all(|f| f["id"] != "produce_stalled_by_page_cache_miss"));
+    assert!(
+        baseline["findings"].as_array().unwrap().iter().any(|f| f["id"] == "synchronous_producer"),
+        "a one-at-a-time producer is a finding: {}",
+        baseline["findings"]
+    );
+
+    // Cold read: a consumer reads the evicted topic from offset 0 while the producer runs.
+    let tracer = kstall(&broker);
+    let mut consumer = broker
+        .kcat()
+        .args(["-C", "-t", COLD, "-o", "beginning", "-e", "-q", "-X", &format!("client.id={COLD_READER}")])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("cold consumer");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let cold_client = produce_until(&broker, || {
+        Instant::now() > deadline || consumer.try_wait().map(|s| s.is_some()).unwrap_or(true)
+    });
+    let _ = consumer.kill();
+    let _ = consumer.wait();
+    let cold = finish(tracer);
+    let row = produce_row(&cold);
+    assert_latency_agrees("cold", row, &cold_client);
+
+    let stalls = &cold["stalls"];
+    let produce = &stalls["produce"];
+    eprintln!("cold stalls: {}\ncold produce attribution: {produce}", stalls["by_cause"]);
+    eprintln!("cold partitions: {}\ncold readers: {}", stalls["cold_partitions"], stalls["cold_readers"]);
+    assert!(produce["stalled_by_miss"].as_u64().unwrap() > 0, "Produce requests stalled by misses: {produce}");
+    assert!(produce["slowest_1pct_stalled"].as_u64().unwrap() > 0, "the slowest 1% includes stalled ones");
+    assert_eq!(stalls["cold_partitions"][0]["name"], "cold-0");
+    assert_eq!(stalls["cold_readers"][0]["name"], COLD_READER);
+    let worst = &stalls["worst"][0];
+    assert_eq!(worst["syscall"], "sendfile");
+    assert_eq!(worst["request"]["client_id"], COLD_READER);
+    assert!(cold["threads"].as_array().unwrap().iter().any(|t| t["tid"] == worst["tid"] && t["role"] == "network"));
+    let finding = cold["findings"].as_array().unwrap().iter().find(|f| f["id"] == "produce_stalled_by_page_cache_miss");
+    assert!(finding.is_some(), "the stall finding is made: {}", cold["findings"]);
+    // The cold reads make Produce's tail worse, as the client saw it too.
+    assert!(cold_client.at(0.99) > baseline_client.at(0.99));
+    eprintln!("{}", finding.unwrap()["detail"]);
+
+    broker.stop();
+    drop(disk);
+}

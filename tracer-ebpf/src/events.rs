@@ -1,0 +1,164 @@
+//! What the kernel side sends to user space through its ring buffer (one small record per
+//! answered request and per stall) and the per-connection state it keeps to produce them.
+use crate::framing::{CLIENT_ID_CAP, RequestFraming};
+
+/// First field of every ring-buffer record: which struct follows.
+pub mod kind {
+    pub const REQUEST: u32 = 1;
+    pub const STALL: u32 = 2;
+}
+
+/// Which Kafka request: from its header as the network thread read it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestId {
+    pub correlation_id: i32,
+    pub api_key: i16,
+    pub api_version: i16,
+    pub client_id_len: u16,
+    /// The client_id was longer than CLIENT_ID_CAP.
+    pub client_id_cut: u8,
+    /// 1 when this record names a request (stall records may not).
+    pub known: u8,
+    pub _pad: u32,
+    pub client_id: [u8; CLIENT_ID_CAP],
+}
+
+impl RequestId {
+    pub const NONE: RequestId = RequestId {
+        correlation_id: 0,
+        api_key: -1,
+        api_version: 0,
+        client_id_len: 0,
+        client_id_cut: 0,
+        known: 0,
+        _pad: 0,
+        client_id: [0; CLIENT_ID_CAP],
+    };
+}
+
+/// A request read completely, waiting for its response: key (broker tgid, socket fd,
+/// correlation_id) in an LRU map, so requests whose response never comes age out.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PendingKey {
+    pub tgid: u32,
+    pub fd: u32,
+    pub correlation_id: i32,
+    pub _pad: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PendingRequest {
+    pub id: RequestId,
+    pub tid: u32,
+    pub request_bytes: u32,
+    /// When its first bytes reached the socket (sock:sk_data_ready), 0 when unknown.
+    pub arrival_ns: u64,
+    /// Start of the read that brought its first byte.
+    pub read_start_ns: u64,
+    /// End of the read that brought its last byte: Kafka's own clock starts about here.
+    pub read_done_ns: u64,
+    /// Start of the first write of its response, 0 until then.
+    pub response_start_ns: u64,
+}
+
+/// One broker connection as its network thread sees it: (tgid, fd) in an LRU map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConnKey {
+    pub tgid: u32,
+    pub fd: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Connection {
+    pub requests: RequestFraming,
+    /// Bytes of the response being written still to go; 0 between responses.
+    pub response_left: u64,
+    /// Size of the response being written, its 4-byte size prefix included.
+    pub response_total: u64,
+    pub response_correlation_id: i32,
+    /// A response is being written (its request may or may not be known).
+    pub responding: u8,
+    pub _pad: [u8; 3],
+}
+
+impl Connection {
+    pub const NEW: Connection = Connection {
+        requests: RequestFraming::NEW,
+        response_left: 0,
+        response_total: 0,
+        response_correlation_id: 0,
+        responding: 0,
+        _pad: [0; 3],
+    };
+}
+
+/// Sent when a request's response has been fully written (the last write or sendfile).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestEvent {
+    pub kind: u32,
+    /// The network thread that wrote the response.
+    pub tid: u32,
+    pub fd: u32,
+    pub request_bytes: u32,
+    pub response_bytes: u64,
+    pub arrival_ns: u64,
+    pub read_start_ns: u64,
+    pub read_done_ns: u64,
+    pub response_start_ns: u64,
+    pub response_done_ns: u64,
+    pub id: RequestId,
+}
+
+/// Sent for every page-cache miss of a network thread (and every sendfile miss), and every
+/// network-thread syscall slower than the stall threshold: the thread could serve none of its
+/// connections meanwhile.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StallEvent {
+    pub kind: u32,
+    pub tid: u32,
+    pub syscall: u8,
+    pub cache: u8,
+    pub _pad: [u8; 2],
+    /// The socket being written or read (sendfile's out_fd), -1 when none.
+    pub socket_fd: i32,
+    /// The file read (sendfile's in_fd, pread's fd), -1 when none.
+    pub file_fd: i32,
+    /// Device of the file read, the kernel's encoding (major << 20 | minor); 0 when none.
+    pub dev: u32,
+    pub inode: u64,
+    /// Page-cache range the call looked up, in bytes: [first_byte, end_byte).
+    pub first_byte: u64,
+    pub end_byte: u64,
+    pub start_ns: u64,
+    pub duration_ns: u64,
+    /// Time the thread was switched out during the call, and the part of it in D state.
+    pub off_cpu_ns: u64,
+    pub blocked_ns: u64,
+    pub pages_added: u64,
+    pub bytes: i64,
+    /// The request whose response was being sent on `socket_fd`, when known.
+    pub request: RequestId,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_have_no_hidden_padding() {
+        // Padding the compiler inserts would be uninitialised kernel stack in the ring buffer.
+        let fields = 4 + 2 + 2 + 2 + 1 + 1 + 4 + CLIENT_ID_CAP;
+        assert_eq!(core::mem::size_of::<RequestId>(), fields);
+        assert_eq!(core::mem::size_of::<RequestEvent>(), 4 * 4 + 6 * 8 + fields);
+        assert_eq!(core::mem::size_of::<StallEvent>(), 4 + 4 + 4 + 4 + 4 + 4 + 9 * 8 + fields);
+        assert_eq!(core::mem::size_of::<PendingKey>(), 16);
+        assert_eq!(core::mem::size_of::<ConnKey>(), 8);
+    }
+}

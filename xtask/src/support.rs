@@ -1,0 +1,55 @@
+//! Process and directory helpers shared by the integration tests and the demo.
+use std::{
+    io::{BufRead, BufReader},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+use anyhow::{Context, Result};
+
+/// Starts a long-running tool and returns once a line of its stderr contains `ready`; its
+/// other stderr lines are passed through.
+pub fn spawn_until_ready(mut cmd: Command, ready: &str) -> Result<Child> {
+    let mut child = cmd.stderr(Stdio::piped()).spawn().with_context(|| format!("cannot run {:?}", cmd.get_program()))?;
+    let stderr = child.stderr.take().context("stderr")?;
+    let (tx, rx) = mpsc::channel();
+    let wanted = ready.to_string();
+    std::thread::spawn(move || {
+        let mut said = false;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if !said && line.contains(&wanted) {
+                said = tx.send(()).is_ok();
+            } else {
+                eprintln!("{line}");
+            }
+        }
+    });
+    if rx.recv_timeout(Duration::from_secs(60)).is_err() {
+        let _ = child.kill();
+        anyhow::bail!("{:?} did not say {ready:?} within 60 s", cmd.get_program());
+    }
+    Ok(child)
+}
+
+/// SIGINT, as Ctrl-C would send.
+pub fn interrupt(child: &Child) {
+    // SAFETY: kill(2) on a child we own.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+}
+
+/// A scratch directory removed on drop, even when a test fails.
+pub struct ScratchDir(pub PathBuf);
+
+impl ScratchDir {
+    pub fn new(name: &str) -> ScratchDir {
+        ScratchDir(std::env::temp_dir().join(format!("{name}-{}", std::process::id())))
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
