@@ -108,6 +108,19 @@ pub fn findings(s: &Summary) -> Vec<Finding> {
             fix: "Trace a PLAINTEXT or SASL_PLAINTEXT listener for request-level attribution.".into(),
         });
     }
+    let h = &s.protocol;
+    if h.requests_parsed == 0 && h.framing_errors > 0 && h.tls_connections == 0 {
+        out.push(Finding {
+            id: "framing_not_parsed",
+            severity: Severity::Info,
+            title: "No Kafka request could be parsed on the network threads' sockets".into(),
+            detail: format!(
+                "{} socket reads of the network threads did not parse as Kafka requests, and none did. Request latency and client attribution are unavailable; syscall latency and page-cache misses are unaffected.",
+                h.framing_errors
+            ),
+            fix: "Check that the traced process is a Kafka broker with a PLAINTEXT or SASL_PLAINTEXT listener.".into(),
+        });
+    }
     if s.lost.events > 0 {
         out.push(Finding {
             id: "events_lost",

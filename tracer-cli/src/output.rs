@@ -136,6 +136,9 @@ pub fn table(summary: &Summary) -> String {
             lost.histogram_map_full, lost.in_flight_map_full
         );
     }
+    if lost.events > 0 {
+        out += &format!("warning: {} request and stall records lost (ring buffer full): attribution is incomplete\n", lost.events);
+    }
     if !summary.probes.unavailable.is_empty() {
         out += &format!(
             "note: this kernel lacks {}; kstall uses the remaining evidence\n",

@@ -84,7 +84,17 @@ impl JvmNames {
     }
 }
 
+/// Below this, ordinary socket calls would be reported as stalls by the thousand.
+const MIN_STALL_THRESHOLD: Duration = Duration::from_micros(100);
+
 pub fn run(opts: WatchOptions) -> Result<()> {
+    if opts.stall_threshold < MIN_STALL_THRESHOLD {
+        anyhow::bail!(
+            "--stall-threshold {} is below {}: every network-thread call would be a stall; use 1ms (the default) or more",
+            humantime::format_duration(opts.stall_threshold),
+            humantime::format_duration(MIN_STALL_THRESHOLD)
+        );
+    }
     attach::check_privileges()?;
     let broker = discovery::find_broker(opts.pid)?;
     let mut probes = attach::attach(broker.pid, opts.stall_threshold)?;

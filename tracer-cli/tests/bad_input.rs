@@ -46,3 +46,9 @@ fn malformed_duration_is_rejected_by_the_parser() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid value 'soon'"));
 }
+
+#[test]
+fn stall_threshold_too_low_to_be_useful() {
+    let out = Command::new(KSTALL).args(["watch", "--pid", "1", "--stall-threshold", "0s"]).output().unwrap();
+    assert_one_line_error(&out, "--stall-threshold 0s is below 100us");
+}

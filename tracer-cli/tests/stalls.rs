@@ -70,6 +70,18 @@ fn produce_row(summary: &Value) -> &Value {
         .unwrap_or_else(|| panic!("no Produce row for {PRODUCER}: {}", summary["requests"]))
 }
 
+/// Opens a connection and starts a TLS handshake (the record header and the start of a
+/// ClientHello); the broker reads it as an impossible request size and closes the connection.
+fn tls_client_hello(broker: &DemoBroker) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(broker.bootstrap()).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let hello = [0x16, 0x03, 0x01, 0x00, 0xc8, 0x01, 0x00, 0x00, 0xc4, 0x03, 0x03, 0x5a, 0x5a, 0x5a, 0x5a];
+    stream.write_all(&hello).expect("send ClientHello");
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest);
+}
+
 fn ms(ns: u64) -> f64 {
     ns as f64 / 1e6
 }
@@ -134,6 +146,8 @@ fn produce_stalls_are_blamed_on_the_cold_reader() {
     });
     let _ = consumer.kill();
     let _ = consumer.wait();
+    // A TLS client on this PLAINTEXT listener: kstall must say it cannot read that connection.
+    tls_client_hello(&broker);
     let cold = finish(tracer);
     let row = produce_row(&cold);
     assert_latency_agrees("cold", row, &cold_client);
@@ -148,10 +162,21 @@ fn produce_stalls_are_blamed_on_the_cold_reader() {
     assert_eq!(stalls["cold_readers"][0]["name"], COLD_READER);
     let worst = &stalls["worst"][0];
     assert_eq!(worst["syscall"], "sendfile");
-    assert_eq!(worst["request"]["client_id"], COLD_READER);
+    assert_eq!((&worst["request"]["api"], &worst["request"]["client_id"]), (&"Fetch".into(), &COLD_READER.into()));
+    // The cold reader's Fetch responses (written partly by sendfile) were followed to their end.
+    let fetches = cold["requests"]["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["client_id"] == COLD_READER && c["api"] == "Fetch")
+        .unwrap_or_else(|| panic!("no Fetch row for {COLD_READER}: {}", cold["requests"]["clients"]));
+    eprintln!("cold reader Fetch: {fetches}");
+    assert!(fetches["count"].as_u64().unwrap() >= (cold_bytes as u64 >> 20) / 2, "one Fetch per MiB or so");
     assert!(cold["threads"].as_array().unwrap().iter().any(|t| t["tid"] == worst["tid"] && t["role"] == "network"));
     let finding = cold["findings"].as_array().unwrap().iter().find(|f| f["id"] == "produce_stalled_by_page_cache_miss");
     assert!(finding.is_some(), "the stall finding is made: {}", cold["findings"]);
+    assert_eq!(cold["protocol"]["tls_connections"], 1);
+    assert!(cold["findings"].as_array().unwrap().iter().any(|f| f["id"] == "tls_listener"));
     // The cold reads make Produce's tail worse, as the client saw it too.
     assert!(cold_client.at(0.99) > baseline_client.at(0.99));
     eprintln!("{}", finding.unwrap()["detail"]);

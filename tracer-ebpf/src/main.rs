@@ -240,7 +240,8 @@ mod probes {
         {
             send_stall(tid, syscall, cache, &call, duration_ns, ret);
         }
-        if network && ret > 0 && cache == CacheResult::NoFileRead {
+        // File reads are not protocol, except sendfile: it reads the file *and* writes the socket.
+        if network && ret > 0 && (cache == CacheResult::NoFileRead || syscall == Syscall::Sendfile) {
             follow_protocol(tid, syscall, &call, ret as u64, now);
         }
     }

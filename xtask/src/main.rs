@@ -2,11 +2,12 @@
 //!   setup   install the BPF toolchain, test tools and the Kafka distribution (idempotent)
 //!   build   setup, then build kstall (release)
 //!   test    setup, then run every test (unit, real-broker integration, bad input)
-//!   demo    setup, build, start a real Kafka 0.9 broker with a produce load and a cold
-//!           reader, run `kstall watch` on it for 30 s, stop everything
+//!   demo    setup, build, start a real Kafka 0.9 broker on a slow disk with a synchronous
+//!           producer, a tail consumer and a cold reader, run `kstall watch` on it for 30 s,
+//!           stop everything
 //!   broker  start the demo broker and keep it running until Enter (for trying kstall by hand)
 use std::{
-    io::{BufRead, BufReader, Write},
+    io::{BufRead, BufReader},
     path::PathBuf,
     process::{Command, ExitCode, Stdio},
     sync::{
@@ -18,7 +19,14 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use xtask::{cache_dir, kafka::DemoBroker, run, setup::setup, workspace_root};
+use xtask::{
+    cache_dir,
+    kafka::{DemoBroker, SyncProducer},
+    run,
+    setup::setup,
+    slow_disk::SlowDisk,
+    workspace_root,
+};
 
 fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
@@ -94,36 +102,46 @@ impl Drop for Load {
 fn demo(seconds: u64) -> Result<()> {
     setup()?;
     let kstall = build_release()?;
-    let broker = DemoBroker::start(&cache_dir().join("demo"))?;
-    eprintln!("demo: Kafka 0.9.0.1 broker pid {} on {}", broker.pid(), broker.bootstrap());
+    let dir = cache_dir().join("demo");
+    // Log segments on a disk whose reads take 8 ms each, so cold reads cost what they cost on a
+    // busy spinning disk (see tests/stalls.rs); the local disk when loop or FUSE is missing.
+    let _ = std::fs::remove_dir_all(&dir);
+    let disk = SlowDisk::create(&dir.join("disk"), 1024, Duration::from_millis(8))
+        .inspect_err(|e| eprintln!("demo: no slow disk ({e:#}); using the local disk"))
+        .ok();
+    let log_dir = disk.as_ref().map_or(dir.join("broker/kafka-logs"), |d| d.mount_point.join("kafka-logs"));
+    let broker = DemoBroker::start_with_log_dir(&dir.join("broker"), &log_dir)?;
+    eprintln!("demo: Kafka 0.9.0.1 broker pid {} on {}, logs in {}", broker.pid(), broker.bootstrap(), log_dir.display());
     eprintln!("demo: writing 96 MiB to topic `cold`, then dropping it from the page cache");
     broker.produce("cold", 96 << 20, 1024)?;
     broker.produce("hot", 64 << 10, 200)?;
     broker.evict_from_page_cache("cold")?;
     let broker = Arc::new(broker);
 
-    // A steady produce load on `hot`: one kcat producer, a message every 5 ms.
-    let b = broker.clone();
-    let _producer = Load::spawn(move |stop| {
-        let Ok(mut child) = b.kcat().args(["-P", "-t", "hot", "-X", "linger.ms=0"]).stdin(Stdio::piped()).spawn() else { return };
-        let mut stdin = child.stdin.take().expect("piped");
+    // A service producing to `hot` synchronously: one small acks=1 request at a time.
+    let bootstrap = broker.bootstrap();
+    let producer = Load::spawn(move |stop| {
+        let Ok(mut producer) = SyncProducer::connect(&bootstrap, "orders-service") else { return };
         while !stop.load(Ordering::Relaxed) {
-            if stdin.write_all(b"order-created {\"id\": 42, \"amount\": 17}\n").is_err() {
+            if producer.produce("hot", b"order-created {\"id\": 42, \"amount\": 17}").is_err() {
                 break;
             }
-            thread::sleep(Duration::from_millis(5));
+            thread::sleep(Duration::from_millis(2));
         }
-        drop(stdin);
-        let _ = child.wait();
     });
     // A tail consumer on `hot`: Fetches served from the page cache.
     let mut tail = broker.kcat().args(["-C", "-t", "hot", "-o", "end", "-q"]).stdout(Stdio::null()).spawn()?;
-    // A backfill consumer re-reading `cold` from offset 0, the data evicted again each pass.
+    // A backfill job re-reading `cold` from offset 0, the data evicted again each pass.
     let b = broker.clone();
-    let _cold_reader = Load::spawn(move |stop| {
+    let cold_reader = Load::spawn(move |stop| {
         thread::sleep(Duration::from_secs(3));
         while !stop.load(Ordering::Relaxed) {
-            if b.consume_all("cold").is_err() || b.evict_from_page_cache("cold").is_err() {
+            let read = b
+                .kcat()
+                .args(["-C", "-t", "cold", "-o", "beginning", "-e", "-q", "-X", "client.id=analytics-backfill"])
+                .stdout(Stdio::null())
+                .status();
+            if !read.is_ok_and(|s| s.success()) || b.evict_from_page_cache("cold").is_err() {
                 break;
             }
         }
@@ -136,6 +154,11 @@ fn demo(seconds: u64) -> Result<()> {
         .context("cannot run kstall")?;
     let _ = tail.kill();
     let _ = tail.wait();
+    drop(cold_reader);
+    drop(producer);
+    // The broker goes before its disk.
+    drop(broker);
+    drop(disk);
     if !status.success() {
         bail!("kstall watch failed: {status}");
     }

@@ -80,7 +80,8 @@ pub fn setup() -> Result<()> {
     let llvm = debian_llvm_major()?;
     let mut packages = vec![format!("llvm-{llvm}-dev")];
     packages.extend(TOOLS.iter().filter(|(cmd, _)| !on_path(cmd)).map(|(_, pkg)| pkg.to_string()));
-    packages.push("python3-kafka".into());
+    // python3-fusepy serves the slow disk of the stall test and the demo.
+    packages.extend(["python3-kafka".into(), "python3-fusepy".into()]);
     apt.ensure(&packages)?;
 
     let linker = cargo_bin("bpf-linker");
