@@ -161,6 +161,11 @@ fn right(s: String) -> Cell {
     Cell::new(s).set_alignment(CellAlignment::Right)
 }
 
+/// Right-aligned duration cells.
+fn durations(ns: &[u64]) -> Vec<Cell> {
+    ns.iter().map(|&n| right(duration(n))).collect()
+}
+
 fn requests_section(summary: &Summary) -> String {
     let r = &summary.requests;
     let health = &summary.protocol;
@@ -178,36 +183,29 @@ fn requests_section(summary: &Summary) -> String {
         "api", "requests", "per s", "p50", "p99", "p99.9", "max", "broker p50", "broker p99", "sock wait p50", "sock wait p99",
     ]);
     for a in &r.apis {
-        t.add_row(vec![
-            Cell::new(a.api),
-            right(a.count.to_string()),
-            right(format!("{:.1}", a.rate_per_s)),
-            right(duration(a.total.p50_ns)),
-            right(duration(a.total.p99_ns)),
-            right(duration(a.total.p999_ns)),
-            right(duration(a.total.max_ns)),
-            right(duration(a.broker.p50_ns)),
-            right(duration(a.broker.p99_ns)),
-            right(if a.count > a.socket_wait_unknown { duration(a.socket_wait.p50_ns) } else { "-".into() }),
-            right(if a.count > a.socket_wait_unknown { duration(a.socket_wait.p99_ns) } else { "-".into() }),
-        ]);
+        let mut row = vec![Cell::new(a.api), right(a.count.to_string()), right(format!("{:.1}", a.rate_per_s))];
+        let (total, broker) = (&a.total, &a.broker);
+        row.extend(durations(&[total.p50_ns, total.p99_ns, total.p999_ns, total.max_ns, broker.p50_ns, broker.p99_ns]));
+        if a.count > a.socket_wait_unknown {
+            row.extend(durations(&[a.socket_wait.p50_ns, a.socket_wait.p99_ns]));
+        } else {
+            row.extend([right("-".into()), right("-".into())]);
+        }
+        t.add_row(row);
     }
     out += &t.to_string();
     out += "\n";
     let mut t = new_table(vec!["client.id", "api", "requests", "per s", "p50", "p99", "max", "conns", "in flight max", "mean"]);
     for c in &r.clients {
-        t.add_row(vec![
+        let mut row = vec![
             Cell::new(if c.client_id.is_empty() { "(none)" } else { &c.client_id }),
             Cell::new(c.api),
             right(c.count.to_string()),
             right(format!("{:.1}", c.rate_per_s)),
-            right(duration(c.total.p50_ns)),
-            right(duration(c.total.p99_ns)),
-            right(duration(c.total.max_ns)),
-            right(c.connections.to_string()),
-            right(c.max_in_flight.to_string()),
-            right(format!("{:.2}", c.mean_in_flight)),
-        ]);
+        ];
+        row.extend(durations(&[c.total.p50_ns, c.total.p99_ns, c.total.max_ns]));
+        row.extend([right(c.connections.to_string()), right(c.max_in_flight.to_string()), right(format!("{:.2}", c.mean_in_flight))]);
+        t.add_row(row);
     }
     out += &t.to_string();
     out += "\n";
@@ -243,14 +241,9 @@ fn stalls_section(summary: &Summary) -> String {
             ("stalled", p.stalled_requests, &p.stalled),
             ("not stalled", p.requests - p.stalled_requests, &p.not_stalled),
         ] {
-            t.add_row(vec![
-                Cell::new(label),
-                right(n.to_string()),
-                right(duration(q.p50_ns)),
-                right(duration(q.p99_ns)),
-                right(duration(q.p999_ns)),
-                right(duration(q.max_ns)),
-            ]);
+            let mut row = vec![Cell::new(label), right(n.to_string())];
+            row.extend(durations(&[q.p50_ns, q.p99_ns, q.p999_ns, q.max_ns]));
+            t.add_row(row);
         }
         out += &t.to_string();
         out += &format!(

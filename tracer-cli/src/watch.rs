@@ -98,6 +98,10 @@ pub fn run(opts: WatchOptions) -> Result<()> {
     attach::check_privileges()?;
     let broker = discovery::find_broker(opts.pid)?;
     let mut probes = attach::attach(broker.pid, opts.stall_threshold)?;
+    let mut agg = Aggregator::new(broker.clone(), opts.stall_threshold);
+    // Tells the kernel the network threads known by name now, so requests are followed from
+    // the moment kstall says it is tracing.
+    agg.refresh(&mut probes)?;
     eprintln!(
         "kstall: tracing broker pid {} ({}): {} tracepoints attached in {:.0} ms; Ctrl-C to stop",
         broker.pid,
@@ -106,9 +110,6 @@ pub fn run(opts: WatchOptions) -> Result<()> {
         probes.attach_time.as_secs_f64() * 1e3
     );
     let mut names = JvmNames::start(broker.clone());
-    let mut agg = Aggregator::new(broker.clone(), opts.stall_threshold);
-    // Tells the kernel the network threads known by name now, before the first tick.
-    agg.refresh(&mut probes)?;
     let live_table = opts.format == Format::Table && std::io::stdout().is_terminal();
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
