@@ -180,12 +180,10 @@ impl FileNames {
             self.known.clear();
         }
         // The fd the call used is usually still open on the same file.
-        if fd >= 0 {
-            if let Some((found, path)) = discovery::fd_file(self.pid, fd) {
-                self.known.insert(found, path);
-                if found == id {
-                    return self.known.get(&id).cloned();
-                }
+        if let Some((found, path)) = (fd >= 0).then(|| discovery::fd_file(self.pid, fd)).flatten() {
+            self.known.insert(found, path);
+            if found == id {
+                return self.known.get(&id).cloned();
             }
         }
         // Else scan every fd, at most once a second (brokers hold thousands).

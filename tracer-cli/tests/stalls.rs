@@ -87,17 +87,19 @@ fn ms(ns: u64) -> f64 {
 }
 
 /// kstall's Produce latency (arrival in the broker's socket to response written) against the
-/// producer's own clock (first byte sent to last byte read). The client's number also holds
-/// its send, the loopback hop and its wakeup: the difference must stay within 10% + 300 us at
-/// each percentile, and kstall must never be the slower one by more than its bucket error.
+/// producer's own clock (first byte sent to last byte read). The client's number also holds its
+/// own send, the loopback hop before the data reaches the socket, and its wakeup and read after
+/// the broker's write: on this 2-core VM, shared with the JVM, that was 10-20 us at p50 and up
+/// to 0.4 ms at p99. So the client may be slower by 10% + 500 us, and kstall may be slower
+/// only by its histogram's resolution (2 significant digits: 1%) + 20 us.
 fn assert_latency_agrees(phase: &str, row: &Value, client: &ClientTimes) {
     assert_eq!(row["count"].as_u64().unwrap(), client.0.len() as u64, "{phase}: kstall saw every Produce");
-    for (q, field) in [(0.5, "p50_ns"), (0.99, "p99_ns")] {
+    for (q, field) in [(0.5, "p50_ns"), (0.9, "p90_ns"), (0.99, "p99_ns")] {
         let ours = row["total"][field].as_u64().unwrap();
         let theirs = client.at(q);
         eprintln!("{phase} Produce {field}: kstall {:.3} ms, client {:.3} ms", ms(ours), ms(theirs));
-        let slack = theirs / 10 + 300_000;
-        assert!(ours <= theirs + theirs / 50 + 20_000, "{phase} {field}: kstall {ours} above client {theirs}");
+        let slack = theirs / 10 + 500_000;
+        assert!(ours <= theirs + theirs / 100 + 20_000, "{phase} {field}: kstall {ours} above client {theirs}");
         assert!(theirs <= ours + slack, "{phase} {field}: client {theirs} vs kstall {ours}");
     }
 }

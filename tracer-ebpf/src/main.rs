@@ -320,10 +320,13 @@ mod probes {
 
     impl ByteSource for UserBytes {
         #[inline(always)]
-        fn copy(&self, offset: u32, dst: *mut u8, len: u32) -> bool {
+        fn copy(&self, offset: u32, dst: &mut [u8], len: u32) -> bool {
             let len = len & (2 * framing::HEADER_CAPTURE as u32 - 1);
+            if len as usize > dst.len() {
+                return false;
+            }
             let src = (self.base + offset as u64) as *const core::ffi::c_void;
-            unsafe { generated::bpf_probe_read_user(dst.cast(), len, src) == 0 }
+            unsafe { generated::bpf_probe_read_user(dst.as_mut_ptr().cast(), len, src) == 0 }
         }
     }
 
