@@ -38,14 +38,16 @@ impl RequestId {
 }
 
 /// A request read completely, waiting for its response: key (broker tgid, socket fd,
-/// correlation_id) in an LRU map, so requests whose response never comes age out.
+/// connection generation, correlation_id) in an LRU map, so requests whose response never
+/// comes age out. The generation changes when the fd is reused by a new connection, whose
+/// correlation ids start over: a stale request can never be matched.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct PendingKey {
     pub tgid: u32,
     pub fd: u32,
     pub correlation_id: i32,
-    pub _pad: u32,
+    pub generation: u32,
 }
 
 #[repr(C)]
@@ -76,11 +78,15 @@ pub struct ConnKey {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Connection {
     pub requests: RequestFraming,
+    /// The socket behind the fd (sock:sock_recv_length), 0 until known.
+    pub sk: u64,
     /// Bytes of the response being written still to go; 0 between responses.
     pub response_left: u64,
     /// Size of the response being written, its 4-byte size prefix included.
     pub response_total: u64,
     pub response_correlation_id: i32,
+    /// Bumped when the fd turns out to hold a new socket.
+    pub generation: u32,
     /// A response is being written (its request may or may not be known).
     pub responding: u8,
     pub _pad: [u8; 3],
@@ -89,9 +95,11 @@ pub struct Connection {
 impl Connection {
     pub const NEW: Connection = Connection {
         requests: RequestFraming::NEW,
+        sk: 0,
         response_left: 0,
         response_total: 0,
         response_correlation_id: 0,
+        generation: 0,
         responding: 0,
         _pad: [0; 3],
     };

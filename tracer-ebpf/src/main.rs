@@ -259,6 +259,16 @@ mod probes {
                 }
                 let Some(conn) = connection(fd) else { return };
                 let conn = unsafe { &mut *conn };
+                if call.sk != 0 && conn.sk != call.sk {
+                    if conn.sk != 0 {
+                        // The fd was closed and reused by a new connection: start over.
+                        conn.requests = RequestFraming::NEW;
+                        conn.responding = 0;
+                        conn.response_left = 0;
+                        conn.generation = conn.generation.wrapping_add(1);
+                    }
+                    conn.sk = call.sk;
+                }
                 if syscall == Syscall::Read {
                     let src = UserBytes { base: call.args[1] };
                     feed(tid, fd, conn, &src, ret, call, now);
@@ -334,13 +344,14 @@ mod probes {
     fn feed(tid: u32, fd: u32, conn: &mut Connection, src: &UserBytes, len: u64, call: &InFlight, now: u64) {
         let len = if len > u32::MAX as u64 { u32::MAX } else { len as u32 };
         let was_tls = conn.requests.tls;
+        let generation = conn.generation;
         let outcome = framing::feed_request_bytes(
             &mut conn.requests,
             src,
             len,
             call.start_ns,
             call.arrival_ns,
-            |f, header| remember_request(tid, fd, f, header, now),
+            |f, header| remember_request(tid, fd, generation, f, header, now),
         );
         match outcome {
             Feed::Ok => {}
@@ -355,7 +366,7 @@ mod probes {
 
     /// A request was read completely: keep it until its response is written.
     #[inline(always)]
-    fn remember_request(tid: u32, fd: u32, f: &RequestFraming, header: &RequestHeader, now: u64) {
+    fn remember_request(tid: u32, fd: u32, generation: u32, f: &RequestFraming, header: &RequestHeader, now: u64) {
         let mut id = RequestId::NONE;
         let (len, cut) = framing::client_id(f, header, &mut id.client_id);
         id.correlation_id = header.correlation_id;
@@ -373,7 +384,7 @@ mod probes {
             read_done_ns: now,
             response_start_ns: 0,
         };
-        let key = PendingKey { tgid: global(&TARGET_TGID), fd, correlation_id: header.correlation_id, _pad: 0 };
+        let key = PendingKey { tgid: global(&TARGET_TGID), fd, correlation_id: header.correlation_id, generation };
         let _ = PENDING.insert(key, pending, 0);
         bump(counter::REQUESTS_PARSED);
     }
@@ -426,7 +437,7 @@ mod probes {
             conn.response_total = total as u64;
             conn.response_left = total as u64;
             conn.response_correlation_id = correlation_id;
-            let key = PendingKey { tgid, fd, correlation_id, _pad: 0 };
+            let key = PendingKey { tgid, fd, correlation_id, generation: conn.generation };
             if let Some(p) = PENDING.get_ptr_mut(key) {
                 unsafe { (*p).response_start_ns = call_start_ns };
             }
@@ -436,7 +447,7 @@ mod probes {
             return;
         }
         conn.responding = 0;
-        let key = PendingKey { tgid, fd, correlation_id: conn.response_correlation_id, _pad: 0 };
+        let key = PendingKey { tgid, fd, correlation_id: conn.response_correlation_id, generation: conn.generation };
         let Some(p) = PENDING.get_ptr(key) else {
             bump(counter::RESPONSES_UNMATCHED);
             return;
@@ -473,7 +484,7 @@ mod probes {
         if conn.responding == 0 {
             return RequestId::NONE;
         }
-        let key = PendingKey { tgid, fd, correlation_id: conn.response_correlation_id, _pad: 0 };
+        let key = PendingKey { tgid, fd, correlation_id: conn.response_correlation_id, generation: conn.generation };
         match PENDING.get_ptr(key) {
             Some(p) => unsafe { (*p).id },
             None => RequestId::NONE,
