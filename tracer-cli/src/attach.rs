@@ -43,6 +43,7 @@ fn attachments() -> Vec<Attachment> {
     let mut other = |program: &str, category, event: &str, required| {
         plan.push(Attachment { program: program.into(), category, event: event.into(), required })
     };
+    other("enter_close", "syscalls", "sys_enter_close", true);
     other("sched_switch", "sched", "sched_switch", true);
     other("page_cache_add", "filemap", "mm_filemap_add_to_page_cache", true);
     other("page_cache_get_pages", "filemap", "mm_filemap_get_pages", false);

@@ -82,6 +82,35 @@ fn tls_client_hello(broker: &DemoBroker) {
     let _ = stream.read_to_end(&mut rest);
 }
 
+/// Sends the first half of a Fetch v0 (correlation id 1), then closes the connection.
+fn abandon_half_sent_fetch(broker: &DemoBroker) {
+    use std::io::Write;
+    let mut body = Vec::new();
+    body.extend(1i16.to_be_bytes()); // Fetch
+    body.extend(0i16.to_be_bytes()); // v0
+    body.extend(1i32.to_be_bytes()); // correlation id, as the producer's first
+    body.extend(7i16.to_be_bytes());
+    body.extend(b"leaving");
+    body.extend((-1i32).to_be_bytes()); // replica id: a consumer
+    body.extend(10_000i32.to_be_bytes()); // max wait ms
+    body.extend((64i32 << 20).to_be_bytes()); // min bytes
+    body.extend(1i32.to_be_bytes());
+    body.extend((HOT.len() as i16).to_be_bytes());
+    body.extend(HOT.as_bytes());
+    body.extend(1i32.to_be_bytes());
+    body.extend(0i32.to_be_bytes()); // partition
+    body.extend(0i64.to_be_bytes()); // offset
+    body.extend((1i32 << 20).to_be_bytes()); // max bytes
+    let mut framed = (body.len() as i32).to_be_bytes().to_vec();
+    framed.extend(body);
+    let mut stream = std::net::TcpStream::connect(broker.bootstrap()).expect("connect");
+    stream.write_all(&framed[..framed.len() / 2]).expect("send half a Fetch");
+    std::thread::sleep(Duration::from_millis(300));
+    drop(stream);
+    // Let the broker see the close and free the fd.
+    std::thread::sleep(Duration::from_millis(500));
+}
+
 fn ms(ns: u64) -> f64 {
     ns as f64 / 1e6
 }
@@ -118,6 +147,10 @@ fn produce_stalls_are_blamed_on_the_cold_reader() {
 
     // Baseline: only the producer.
     let tracer = kstall(&broker);
+    // A client that leaves halfway through sending a request: the producer's connection that
+    // follows gets the same fd (and the same first correlation id), and must not be read as the
+    // rest of that request (the Produce count below would be off).
+    abandon_half_sent_fetch(&broker);
     let started = Instant::now();
     let baseline_client = produce_until(&broker, || started.elapsed() > Duration::from_secs(6));
     let baseline = finish(tracer);

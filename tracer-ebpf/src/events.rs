@@ -38,16 +38,16 @@ impl RequestId {
 }
 
 /// A request read completely, waiting for its response: key (broker tgid, socket fd,
-/// connection generation, correlation_id) in an LRU map, so requests whose response never
-/// comes age out. The generation changes when the fd is reused by a new connection, whose
-/// correlation ids start over: a stale request can never be matched.
+/// correlation_id) in an LRU map, so requests whose response never comes age out. A request
+/// left by a closed connection cannot be matched by the next one on the same fd: a response
+/// always follows the reading of its own request, which replaces the stale entry.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct PendingKey {
     pub tgid: u32,
     pub fd: u32,
     pub correlation_id: i32,
-    pub generation: u32,
+    pub _pad: u32,
 }
 
 #[repr(C)]
@@ -66,7 +66,8 @@ pub struct PendingRequest {
     pub response_start_ns: u64,
 }
 
-/// One broker connection as its network thread sees it: (tgid, fd) in an LRU map.
+/// One broker connection as its network thread sees it: (tgid, fd) in an LRU map, removed
+/// when the broker closes the fd.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ConnKey {
@@ -85,8 +86,6 @@ pub struct Connection {
     /// Size of the response being written, its 4-byte size prefix included.
     pub response_total: u64,
     pub response_correlation_id: i32,
-    /// Bumped when the fd turns out to hold a new socket.
-    pub generation: u32,
     /// A response is being written (its request may or may not be known).
     pub responding: u8,
     pub _pad: [u8; 3],
@@ -99,7 +98,6 @@ impl Connection {
         response_left: 0,
         response_total: 0,
         response_correlation_id: 0,
-        generation: 0,
         responding: 0,
         _pad: [0; 3],
     };

@@ -261,11 +261,10 @@ mod probes {
                 let conn = unsafe { &mut *conn };
                 if call.sk != 0 && conn.sk != call.sk {
                     if conn.sk != 0 {
-                        // The fd was closed and reused by a new connection: start over.
+                        // Another socket behind the fd (a close we did not see): start over.
                         conn.requests = RequestFraming::NEW;
                         conn.responding = 0;
                         conn.response_left = 0;
-                        conn.generation = conn.generation.wrapping_add(1);
                     }
                     conn.sk = call.sk;
                 }
@@ -344,14 +343,13 @@ mod probes {
     fn feed(tid: u32, fd: u32, conn: &mut Connection, src: &UserBytes, len: u64, call: &InFlight, now: u64) {
         let len = if len > u32::MAX as u64 { u32::MAX } else { len as u32 };
         let was_tls = conn.requests.tls;
-        let generation = conn.generation;
         let outcome = framing::feed_request_bytes(
             &mut conn.requests,
             src,
             len,
             call.start_ns,
             call.arrival_ns,
-            |f, header| remember_request(tid, fd, generation, f, header, now),
+            |f, header| remember_request(tid, fd, f, header, now),
         );
         match outcome {
             Feed::Ok => {}
@@ -366,7 +364,7 @@ mod probes {
 
     /// A request was read completely: keep it until its response is written.
     #[inline(always)]
-    fn remember_request(tid: u32, fd: u32, generation: u32, f: &RequestFraming, header: &RequestHeader, now: u64) {
+    fn remember_request(tid: u32, fd: u32, f: &RequestFraming, header: &RequestHeader, now: u64) {
         let mut id = RequestId::NONE;
         let (len, cut) = framing::client_id(f, header, &mut id.client_id);
         id.correlation_id = header.correlation_id;
@@ -384,7 +382,7 @@ mod probes {
             read_done_ns: now,
             response_start_ns: 0,
         };
-        let key = PendingKey { tgid: global(&TARGET_TGID), fd, correlation_id: header.correlation_id, generation };
+        let key = PendingKey { tgid: global(&TARGET_TGID), fd, correlation_id: header.correlation_id, _pad: 0 };
         let _ = PENDING.insert(key, pending, 0);
         bump(counter::REQUESTS_PARSED);
     }
@@ -437,7 +435,7 @@ mod probes {
             conn.response_total = total as u64;
             conn.response_left = total as u64;
             conn.response_correlation_id = correlation_id;
-            let key = PendingKey { tgid, fd, correlation_id, generation: conn.generation };
+            let key = PendingKey { tgid, fd, correlation_id, _pad: 0 };
             if let Some(p) = PENDING.get_ptr_mut(key) {
                 unsafe { (*p).response_start_ns = call_start_ns };
             }
@@ -447,7 +445,7 @@ mod probes {
             return;
         }
         conn.responding = 0;
-        let key = PendingKey { tgid, fd, correlation_id: conn.response_correlation_id, generation: conn.generation };
+        let key = PendingKey { tgid, fd, correlation_id: conn.response_correlation_id, _pad: 0 };
         let Some(p) = PENDING.get_ptr(key) else {
             bump(counter::RESPONSES_UNMATCHED);
             return;
@@ -484,7 +482,7 @@ mod probes {
         if conn.responding == 0 {
             return RequestId::NONE;
         }
-        let key = PendingKey { tgid, fd, correlation_id: conn.response_correlation_id, generation: conn.generation };
+        let key = PendingKey { tgid, fd, correlation_id: conn.response_correlation_id, _pad: 0 };
         match PENDING.get_ptr(key) {
             Some(p) => unsafe { (*p).id },
             None => RequestId::NONE,
@@ -658,6 +656,18 @@ mod probes {
     #[tracepoint]
     pub fn async_readahead(_ctx: TracePointContext) -> u32 {
         with_current_call(|call| call.evidence.async_readahead += 1);
+        0
+    }
+
+    /// sys_enter_close of the broker: a closed fd's connection state goes, so a new connection
+    /// that gets the same fd starts from a clean parser (a client may leave mid-request).
+    #[tracepoint]
+    pub fn enter_close(ctx: TracePointContext) -> u32 {
+        if broker_tid().is_none() {
+            return 0;
+        }
+        let fd: u64 = unsafe { ctx.read_at(global(&SYS_ENTER_ARGS_OFFSET) as usize) }.unwrap_or(u64::MAX);
+        let _ = CONNECTIONS.remove(ConnKey { tgid: global(&TARGET_TGID), fd: fd as u32 });
         0
     }
 
