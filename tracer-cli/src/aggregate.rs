@@ -22,6 +22,7 @@ use crate::{
     requests::{RequestStats, RequestSummary},
     roles::{self, Activity, Role, RoleSource},
     stalls::{Attribution, StallSummary},
+    timeline::Timeline,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -139,6 +140,20 @@ impl Summary {
     pub fn threads_needing_names(&self) -> usize {
         self.threads.iter().filter(|t| t.role_source == RoleSource::Behaviour).count()
     }
+
+    /// Share of the traced time the network threads spent outside epoll_wait, that is, busy
+    /// with their connections (each of which waits meanwhile). None without network threads.
+    pub fn network_busy_share(&self) -> Option<f64> {
+        let threads = self.roles.get(&Role::Network)?.len();
+        let idle_ns: u64 = self
+            .rows
+            .iter()
+            .filter(|r| r.role == Role::Network && matches!(r.key.syscall, Syscall::EpollWait | Syscall::EpollPwait))
+            .map(|r| r.hist.total_ns)
+            .sum();
+        let traced_ns = threads as f64 * self.elapsed_seconds * 1e9;
+        (traced_ns > 0.0).then(|| (1.0 - idle_ns as f64 / traced_ns).clamp(0.0, 1.0))
+    }
 }
 
 pub fn cache_label(cache: CacheResult) -> &'static str {
@@ -160,6 +175,7 @@ pub struct Aggregator {
     requests: RequestStats,
     attribution: Attribution,
     requests_answered: u64,
+    timeline: Timeline,
 }
 
 impl Aggregator {
@@ -174,18 +190,28 @@ impl Aggregator {
             exited_threads: 0,
             requests: RequestStats::default(),
             requests_answered: 0,
+            timeline: Timeline::new(monotonic_ns()),
         }
+    }
+
+    /// Produce latencies and stalls over time since tracing started.
+    pub fn timeline(&self) -> &Timeline {
+        &self.timeline
     }
 
     /// One record from the kernel: an answered request or a stall.
     pub fn ingest(&mut self, event: Event) {
         match event {
-            Event::Stall(stall) => self.attribution.record_stall(&stall),
+            Event::Stall(stall) => {
+                let cause = self.attribution.record_stall(&stall);
+                self.timeline.stall(stall.start_ns, stall.duration_ns, cause, stall.tid);
+            }
             Event::Request(request) => {
                 self.requests_answered += 1;
                 let timing = self.requests.record(&request);
                 if request.id.api_key == PRODUCE {
-                    self.attribution.record_produce(request.tid, &timing);
+                    let stalled = self.attribution.record_produce(request.tid, &timing);
+                    self.timeline.produce(timing.start_ns(), timing.total_ns(), stalled);
                 }
             }
         }
@@ -311,6 +337,14 @@ pub fn assign_roles(
             (tid, ThreadInfo { tid, comm, jvm_name, role, role_source })
         })
         .collect()
+}
+
+/// The clock bpf_ktime_get_ns() reads (CLOCK_MONOTONIC), in ns.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Live threads the kernel should treat as network threads: those with histograms by their

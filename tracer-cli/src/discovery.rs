@@ -152,6 +152,25 @@ pub fn parse_thread_dump(text: &str) -> HashMap<u32, String> {
         .collect()
 }
 
+/// Kafka's version, from the broker jar (`kafka_2.11-0.9.0.1.jar`) named on the classpath or,
+/// when the classpath is a wildcard, held open by the JVM.
+pub fn kafka_version(broker: &Broker) -> Option<String> {
+    let on_classpath = broker.command_line.split([':', ' ', '/']).find_map(kafka_jar_version);
+    on_classpath.or_else(|| {
+        open_files(broker.pid)
+            .into_iter()
+            .find_map(|(_, path)| path.file_name().and_then(|n| n.to_str()).and_then(kafka_jar_version))
+    })
+}
+
+/// `kafka_2.11-0.9.0.1.jar` -> 0.9.0.1; None for any other file (sources, javadoc, clients).
+pub fn kafka_jar_version(file_name: &str) -> Option<String> {
+    let jar = file_name.strip_prefix("kafka_")?.strip_suffix(".jar")?;
+    let (_scala, version) = jar.split_once('-')?;
+    let plain = version.chars().all(|c| c.is_ascii_alphanumeric() || c == '.');
+    (plain && version.starts_with(|c: char| c.is_ascii_digit())).then(|| version.to_string())
+}
+
 /// A file as the kernel names it in tracepoints: device and inode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FileId {
@@ -195,6 +214,15 @@ pub fn open_files(pid: u32) -> Vec<(FileId, PathBuf)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kafka_version_from_the_broker_jar() {
+        assert_eq!(kafka_jar_version("kafka_2.11-0.9.0.1.jar").as_deref(), Some("0.9.0.1"));
+        assert_eq!(kafka_jar_version("kafka_2.13-3.7.0.jar").as_deref(), Some("3.7.0"));
+        for other in ["kafka_2.11-0.9.0.1-sources.jar", "kafka-clients-3.7.0.jar", "kafka_2.11-0.9.0.1.jar.asc", "app.jar"] {
+            assert_eq!(kafka_jar_version(other), None, "{other}");
+        }
+    }
 
     #[test]
     fn thread_dump_hex_and_decimal_nids() {

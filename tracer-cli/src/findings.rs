@@ -2,6 +2,8 @@
 //! numbers, and what fixes it.
 use serde::Serialize;
 
+use kstall_ebpf::Syscall;
+
 use crate::{aggregate::Summary, output::duration};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -133,6 +135,73 @@ pub fn findings(s: &Summary) -> Vec<Finding> {
             fix: "Raise --stall-threshold so fewer slow calls are reported; kstall drains its 4 MiB buffer every 100 ms.".into(),
         });
     }
+    if let Some(busy) = s.network_busy_share().filter(|b| *b >= NETWORK_BUSY_WARNING) {
+        out.push(Finding {
+            id: "network_threads_saturated",
+            severity: if busy >= NETWORK_BUSY_CRITICAL { Severity::Critical } else { Severity::Warning },
+            title: format!("Network threads are busy {:.0}% of the time", busy * 100.0),
+            detail: format!(
+                "The network threads spent {:.0}% of the {:.0} s traced outside epoll_wait. Every connection of a thread waits while it works: requests queue in their sockets (see socket wait).",
+                busy * 100.0,
+                s.elapsed_seconds
+            ),
+            fix: "Raise num.network.threads, and look at what the busy time is spent on in the network rows (sendfile misses, large responses).".into(),
+        });
+    }
+    for row in s.rows.iter().filter(|r| {
+        matches!(r.key.syscall, Syscall::Fsync | Syscall::Fdatasync | Syscall::Pwrite64)
+            && r.count >= SLOW_WRITE_MIN_CALLS
+            && r.percentiles.p99_ns >= SLOW_WRITE_NS
+    }) {
+        out.push(Finding {
+            id: "slow_log_writes",
+            severity: Severity::Warning,
+            title: format!("{} threads wait on {}: p99 {}", row.role.label(), row.syscall, duration(row.percentiles.p99_ns)),
+            detail: format!(
+                "{} {} calls on {} threads, p50 {}, p99 {}, max {}. Writes that wait on the disk hold the thread that makes them (a request handler: its requests wait; the log flusher: flushes fall behind).",
+                row.count,
+                row.syscall,
+                row.role.label(),
+                duration(row.percentiles.p50_ns),
+                duration(row.percentiles.p99_ns),
+                duration(row.percentiles.max_ns)
+            ),
+            fix: "Check the log disk's write latency (iostat -x), and flush settings (log.flush.interval.*): Kafka relies on replication, not fsync, for durability.".into(),
+        });
+    }
+    if !out.iter().any(|f| f.severity <= Severity::Warning) {
+        let busy = s.network_busy_share().map_or("n/a".to_string(), |b| format!("{:.0}%", b * 100.0));
+        let misses: u64 = s
+            .rows
+            .iter()
+            .filter(|r| r.role == crate::roles::Role::Network && r.cache == "miss")
+            .map(|r| r.count)
+            .sum();
+        out.push(Finding {
+            id: "no_problem_found",
+            severity: Severity::Info,
+            title: "No problem found".into(),
+            detail: format!(
+                "{}; {} page-cache misses on network threads; network threads busy {}; no slow log writes.",
+                if p.requests > 0 {
+                    format!("Produce p99 {} over {} requests", duration(p.all.p99_ns), p.requests)
+                } else {
+                    "no Produce requests traced".into()
+                },
+                misses,
+                busy
+            ),
+            fix: "Nothing to fix in what kstall can see. If clients still see latency, look between them and the broker (network, client-side batching).".into(),
+        });
+    }
     out.sort_by_key(|f| f.severity);
     out
 }
+
+/// Network threads busier than this are a bottleneck in the making.
+const NETWORK_BUSY_WARNING: f64 = 0.7;
+const NETWORK_BUSY_CRITICAL: f64 = 0.9;
+/// fsync/fdatasync/pwrite p99 from which the disk is holding threads up.
+const SLOW_WRITE_NS: u64 = 10_000_000;
+/// A single slow flush is not a pattern.
+const SLOW_WRITE_MIN_CALLS: u64 = 10;

@@ -2,7 +2,7 @@
 //! percentile set the syscall rows show.
 use hdrhistogram::Histogram;
 
-use crate::aggregate::Percentiles;
+use crate::aggregate::{BucketCount, Percentiles};
 
 /// 1 us to ~18 min at 2 significant digits: ~12 KiB per recorder, so per-client recorders stay
 /// cheap in a process that runs for weeks.
@@ -42,6 +42,21 @@ impl LatencyRecorder {
         Percentiles { p50_ns: at(0.5), p90_ns: at(0.9), p99_ns: at(0.99), p999_ns: at(0.999), max_ns: self.hist.max() }
     }
 
+    /// Counts per power of two of nanoseconds (non-empty ones), for charts on a log axis.
+    pub fn log2_buckets(&self) -> Vec<BucketCount> {
+        let mut counts = [0u64; 64];
+        for v in self.hist.iter_recorded() {
+            let value = v.value_iterated_to().max(1);
+            counts[63 - value.leading_zeros() as usize] += u64::from(v.count_at_value());
+        }
+        counts
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(pow, &count)| BucketCount { lower_ns: 1 << pow, upper_ns: Some(1 << (pow + 1)), count })
+            .collect()
+    }
+
     /// Values at or above `ns` (to the histogram's resolution).
     pub fn count_at_or_above(&self, ns: u64) -> u64 {
         let ns = ns.clamp(LOWEST_NS, HIGHEST_NS);
@@ -67,5 +82,10 @@ mod tests {
         assert_eq!(r.count(), 1000);
         let top = r.count_at_or_above(p.p99_ns);
         assert!((10..=12).contains(&top), "{top}");
+        let buckets = r.log2_buckets();
+        assert_eq!(buckets.iter().map(|b| b.count).sum::<u64>(), 1000);
+        // 10 us .. 10 ms spans 2^13 .. 2^23 ns.
+        assert_eq!(buckets.first().map(|b| b.lower_ns), Some(1 << 13));
+        assert_eq!(buckets.last().map(|b| b.lower_ns), Some(1 << 23));
     }
 }

@@ -3,17 +3,22 @@
 //! One data path: `discovery` (which process, which threads) -> `attach` (load the kernel-side
 //! probes) -> `aggregate` (kernel histograms to per-role summaries; `requests` and `stalls`
 //! for the ring-buffer records, `protocol` for Kafka's names, `findings` for conclusions) ->
-//! `output` (tables, JSON). `watch` drives it.
+//! `output` (tables, JSON), `report` and `html` (the report). `session` runs the path once;
+//! `watch` and `report` present it.
 mod aggregate;
 mod attach;
 mod discovery;
 mod findings;
+mod html;
 mod latency;
 mod output;
 mod protocol;
+mod report;
 mod requests;
 mod roles;
+mod session;
 mod stalls;
+mod timeline;
 mod tracefs;
 mod watch;
 
@@ -48,6 +53,23 @@ enum Command {
         #[arg(long, default_value = "1ms", value_parser = humantime::parse_duration)]
         stall_threshold: Duration,
     },
+    /// Trace a running broker for a while and write a report that explains its latency:
+    /// findings first, then the evidence (tables, charts), then the context.
+    Report {
+        /// Broker pid; default: the only process running kafka.Kafka on this host.
+        #[arg(long)]
+        pid: Option<u32>,
+        /// How long to trace.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// Report file, format by extension: .html (self-contained, with charts), .md, .json;
+        /// repeat for several formats of the same trace. Default: Markdown on stdout.
+        #[arg(long)]
+        out: Vec<std::path::PathBuf>,
+        /// Network-thread calls at least this slow are stalls (page-cache misses always are).
+        #[arg(long, default_value = "1ms", value_parser = humantime::parse_duration)]
+        stall_threshold: Duration,
+    },
 }
 
 fn main() -> ExitCode {
@@ -56,6 +78,15 @@ fn main() -> ExitCode {
         Command::Watch { pid, interval, duration, format, stall_threshold } => {
             watch::run(watch::WatchOptions { pid, interval, duration, format, stall_threshold })
         }
+        Command::Report { pid, duration, out, stall_threshold } => report::run(report::ReportOptions {
+            session: session::SessionOptions {
+                pid,
+                interval: Duration::from_secs(1),
+                duration: Some(duration),
+                stall_threshold,
+            },
+            out,
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

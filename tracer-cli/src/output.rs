@@ -71,7 +71,7 @@ pub fn log2_bar(hist: &LatencyHist) -> String {
 }
 
 /// A percentile: values in the kernel's lowest bucket are only known to be under ~1 us.
-fn percentile(ns: u64) -> String {
+pub fn percentile(ns: u64) -> String {
     if ns < 1 << MIN_POW { "<1us".to_string() } else { duration(ns) }
 }
 
@@ -145,161 +145,207 @@ pub fn table(summary: &Summary) -> String {
             summary.probes.unavailable.join(", ")
         );
     }
-    out += &requests_section(summary);
-    out += &stalls_section(summary);
+    out += &evidence_sections(summary);
     out += &findings_section(summary);
     out
 }
 
-fn new_table(header: Vec<&str>) -> Table {
-    let mut table = Table::new();
-    table.load_preset(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Disabled).set_header(header);
-    table
-}
-
-fn right(s: String) -> Cell {
-    Cell::new(s).set_alignment(CellAlignment::Right)
-}
-
-/// Right-aligned duration cells.
-fn durations(ns: &[u64]) -> Vec<Cell> {
-    ns.iter().map(|&n| right(duration(n))).collect()
-}
-
-fn requests_section(summary: &Summary) -> String {
-    let r = &summary.requests;
-    let health = &summary.protocol;
+/// The evidence tables (all but the syscall one, drawn above with its bars), each after a
+/// title line; empty ones are left out.
+fn evidence_sections(summary: &Summary) -> String {
     let mut out = String::new();
-    if r.apis.is_empty() {
+    let health = &summary.protocol;
+    if summary.requests.apis.is_empty() {
         out += &format!(
             "\nKafka requests: none answered yet ({} read, {} framing errors, {} TLS connections)\n",
             health.requests_parsed, health.framing_errors, health.tls_connections
         );
-        return out;
     }
-    let wait = if health.socket_wait_measured { "socket wait + broker time" } else { "broker time only: this kernel lacks the sock tracepoints" };
-    out += &format!("\nKafka requests on the network threads (latency = {wait})\n");
-    let mut t = new_table(vec![
-        "api", "requests", "per s", "p50", "p99", "p99.9", "max", "broker p50", "broker p99", "sock wait p50", "sock wait p99",
-    ]);
-    for a in &r.apis {
-        let mut row = vec![Cell::new(a.api), right(a.count.to_string()), right(format!("{:.1}", a.rate_per_s))];
-        let (total, broker) = (&a.total, &a.broker);
-        row.extend(durations(&[total.p50_ns, total.p99_ns, total.p999_ns, total.max_ns, broker.p50_ns, broker.p99_ns]));
-        if a.count > a.socket_wait_unknown {
-            row.extend(durations(&[a.socket_wait.p50_ns, a.socket_wait.p99_ns]));
-        } else {
-            row.extend([right("-".into()), right("-".into())]);
+    let st = &summary.stalls;
+    for t in evidence_tables(summary).into_iter().skip(1).filter(|t| !t.rows.is_empty()) {
+        out += &format!("\n{}\n", t.title);
+        let mut table = Table::new();
+        table.load_preset(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Disabled).set_header(t.header.clone());
+        for row in t.rows {
+            table.add_row(row.into_iter().enumerate().map(|(i, cell)| {
+                let c = Cell::new(cell);
+                if i >= t.numeric_from { c.set_alignment(CellAlignment::Right) } else { c }
+            }));
         }
-        t.add_row(row);
+        out += &table.to_string();
+        out += "\n";
+        if t.title.starts_with("Produce latency") {
+            let p = &st.produce;
+            out += &format!(
+                "stalls (page-cache misses, and network-thread calls >= {}): {}; stalled Produce: {} ({} by page-cache misses); slowest 1%: {} of {} stalled; stalls added {} ({} by misses)\n",
+                duration(st.threshold_ns),
+                if st.by_cause.is_empty() {
+                    "none".to_string()
+                } else {
+                    st.by_cause.iter().filter_map(|c| c.cause.map(|k| format!("{} {} ({})", c.stalls, k.label(), duration(c.stall_ns)))).collect::<Vec<_>>().join(", ")
+                },
+                p.stalled_requests,
+                p.stalled_by_miss,
+                p.slowest_1pct_stalled,
+                p.slowest_1pct,
+                duration(p.stall_ns_added),
+                duration(p.miss_ns_added),
+            );
+        }
     }
-    out += &t.to_string();
-    out += "\n";
-    let mut t = new_table(vec!["client.id", "api", "requests", "per s", "p50", "p99", "max", "conns", "in flight max", "mean"]);
-    for c in &r.clients {
-        let mut row = vec![
-            Cell::new(if c.client_id.is_empty() { "(none)" } else { &c.client_id }),
-            Cell::new(c.api),
-            right(c.count.to_string()),
-            right(format!("{:.1}", c.rate_per_s)),
-        ];
-        row.extend(durations(&[c.total.p50_ns, c.total.p99_ns, c.total.max_ns]));
-        row.extend([right(c.connections.to_string()), right(c.max_in_flight.to_string()), right(format!("{:.2}", c.mean_in_flight))]);
-        t.add_row(row);
-    }
-    out += &t.to_string();
-    out += "\n";
-    if r.other_client_ids > 0 || r.untracked_client_requests > 0 {
+    if summary.requests.other_client_ids > 0 || summary.requests.untracked_client_requests > 0 {
         out += &format!(
             "(other): {} less active client ids and {} requests of client ids beyond the {} tracked\n",
-            r.other_client_ids,
-            r.untracked_client_requests,
+            summary.requests.other_client_ids,
+            summary.requests.untracked_client_requests,
             crate::requests::MAX_TRACKED_CLIENTS
         );
     }
     out
 }
 
-fn stalls_section(summary: &Summary) -> String {
-    let st = &summary.stalls;
-    let p = &st.produce;
-    let mut out = format!(
-        "\nNetwork-thread stalls (page-cache misses, and calls >= {}): {}",
-        duration(st.threshold_ns),
-        st.stalls
-    );
-    let causes: Vec<String> =
-        st.by_cause.iter().filter_map(|c| c.cause.map(|k| format!("{} {} ({})", c.stalls, k.label(), duration(c.stall_ns)))).collect();
-    if !causes.is_empty() {
-        out += &format!(": {}", causes.join(", "));
-    }
-    out += "\n";
-    if p.requests > 0 {
-        let mut t = new_table(vec!["Produce", "requests", "p50", "p99", "p99.9", "max"]);
-        for (label, n, q) in [
-            ("all", p.requests, &p.all),
-            ("stalled", p.stalled_requests, &p.stalled),
-            ("not stalled", p.requests - p.stalled_requests, &p.not_stalled),
-        ] {
-            let mut row = vec![Cell::new(label), right(n.to_string())];
-            row.extend(durations(&[q.p50_ns, q.p99_ns, q.p999_ns, q.max_ns]));
-            t.add_row(row);
-        }
-        out += &t.to_string();
-        out += &format!(
-            "\nstalled Produce: {} ({} by page-cache misses); slowest 1%: {} of {} stalled; stalls added {} ({} by misses)\n",
-            p.stalled_requests,
-            p.stalled_by_miss,
-            p.slowest_1pct_stalled,
-            p.slowest_1pct,
-            duration(p.stall_ns_added),
-            duration(p.miss_ns_added),
-        );
-    }
-    for (title, rows) in [("cold partition", &st.cold_partitions), ("cold reader (client.id)", &st.cold_readers)] {
-        if rows.is_empty() {
-            continue;
-        }
-        let mut t = new_table(vec![title, "misses", "miss time", "bytes", "pages added"]);
-        for m in rows {
-            t.add_row(vec![
-                Cell::new(&m.name),
-                right(m.stalls.to_string()),
-                right(duration(m.stall_ns)),
-                right(bytes(m.bytes)),
-                right(m.pages_added.to_string()),
-            ]);
-        }
-        out += &t.to_string();
-        out += "\n";
-    }
-    if !st.worst.is_empty() {
-        let mut t = new_table(vec!["longest stalls", "thread", "cause", "file", "serving", "delayed Produce"]);
-        for s in st.worst.iter().take(5) {
-            let thread = summary
-                .threads
+/// A table of the evidence, as text cells: one source for the Markdown and HTML reports.
+pub struct EvidenceTable {
+    pub title: &'static str,
+    pub header: Vec<&'static str>,
+    pub rows: Vec<Vec<String>>,
+    /// Columns (by index) holding numbers: right-aligned.
+    pub numeric_from: usize,
+}
+
+pub fn evidence_tables(s: &Summary) -> Vec<EvidenceTable> {
+    let mut tables = Vec::new();
+    tables.push(EvidenceTable {
+        title: "Syscall latency per thread role",
+        header: vec!["role", "syscall", "cache", "calls", "p50", "p90", "p99", "p99.9", "max", "bytes", "pages added"],
+        rows: s
+            .rows
+            .iter()
+            .map(|r| {
+                let p = &r.percentiles;
+                vec![
+                    r.role.label().to_string(),
+                    r.syscall.to_string(),
+                    if r.cache == "none" { String::new() } else { r.cache.to_string() },
+                    r.count.to_string(),
+                    percentile(p.p50_ns),
+                    percentile(p.p90_ns),
+                    percentile(p.p99_ns),
+                    percentile(p.p999_ns),
+                    duration(p.max_ns),
+                    if r.key.syscall.returns_bytes() { bytes(r.bytes) } else { String::new() },
+                    if r.pages_added > 0 { r.pages_added.to_string() } else { String::new() },
+                ]
+            })
+            .collect(),
+        numeric_from: 3,
+    });
+    tables.push(EvidenceTable {
+        title: "Kafka requests per API (latency = socket wait + broker time)",
+        header: vec!["api", "requests", "per s", "p50", "p99", "p99.9", "max", "broker p50", "broker p99", "socket wait p50", "socket wait p99"],
+        rows: s
+            .requests
+            .apis
+            .iter()
+            .map(|a| {
+                let wait = |ns| if a.count > a.socket_wait_unknown { duration(ns) } else { "-".into() };
+                vec![
+                    a.api.to_string(),
+                    a.count.to_string(),
+                    format!("{:.1}", a.rate_per_s),
+                    duration(a.total.p50_ns),
+                    duration(a.total.p99_ns),
+                    duration(a.total.p999_ns),
+                    duration(a.total.max_ns),
+                    duration(a.broker.p50_ns),
+                    duration(a.broker.p99_ns),
+                    wait(a.socket_wait.p50_ns),
+                    wait(a.socket_wait.p99_ns),
+                ]
+            })
+            .collect(),
+        numeric_from: 1,
+    });
+    tables.push(EvidenceTable {
+        title: "Kafka requests per client.id",
+        header: vec!["client.id", "api", "requests", "per s", "p50", "p99", "max", "connections", "in flight max", "in flight mean"],
+        rows: s
+            .requests
+            .clients
+            .iter()
+            .map(|c| {
+                vec![
+                    if c.client_id.is_empty() { "(none)".into() } else { c.client_id.clone() },
+                    c.api.to_string(),
+                    c.count.to_string(),
+                    format!("{:.1}", c.rate_per_s),
+                    duration(c.total.p50_ns),
+                    duration(c.total.p99_ns),
+                    duration(c.total.max_ns),
+                    c.connections.to_string(),
+                    c.max_in_flight.to_string(),
+                    format!("{:.2}", c.mean_in_flight),
+                ]
+            })
+            .collect(),
+        numeric_from: 2,
+    });
+    let p = &s.stalls.produce;
+    tables.push(EvidenceTable {
+        title: "Produce latency, stalled and not",
+        header: vec!["Produce", "requests", "p50", "p99", "p99.9", "max"],
+        rows: [("all", p.requests, &p.all), ("stalled", p.stalled_requests, &p.stalled), ("not stalled", p.requests - p.stalled_requests, &p.not_stalled)]
+            .into_iter()
+            .map(|(label, n, q)| {
+                vec![label.into(), n.to_string(), duration(q.p50_ns), duration(q.p99_ns), duration(q.p999_ns), duration(q.max_ns)]
+            })
+            .collect(),
+        numeric_from: 1,
+    });
+    for (title, rows) in [
+        ("Page-cache misses by topic-partition (or file)", &s.stalls.cold_partitions),
+        ("Page-cache misses by client.id served (cold readers)", &s.stalls.cold_readers),
+    ] {
+        tables.push(EvidenceTable {
+            title,
+            header: vec!["name", "misses", "miss time", "bytes", "pages added"],
+            rows: rows
                 .iter()
-                .find(|t| t.tid == s.tid)
-                .map_or(s.tid.to_string(), |t| t.jvm_name.clone().unwrap_or_else(|| t.comm.clone()));
-            let file = match (&s.topic_partition, &s.segment, &s.file) {
-                (Some(tp), Some(seg), _) => format!("{tp} {seg}"),
-                (_, _, Some(path)) => path.display().to_string(),
-                _ => String::new(),
-            };
-            let serving = s.request.as_ref().map_or(String::new(), |r| format!("{} {} #{}", r.api, r.client_id, r.correlation_id));
-            t.add_row(vec![
-                right(format!("{} {}", s.syscall, duration(s.duration_ns))),
-                Cell::new(thread),
-                Cell::new(s.cause.label()),
-                Cell::new(file),
-                Cell::new(serving),
-                right(format!("{} ({})", s.delayed_produce, duration(s.delayed_produce_ns))),
-            ]);
-        }
-        out += &t.to_string();
-        out += "\n";
+                .map(|m| vec![m.name.clone(), m.stalls.to_string(), duration(m.stall_ns), bytes(m.bytes), m.pages_added.to_string()])
+                .collect(),
+            numeric_from: 1,
+        });
     }
-    out
+    let thread_name = |tid: u32| {
+        s.threads.iter().find(|t| t.tid == tid).map_or(tid.to_string(), |t| t.jvm_name.clone().unwrap_or_else(|| t.comm.clone()))
+    };
+    tables.push(EvidenceTable {
+        title: "Longest network-thread stalls",
+        header: vec!["call", "took", "thread", "cause", "file", "serving", "delayed Produce", "delay added"],
+        rows: s
+            .stalls
+            .worst
+            .iter()
+            .map(|w| {
+                vec![
+                    w.syscall.to_string(),
+                    duration(w.duration_ns),
+                    thread_name(w.tid),
+                    w.cause.label().to_string(),
+                    match (&w.topic_partition, &w.segment, &w.file) {
+                        (Some(tp), Some(seg), _) => format!("{tp} {seg}"),
+                        (_, _, Some(path)) => path.display().to_string(),
+                        _ => String::new(),
+                    },
+                    w.request.as_ref().map_or(String::new(), |r| format!("{} {} #{}", r.api, r.client_id, r.correlation_id)),
+                    w.delayed_produce.to_string(),
+                    duration(w.delayed_produce_ns),
+                ]
+            })
+            .collect(),
+        numeric_from: 6,
+    });
+    tables
 }
 
 fn findings_section(summary: &Summary) -> String {

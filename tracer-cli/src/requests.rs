@@ -6,7 +6,7 @@ use kstall_ebpf::events::RequestEvent;
 use serde::Serialize;
 
 use crate::{
-    aggregate::Percentiles,
+    aggregate::{BucketCount, Percentiles},
     latency::LatencyRecorder,
     protocol::{self, PRODUCE},
 };
@@ -124,6 +124,8 @@ pub struct ApiRow {
     pub socket_wait: Percentiles,
     /// Requests whose arrival was not seen (not in `socket_wait`).
     pub socket_wait_unknown: u64,
+    /// `total` per power of two of nanoseconds.
+    pub buckets: Vec<BucketCount>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -248,6 +250,7 @@ impl RequestStats {
                 broker: a.broker.percentiles(),
                 socket_wait: a.socket_wait.percentiles(),
                 socket_wait_unknown: a.wait_unknown,
+                buckets: a.total.log2_buckets(),
             })
             .collect();
 

@@ -230,7 +230,7 @@ impl Attribution {
         }
     }
 
-    pub fn record_stall(&mut self, e: &StallEvent) {
+    pub fn record_stall(&mut self, e: &StallEvent) -> Cause {
         let file = (e.inode != 0).then(|| self.files.resolve(FileId::from_kernel(e.dev, e.inode), e.file_fd)).flatten();
         let segment = file.as_deref().and_then(protocol::segment);
         let stall = Stall {
@@ -273,11 +273,14 @@ impl Attribution {
             let old = thread.pop_front().expect("checked non-empty");
             keep_worst(&mut self.worst, old);
         }
+        let cause = stall.cause;
         thread.push_back(stall);
+        cause
     }
 
-    /// Joins an answered Produce against the stalls of the thread that served it.
-    pub fn record_produce(&mut self, tid: u32, t: &RequestTiming) {
+    /// Joins an answered Produce against the stalls of the thread that served it; true when
+    /// a stall overlapped it.
+    pub fn record_produce(&mut self, tid: u32, t: &RequestTiming) -> bool {
         let (from, to) = (t.start_ns(), t.response_done_ns);
         let mut added = 0;
         let mut by_miss = 0;
@@ -302,6 +305,7 @@ impl Attribution {
         } else {
             self.produce_clean.record(total);
         }
+        added > 0
     }
 
     pub fn summary(&self) -> StallSummary {

@@ -1,20 +1,15 @@
-//! `kstall watch`: discover -> attach -> aggregate -> present, refreshing a table until
-//! Ctrl-C, SIGTERM, the end of --duration, or the broker's exit.
+//! `kstall watch`: a live table over one tracing session, then the final table or JSON.
 use std::{
-    collections::HashMap,
     io::{IsTerminal, Write},
-    sync::mpsc::{self, Receiver},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::Result;
-use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
-    aggregate::{Aggregator, Summary},
-    attach,
-    discovery::{self, Broker},
+    aggregate::Summary,
     output,
+    session::{Session, SessionOptions},
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -22,9 +17,6 @@ pub enum Format {
     Table,
     Json,
 }
-
-/// How often request and stall records are taken from the kernel's ring buffer.
-const DRAIN_EVERY: Duration = Duration::from_millis(100);
 
 pub struct WatchOptions {
     pub pid: Option<u32>,
@@ -34,128 +26,20 @@ pub struct WatchOptions {
     pub stall_threshold: Duration,
 }
 
-/// Runs jcmd in the background: at start, and again (at most every RERUN) while live threads
-/// with ambiguous comms lack a JVM name, so threads that appear later are named too.
-struct JvmNames {
-    broker: Broker,
-    pending: Option<Receiver<Result<HashMap<u32, String>>>>,
-    last_start: Instant,
-    gave_up: bool,
-}
-
-impl JvmNames {
-    const RERUN: Duration = Duration::from_secs(30);
-
-    fn start(broker: Broker) -> JvmNames {
-        let mut names =
-            JvmNames { broker, pending: None, last_start: Instant::now(), gave_up: false };
-        names.spawn();
-        names
-    }
-
-    fn spawn(&mut self) {
-        let (tx, rx) = mpsc::channel();
-        let broker = self.broker.clone();
-        std::thread::spawn(move || tx.send(discovery::jvm_thread_names(&broker)));
-        self.pending = Some(rx);
-        self.last_start = Instant::now();
-    }
-
-    /// Hands finished results to the aggregator; `wait` bounds how long to wait for one.
-    fn poll(&mut self, agg: &mut Aggregator, wait: Duration) {
-        let Some(rx) = &self.pending else { return };
-        let result = match rx.recv_timeout(wait) {
-            Ok(result) => result,
-            Err(mpsc::RecvTimeoutError::Timeout) => return,
-            Err(mpsc::RecvTimeoutError::Disconnected) => Err(anyhow::anyhow!("jcmd thread ended")),
-        };
-        self.pending = None;
-        match result {
-            Ok(names) => agg.add_jvm_names(names),
-            // Thread names then come from comm and behaviour; the summary says which.
-            Err(_) => self.gave_up = true,
-        }
-    }
-
-    fn maybe_rerun(&mut self, threads_needing_names: usize) {
-        if !self.gave_up && self.pending.is_none() && threads_needing_names > 0 && self.last_start.elapsed() > Self::RERUN {
-            self.spawn();
-        }
-    }
-}
-
-/// Below this, ordinary socket calls would be reported as stalls by the thousand.
-const MIN_STALL_THRESHOLD: Duration = Duration::from_micros(100);
-
 pub fn run(opts: WatchOptions) -> Result<()> {
-    if opts.stall_threshold < MIN_STALL_THRESHOLD {
-        anyhow::bail!(
-            "--stall-threshold {} is below {}: every network-thread call would be a stall; use 1ms (the default) or more",
-            humantime::format_duration(opts.stall_threshold),
-            humantime::format_duration(MIN_STALL_THRESHOLD)
-        );
-    }
-    attach::check_privileges()?;
-    let broker = discovery::find_broker(opts.pid)?;
-    let mut probes = attach::attach(broker.pid, opts.stall_threshold)?;
-    let mut agg = Aggregator::new(broker.clone(), opts.stall_threshold);
-    // Tells the kernel the network threads known by name now, so requests are followed from
-    // the moment kstall says it is tracing.
-    agg.refresh(&mut probes)?;
-    eprintln!(
-        "kstall: tracing broker pid {} ({}): {} tracepoints attached in {:.0} ms; Ctrl-C to stop",
-        broker.pid,
-        broker.main_class,
-        probes.attached.len(),
-        probes.attach_time.as_secs_f64() * 1e3
-    );
-    let mut names = JvmNames::start(broker.clone());
+    let session = Session::start(SessionOptions {
+        pid: opts.pid,
+        interval: opts.interval,
+        duration: opts.duration,
+        stall_threshold: opts.stall_threshold,
+    })?;
     let live_table = opts.format == Format::Table && std::io::stdout().is_terminal();
-
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let broker_exited = runtime.block_on(async {
-        let mut sigterm = signal(SignalKind::terminate())?;
-        let mut tick = tokio::time::interval(opts.interval);
-        tick.tick().await;
-        let mut drain = tokio::time::interval(DRAIN_EVERY);
-        let end = async {
-            match opts.duration {
-                Some(d) => tokio::time::sleep(d).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::pin!(end);
-        loop {
-            tokio::select! {
-                _ = drain.tick() => probes.drain_events(|e| agg.ingest(e)),
-                _ = tick.tick() => {
-                    probes.drain_events(|e| agg.ingest(e));
-                    names.poll(&mut agg, Duration::ZERO);
-                    if !discovery::is_alive(broker.pid) {
-                        return Ok::<bool, anyhow::Error>(true);
-                    }
-                    // Refreshing also folds exited threads away, so do it even when not drawing.
-                    let summary = agg.refresh(&mut probes)?;
-                    names.maybe_rerun(summary.threads_needing_names());
-                    if live_table {
-                        draw(&summary);
-                    }
-                }
-                _ = tokio::signal::ctrl_c() => return Ok(false),
-                _ = sigterm.recv() => return Ok(false),
-                _ = &mut end => return Ok(false),
-            }
+    let ended = session.run(|summary| {
+        if live_table {
+            draw(summary);
         }
     })?;
-
-    // Names make the final roles exact; give a running jcmd a moment.
-    names.poll(&mut agg, Duration::from_secs(3));
-    probes.drain_events(|e| agg.ingest(e));
-    let summary = agg.refresh(&mut probes)?;
-    drop(probes); // detach before printing: the broker runs untraced from here
-    if broker_exited {
-        eprintln!("kstall: broker pid {} exited; showing what was traced until then", broker.pid);
-    }
+    let summary = ended.summary;
     match opts.format {
         // The final table replaces the live one on screen.
         Format::Table if live_table => draw(&summary),

@@ -3,8 +3,11 @@
 //! synchronous acks=1 producer timing every request itself, and a consumer reading a cold
 //! topic from offset 0. kstall must see Produce latency as the producer does, and blame the
 //! cold reads: thread, partition, client. Without the cold consumer it must blame nothing.
+//! Each phase is traced with `kstall report`, whose JSON (checked against its schema),
+//! Markdown and HTML (rendered in headless Chromium) must say so too.
 //! Needs root (eBPF, loop devices, FUSE), as CI has.
 use std::{
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -35,18 +38,37 @@ impl ClientTimes {
     }
 }
 
-fn kstall(broker: &DemoBroker) -> Child {
-    let mut cmd = Command::new(KSTALL);
-    cmd.args(["watch", "--pid", &broker.pid().to_string(), "--format", "json", "--interval", "500ms"]);
-    cmd.stdout(Stdio::piped());
-    spawn_until_ready(cmd, "tracing broker pid").expect("kstall attaches")
+/// `kstall report` of one phase, written as JSON, Markdown and HTML into `dir`.
+struct Phase {
+    name: &'static str,
+    dir: PathBuf,
 }
 
-fn finish(kstall: Child) -> Value {
-    interrupt(&kstall);
-    let out = kstall.wait_with_output().expect("kstall output");
-    assert!(out.status.success(), "kstall exit: {:?}", out.status);
-    serde_json::from_slice(&out.stdout).expect("kstall prints JSON")
+impl Phase {
+    fn path(&self, ext: &str) -> PathBuf {
+        self.dir.join(format!("{}.{ext}", self.name))
+    }
+
+    fn start(&self, broker: &DemoBroker, duration: &str) -> Child {
+        let mut cmd = Command::new(KSTALL);
+        cmd.args(["report", "--pid", &broker.pid().to_string(), "--duration", duration]);
+        for ext in ["json", "md", "html"] {
+            cmd.arg("--out").arg(self.path(ext));
+        }
+        cmd.stdout(Stdio::null());
+        spawn_until_ready(cmd, "tracing broker pid").expect("kstall attaches")
+    }
+
+    /// Waits for the report (interrupting it first when `interrupt_it`); returns its JSON.
+    fn finish(&self, mut kstall: Child, interrupt_it: bool) -> Value {
+        if interrupt_it {
+            interrupt(&kstall);
+        }
+        let status = kstall.wait().expect("kstall exit");
+        assert!(status.success(), "kstall report: {status:?}");
+        let path = self.path("json");
+        serde_json::from_slice(&std::fs::read(&path).expect("report written")).expect("report is JSON")
+    }
 }
 
 /// Produces one message at a time until `until` says stop (checked between requests).
@@ -145,16 +167,24 @@ fn produce_stalls_are_blamed_on_the_cold_reader() {
     broker.produce(HOT, 1024, 100).expect("create the hot topic");
     assert!(broker.evict_from_page_cache(COLD).unwrap() >= 1);
 
+    // Idle: nothing to report.
+    let idle = Phase { name: "idle", dir: dir.clone() };
+    let tracer = idle.start(&broker, "2s");
+    let idle_report = idle.finish(tracer, false);
+    assert_eq!(finding_ids(&idle_report), ["no_problem_found"]);
+
     // Baseline: only the producer.
-    let tracer = kstall(&broker);
+    let base = Phase { name: "baseline", dir: dir.clone() };
+    let tracer = base.start(&broker, "600s");
     // A client that leaves halfway through sending a request: the producer's connection that
     // follows gets the same fd (and the same first correlation id), and must not be read as the
     // rest of that request (the Produce count below would be off).
     abandon_half_sent_fetch(&broker);
     let started = Instant::now();
     let baseline_client = produce_until(&broker, || started.elapsed() > Duration::from_secs(6));
-    let baseline = finish(tracer);
-    let row = produce_row(&baseline);
+    let baseline_report = base.finish(tracer, true);
+    let baseline = &baseline_report["summary"];
+    let row = produce_row(baseline);
     assert_latency_agrees("baseline", row, &baseline_client);
     let produce = &baseline["stalls"]["produce"];
     eprintln!("baseline stalls: {}", baseline["stalls"]["by_cause"]);
@@ -168,7 +198,8 @@ fn produce_stalls_are_blamed_on_the_cold_reader() {
     );
 
     // Cold read: a consumer reads the evicted topic from offset 0 while the producer runs.
-    let tracer = kstall(&broker);
+    let cold_phase = Phase { name: "cold", dir: dir.clone() };
+    let tracer = cold_phase.start(&broker, "600s");
     let mut consumer = broker
         .kcat()
         .args(["-C", "-t", COLD, "-o", "beginning", "-e", "-q", "-X", &format!("client.id={COLD_READER}")])
@@ -183,8 +214,9 @@ fn produce_stalls_are_blamed_on_the_cold_reader() {
     let _ = consumer.wait();
     // A TLS client on this PLAINTEXT listener: kstall must say it cannot read that connection.
     tls_client_hello(&broker);
-    let cold = finish(tracer);
-    let row = produce_row(&cold);
+    let cold_report = cold_phase.finish(tracer, true);
+    let cold = &cold_report["summary"];
+    let row = produce_row(cold);
     assert_latency_agrees("cold", row, &cold_client);
 
     let stalls = &cold["stalls"];
@@ -216,6 +248,144 @@ fn produce_stalls_are_blamed_on_the_cold_reader() {
     assert!(cold_client.at(0.99) > baseline_client.at(0.99));
     eprintln!("{}", finding.unwrap()["detail"]);
 
+    // The reports: findings differ as the phases did, and say so in every format.
+    assert_eq!(cold_report["findings"][0]["id"], "produce_stalled_by_page_cache_miss");
+    assert_eq!(cold_report["findings"][0]["severity"], "critical");
+    assert!(!finding_ids(&baseline_report).contains(&"produce_stalled_by_page_cache_miss".to_string()));
+    assert!(!finding_ids(&baseline_report).contains(&"no_problem_found".to_string()), "a sync producer is a problem");
+    assert_eq!(cold_report["context"]["kafka_version"], "0.9.0.1");
+    assert_eq!(cold_report["context"]["broker"]["pid"], broker.pid());
+    assert!(cold_report["timeline"]["stalls"].as_array().unwrap().len() >= 10);
+    for phase in [&idle, &base, &cold_phase] {
+        assert_schema_valid(&phase.path("json"));
+    }
+    assert_schema_rejects_a_report_without_context(&cold_phase.path("json"), &dir);
+    let md = std::fs::read_to_string(cold_phase.path("md")).unwrap();
+    let findings_at = md.find("## Findings").expect("findings section");
+    assert!(findings_at < md.find("## Evidence").expect("evidence section"), "findings first");
+    assert!(md.contains("### CRITICAL: Produce requests wait behind page-cache misses"));
+    assert!(md.contains("| cold-0 |"), "cold partition table");
+
+    let cold_html = render_html(&cold_phase.path("html"), &dir.join("chrome"));
+    let base_html = render_html(&base.path("html"), &dir.join("chrome"));
+    // Timeline: stalled Produce dots and miss bands in red; only grey dots without cold reads.
+    let timeline = |r: &Rendered| r.charts[0];
+    eprintln!("timeline pixels: cold {:?}, baseline {:?}", timeline(&cold_html), timeline(&base_html));
+    assert!(timeline(&cold_html).red > 50 && timeline(&cold_html).grey > 50, "cold timeline drew stalls and Produce");
+    assert!(timeline(&base_html).grey > 50, "baseline timeline drew Produce");
+    assert_eq!(timeline(&base_html).red, 0, "no stall in the baseline timeline");
+    // sendfile histogram: hits (blue) in both, misses (red) only when reading cold data.
+    assert!(cold_html.charts[1].red > 20 && cold_html.charts[1].blue > 20, "{:?}", cold_html.charts[1]);
+
     broker.stop();
     drop(disk);
+}
+
+fn finding_ids(report: &Value) -> Vec<String> {
+    report["findings"].as_array().unwrap().iter().map(|f| f["id"].as_str().unwrap().to_string()).collect()
+}
+
+const SCHEMA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/report.schema.json");
+
+/// Validates with python3-jsonschema (Draft 2020-12); returns its error text.
+fn schema_errors(report: &Path) -> Option<String> {
+    let script = "import json,sys,jsonschema\n\
+        schema=json.load(open(sys.argv[1]))\n\
+        jsonschema.Draft202012Validator.check_schema(schema)\n\
+        jsonschema.Draft202012Validator(schema).validate(json.load(open(sys.argv[2])))";
+    let out = Command::new("/usr/bin/python3").args(["-c", script, SCHEMA]).arg(report).output().expect("python3");
+    (!out.status.success()).then(|| String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn assert_schema_valid(report: &Path) {
+    if let Some(err) = schema_errors(report) {
+        panic!("{} does not match the schema: {err}", report.display());
+    }
+}
+
+fn assert_schema_rejects_a_report_without_context(report: &Path, dir: &Path) {
+    let mut broken: Value = serde_json::from_slice(&std::fs::read(report).unwrap()).unwrap();
+    broken.as_object_mut().unwrap().remove("context");
+    let path = dir.join("broken.json");
+    std::fs::write(&path, broken.to_string()).unwrap();
+    let err = schema_errors(&path).expect("the schema must reject a report without context");
+    assert!(err.contains("'context' is a required property"), "{err}");
+}
+
+/// Pixel counts of one chart, by color family.
+#[derive(Clone, Copy, Debug, Default)]
+struct Pixels {
+    red: usize,
+    blue: usize,
+    grey: usize,
+    non_white: usize,
+}
+
+struct Rendered {
+    charts: Vec<Pixels>,
+}
+
+/// Screenshots a page (or an SVG) with headless Chromium; returns the RGB pixels and what
+/// Chromium logged.
+fn screenshot(url: &str, png_path: &Path, profile: &Path, height: u32) -> (Vec<[u8; 3]>, String) {
+    let out = Command::new("chromium")
+        .args([
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            "--hide-scrollbars", "--enable-logging=stderr", "--v=0",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("--window-size=1100,{height}"))
+        .arg(format!("--screenshot={}", png_path.display()))
+        .arg(url)
+        .output()
+        .expect("chromium (apt-get install chromium)");
+    assert!(out.status.success(), "chromium: {}", String::from_utf8_lossy(&out.stderr));
+    let decoder = png::Decoder::new(std::fs::File::open(png_path).expect("screenshot written"));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let step = info.color_type.samples();
+    let pixels = buf[..info.buffer_size()].chunks(step).map(|p| [p[0], p[1], p[2]]).collect();
+    (pixels, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn count(pixels: &[[u8; 3]]) -> Pixels {
+    let mut n = Pixels::default();
+    for &[r, g, b] in pixels {
+        if r > 180 && g < 80 && b < 80 {
+            n.red += 1;
+        }
+        if r < 60 && (100..150).contains(&g) && b > 160 {
+            n.blue += 1;
+        }
+        if r == g && g == b && (60..120).contains(&r) {
+            n.grey += 1;
+        }
+        if (r as u32 + g as u32 + b as u32) < 700 {
+            n.non_white += 1;
+        }
+    }
+    n
+}
+
+/// Renders the whole report (it must draw, and log no console error, which includes any fetch
+/// its Content Security Policy refused), then each of its charts alone.
+fn render_html(html_path: &Path, profile: &Path) -> Rendered {
+    let (page, log) = screenshot(&format!("file://{}", html_path.display()), &html_path.with_extension("png"), profile, 3000);
+    let console: Vec<&str> = log.lines().filter(|l| l.contains("CONSOLE") || l.contains("Refused")).collect();
+    assert!(console.is_empty(), "console messages rendering {}: {console:?}", html_path.display());
+    let whole = count(&page);
+    assert!(whole.non_white * 20 > page.len(), "the report is not blank: {whole:?}");
+    let html = std::fs::read_to_string(html_path).unwrap();
+    let mut charts = Vec::new();
+    for (i, svg) in html.split("<svg ").skip(1).enumerate() {
+        let svg = format!("<svg {}</svg>", svg.split("</svg>").next().unwrap());
+        let path = html_path.with_extension(format!("chart{i}.svg"));
+        std::fs::write(&path, svg).unwrap();
+        let (pixels, _) = screenshot(&format!("file://{}", path.display()), &path.with_extension("png"), profile, 600);
+        charts.push(count(&pixels));
+    }
+    assert_eq!(charts.len(), 3, "timeline, sendfile and request-latency charts");
+    Rendered { charts }
 }

@@ -80,8 +80,9 @@ pub fn setup() -> Result<()> {
     let llvm = debian_llvm_major()?;
     let mut packages = vec![format!("llvm-{llvm}-dev")];
     packages.extend(TOOLS.iter().filter(|(cmd, _)| !on_path(cmd)).map(|(_, pkg)| pkg.to_string()));
-    // python3-fusepy serves the slow disk of the stall test and the demo.
-    packages.extend(["python3-kafka".into(), "python3-fusepy".into()]);
+    // python3-fusepy serves the slow disk of the stall test and the demo; chromium renders
+    // and python3-jsonschema validates the reports in that test.
+    packages.extend(["python3-kafka", "python3-fusepy", "python3-jsonschema", "chromium", "fonts-liberation"].map(String::from));
     apt.ensure(&packages)?;
 
     let linker = cargo_bin("bpf-linker");
