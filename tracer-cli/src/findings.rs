@@ -104,8 +104,9 @@ pub fn findings(s: &Summary) -> Vec<Finding> {
             severity: Severity::Info,
             title: "Some connections are TLS: no request view for them".into(),
             detail: format!(
-                "{} connections of the network threads carried TLS records, which kstall cannot parse from the broker's syscalls. Their syscall latency and page-cache misses (TLS brokers read log segments with pread on the network thread) are still shown; their request latency and client attribution are not.",
-                s.protocol.tls_connections
+                "{} connection{} of the network threads carried TLS records, which kstall cannot parse from the broker's syscalls. Their syscall latency and page-cache misses (TLS brokers read log segments with pread on the network thread) are still shown; their request latency and client attribution are not.",
+                s.protocol.tls_connections,
+                if s.protocol.tls_connections == 1 { "" } else { "s" }
             ),
             fix: "Trace a PLAINTEXT or SASL_PLAINTEXT listener for request-level attribution.".into(),
         });
