@@ -30,6 +30,11 @@ impl LatencyRecorder {
         self.hist.len()
     }
 
+    /// Sum of the recorded values, to the histogram's resolution.
+    pub fn sum_ns(&self) -> u64 {
+        (self.hist.mean() * self.hist.len() as f64) as u64
+    }
+
     pub fn merge(&mut self, other: &LatencyRecorder) {
         let _ = self.hist.add(&other.hist);
     }

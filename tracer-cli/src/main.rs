@@ -3,14 +3,16 @@
 //! One data path: `discovery` (which process, which threads) -> `attach` (load the kernel-side
 //! probes) -> `aggregate` (kernel histograms to per-role summaries; `requests` and `stalls`
 //! for the ring-buffer records, `protocol` for Kafka's names, `findings` for conclusions) ->
-//! `output` (tables, JSON), `report` and `html` (the report). `session` runs the path once;
-//! `watch` and `report` present it.
+//! `output` (tables, JSON), `report` and `html` (the report), `metrics` (Prometheus).
+//! `session` runs the path once; `watch`, `report` and `export` present it.
 mod aggregate;
 mod attach;
 mod discovery;
+mod export;
 mod findings;
 mod html;
 mod latency;
+mod metrics;
 mod output;
 mod protocol;
 mod report;
@@ -27,7 +29,7 @@ use std::{process::ExitCode, time::Duration};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "kstall", version, about = "Why is this Kafka broker slow? Syscall latency per thread role, sendfile page-cache hits and misses, from eBPF.")]
+#[command(name = "kstall", version, about = "Why is this Kafka broker slow? Syscall latency per thread role with page-cache hits and misses, Kafka request latency per API and client, and Produce stalls blamed on the cold reads behind them, from eBPF.")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -53,6 +55,27 @@ enum Command {
         #[arg(long, default_value = "1ms", value_parser = humantime::parse_duration)]
         stall_threshold: Duration,
     },
+    /// Serve Prometheus metrics at /metrics while tracing, following the broker across restarts.
+    Export {
+        /// Broker pid to trace first; default: the process running kafka.Kafka.
+        #[arg(long, conflicts_with = "auto")]
+        pid: Option<u32>,
+        /// Find the broker by its main class, now and after every restart (the default).
+        #[arg(long)]
+        auto: bool,
+        /// Address of the metrics endpoint; loopback unless you say otherwise.
+        #[arg(long, default_value = "127.0.0.1:9464")]
+        listen: std::net::SocketAddr,
+        /// How often the metrics are refreshed from the kernel.
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        interval: Duration,
+        /// Network-thread calls at least this slow are stalls (page-cache misses always are).
+        #[arg(long, default_value = "1ms", value_parser = humantime::parse_duration)]
+        stall_threshold: Duration,
+        /// Trace for one interval, print one scrape to stdout and exit.
+        #[arg(long)]
+        once: bool,
+    },
     /// Trace a running broker for a while and write a report that explains its latency:
     /// findings first, then the evidence (tables, charts), then the context.
     Report {
@@ -74,9 +97,14 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Levels for `export`'s log (RUST_LOG overrides); the other commands print, not log.
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let result = match cli.command {
         Command::Watch { pid, interval, duration, format, stall_threshold } => {
             watch::run(watch::WatchOptions { pid, interval, duration, format, stall_threshold })
+        }
+        Command::Export { pid, auto: _, listen, interval, stall_threshold, once } => {
+            export::run(export::ExportOptions { pid, listen, interval, stall_threshold, once })
         }
         Command::Report { pid, duration, out, stall_threshold } => report::run(report::ReportOptions {
             session: session::SessionOptions {

@@ -139,6 +139,11 @@ pub struct ClientRow {
     /// Requests of this client in flight on one connection when one arrived (itself included).
     pub max_in_flight: u32,
     pub mean_in_flight: f64,
+    /// `total` per power of two of nanoseconds, and its sum (for metrics; not in JSON).
+    #[serde(skip)]
+    pub buckets: Vec<BucketCount>,
+    #[serde(skip)]
+    pub sum_ns: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -156,7 +161,11 @@ pub struct SyncProducer {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct RequestSummary {
     pub apis: Vec<ApiRow>,
+    /// The TOP_CLIENTS busiest client ids, the rest folded into "(other)".
     pub clients: Vec<ClientRow>,
+    /// Every tracked client id (at most MAX_TRACKED_CLIENTS, then "(other)"), for metrics.
+    #[serde(skip)]
+    pub all_clients: Vec<ClientRow>,
     /// Tracked client ids folded into the "(other)" rows.
     pub other_client_ids: usize,
     /// Requests of client ids beyond the tracked ones (also in "(other)").
@@ -266,11 +275,11 @@ impl RequestStats {
         if other.requests > 0 {
             shown.push((OTHER_CLIENTS.to_string(), &other));
         }
-        let mut clients = Vec::new();
-        for (client_id, c) in shown {
-            for (&api_key, r) in &c.by_api {
-                clients.push(ClientRow {
-                    client_id: client_id.clone(),
+        let rows_of = |client_id: &str, c: &ClientTrack| -> Vec<ClientRow> {
+            c.by_api
+                .iter()
+                .map(|(&api_key, r)| ClientRow {
+                    client_id: client_id.to_string(),
                     api: protocol::api_name(api_key),
                     count: r.count(),
                     rate_per_s: rate(r.count()),
@@ -278,9 +287,15 @@ impl RequestStats {
                     connections: c.connections.len(),
                     max_in_flight: c.in_flight_max,
                     mean_in_flight: if c.requests > 0 { c.in_flight_sum as f64 / c.requests as f64 } else { 0.0 },
-                });
-            }
-        }
+                    buckets: r.log2_buckets(),
+                    sum_ns: r.sum_ns(),
+                })
+                .collect()
+        };
+        let clients = shown.iter().flat_map(|(id, c)| rows_of(id, c)).collect();
+        // Every tracked id as itself: a set that only grows, so per-client counters never
+        // go down (the top-N view above would move ids in and out of "(other)").
+        let all_clients = self.clients.iter().flat_map(|(id, c)| rows_of(id, c)).collect();
 
         let mut sync_producers: Vec<SyncProducer> = self
             .connections
@@ -305,6 +320,7 @@ impl RequestStats {
         RequestSummary {
             apis,
             clients,
+            all_clients,
             other_client_ids: ranked.len().saturating_sub(TOP_CLIENTS),
             untracked_client_requests: self.untracked_client_requests,
             sync_producers,

@@ -167,7 +167,7 @@ impl Session {
         let summary = agg.refresh(&mut probes)?;
         drop(probes); // detach before presenting: the broker runs untraced from here
         if broker_exited {
-            eprintln!("kstall: broker pid {} exited; showing what was traced until then", broker.pid);
+            eprintln!("kstall: broker pid {} exited", broker.pid);
         }
         Ok(Ended { summary, timeline: agg.timeline().clone(), broker_exited })
     }

@@ -132,6 +132,15 @@ pub struct CauseTotals {
     pub stall_ns: u64,
 }
 
+/// Stalls of one thread by cause.
+#[derive(Clone, Debug, Serialize)]
+pub struct ThreadStalls {
+    pub tid: u32,
+    pub cause: Cause,
+    pub stalls: u64,
+    pub stall_ns: u64,
+}
+
 /// Produce latency (socket wait + broker time), split by whether a stall overlapped it.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct ProduceAttribution {
@@ -155,6 +164,8 @@ pub struct StallSummary {
     pub threshold_ns: u64,
     pub stalls: u64,
     pub by_cause: Vec<CauseTotals>,
+    /// Per network thread (and thread that missed in sendfile) and cause.
+    pub by_thread: Vec<ThreadStalls>,
     pub produce: ProduceAttribution,
     /// Page-cache misses by topic-partition (or file, when not a log segment), most time first.
     pub cold_partitions: Vec<MissTotals>,
@@ -201,6 +212,7 @@ pub struct Attribution {
     recent: HashMap<u32, VecDeque<Stall>>,
     worst: Vec<Stall>,
     by_cause: BTreeMap<Cause, CauseTotals>,
+    by_thread: BTreeMap<(u32, Cause), (u64, u64)>,
     partitions: HashMap<String, MissTotals>,
     readers: HashMap<String, MissTotals>,
     produce_all: LatencyRecorder,
@@ -219,6 +231,7 @@ impl Attribution {
             recent: HashMap::new(),
             worst: Vec::new(),
             by_cause: BTreeMap::new(),
+            by_thread: BTreeMap::new(),
             partitions: HashMap::new(),
             readers: HashMap::new(),
             produce_all: LatencyRecorder::default(),
@@ -256,6 +269,10 @@ impl Attribution {
         totals.cause = Some(stall.cause);
         totals.stalls += 1;
         totals.stall_ns += stall.duration_ns;
+        // Bounded by the broker's network threads (and any thread missing in sendfile).
+        let per_thread = self.by_thread.entry((e.tid, stall.cause)).or_default();
+        per_thread.0 += 1;
+        per_thread.1 += stall.duration_ns;
         if stall.cause == Cause::PageCacheMiss {
             let place = stall
                 .topic_partition
@@ -320,6 +337,11 @@ impl Attribution {
             threshold_ns: self.threshold_ns,
             stalls: self.by_cause.values().map(|c| c.stalls).sum(),
             by_cause: self.by_cause.values().cloned().collect(),
+            by_thread: self
+                .by_thread
+                .iter()
+                .map(|(&(tid, cause), &(stalls, stall_ns))| ThreadStalls { tid, cause, stalls, stall_ns })
+                .collect(),
             produce: ProduceAttribution {
                 requests: self.produce_all.count(),
                 all: self.produce_all.percentiles(),

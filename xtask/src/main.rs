@@ -6,6 +6,10 @@
 //!           producer, a tail consumer and a cold reader, run `kstall watch` on it for 30 s,
 //!           stop everything
 //!   broker  start the demo broker and keep it running until Enter (for trying kstall by hand)
+//!   bench-export [MINUTES] [RATE]
+//!           run `kstall export` against the demo broker under a paced Produce load (RATE
+//!           requests/s, default 1000) plus a tail consumer, scraping it every 5 s, for
+//!           MINUTES (default 10); print kstall's CPU and RSS over the run
 use std::{
     io::{BufRead, BufReader},
     path::PathBuf,
@@ -165,6 +169,105 @@ fn demo(seconds: u64) -> Result<()> {
     Ok(())
 }
 
+/// CPU seconds (user + system) and resident bytes of a process, from /proc.
+fn usage(pid: u32) -> Option<(f64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let (hz, page) = unsafe { (libc::sysconf(libc::_SC_CLK_TCK), libc::sysconf(libc::_SC_PAGESIZE)) };
+    Some((ticks / hz.max(1) as f64, pages * page.max(1) as u64))
+}
+
+fn bench_export(minutes: f64, rate: u32) -> Result<()> {
+    setup()?;
+    let kstall = build_release()?;
+    let broker = Arc::new(DemoBroker::start(&cache_dir().join("bench"))?);
+    broker.produce("hot", 64 << 10, 200)?;
+    let bootstrap = broker.bootstrap();
+    let producer = Load::spawn(move |stop| {
+        let Ok(mut producer) = SyncProducer::connect(&bootstrap, "bench-producer") else { return };
+        let started = Instant::now();
+        let mut sent = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            // Paced: request n goes out at n / rate seconds.
+            let due = Duration::from_secs_f64(sent as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                thread::sleep(wait);
+            }
+            if producer.produce("hot", &[b'b'; 200]).is_err() {
+                break;
+            }
+            sent += 1;
+        }
+    });
+    let mut tail = broker.kcat().args(["-C", "-t", "hot", "-o", "end", "-q"]).stdout(Stdio::null()).spawn()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let mut exporter = Command::new(&kstall)
+        .args(["export", "--pid", &broker.pid().to_string(), "--listen", &format!("127.0.0.1:{port}")])
+        .stderr(Stdio::null())
+        .spawn()?;
+    thread::sleep(Duration::from_secs(3));
+    let scrape = || -> Option<String> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+        let mut body = String::new();
+        s.read_to_string(&mut body).ok()?;
+        Some(body)
+    };
+    let produce_count = |body: &str| -> f64 {
+        body.lines()
+            .filter(|l| l.starts_with("kstall_request_duration_seconds_count{api=\"Produce\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let (cpu0, rss0) = usage(exporter.id()).context("kstall export is not running")?;
+    let count0 = scrape().map(|b| produce_count(&b)).unwrap_or(0.0);
+    let started = Instant::now();
+    let mut rss_max = rss0;
+    let mut scrapes = 0;
+    println!("bench-export: {minutes} min, paced Produce at {rate}/s + tail consumer; sample every 60 s");
+    println!("  minute   cpu%   rss MiB");
+    let mut last = (Instant::now(), cpu0);
+    while started.elapsed() < Duration::from_secs_f64(minutes * 60.0) {
+        thread::sleep(Duration::from_secs(5));
+        if scrape().is_some() {
+            scrapes += 1;
+        }
+        let (cpu, rss) = usage(exporter.id()).context("kstall export died")?;
+        rss_max = rss_max.max(rss);
+        if last.0.elapsed() >= Duration::from_secs(60) {
+            let pct = (cpu - last.1) / last.0.elapsed().as_secs_f64() * 100.0;
+            println!("  {:>6.1} {:>6.2} {:>9.1}", started.elapsed().as_secs_f64() / 60.0, pct, rss as f64 / 1048576.0);
+            last = (Instant::now(), cpu);
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let (cpu1, rss1) = usage(exporter.id()).context("kstall export died")?;
+    let count1 = scrape().map(|b| produce_count(&b)).unwrap_or(0.0);
+    // SAFETY: kill(2) on our child.
+    unsafe { libc::kill(exporter.id() as i32, libc::SIGTERM) };
+    let _ = exporter.wait();
+    let _ = tail.kill();
+    let _ = tail.wait();
+    drop(producer);
+    println!(
+        "bench-export: {:.0} Produce/s traced ({:.0} in {:.0} s), {} scrapes; kstall CPU {:.2}% of one core; RSS start {:.1} MiB, max {:.1} MiB, end {:.1} MiB",
+        (count1 - count0) / elapsed,
+        count1 - count0,
+        elapsed,
+        scrapes,
+        (cpu1 - cpu0) / elapsed * 100.0,
+        rss0 as f64 / 1048576.0,
+        rss_max as f64 / 1048576.0,
+        rss1 as f64 / 1048576.0
+    );
+    Ok(())
+}
+
 fn broker_until_ctrl_c() -> Result<()> {
     setup()?;
     let broker = DemoBroker::start(&cache_dir().join("broker"))?;
@@ -193,8 +296,13 @@ fn main() -> ExitCode {
             demo(seconds)
         }
         Some("broker") => broker_until_ctrl_c(),
+        Some("bench-export") => {
+            let minutes = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(10.0);
+            let rate = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1000);
+            bench_export(minutes, rate)
+        }
         _ => {
-            eprintln!("usage: cargo xtask <setup|build|test|demo [SECONDS]|broker>");
+            eprintln!("usage: cargo xtask <setup|build|test|demo [SECONDS]|broker|bench-export [MINUTES] [RATE]>");
             return ExitCode::from(2);
         }
     };

@@ -81,8 +81,12 @@ pub fn setup() -> Result<()> {
     let mut packages = vec![format!("llvm-{llvm}-dev")];
     packages.extend(TOOLS.iter().filter(|(cmd, _)| !on_path(cmd)).map(|(_, pkg)| pkg.to_string()));
     // python3-fusepy serves the slow disk of the stall test and the demo; chromium renders
-    // and python3-jsonschema validates the reports in that test.
-    packages.extend(["python3-kafka", "python3-fusepy", "python3-jsonschema", "chromium", "fonts-liberation"].map(String::from));
+    // and python3-jsonschema validates the reports in that test; prometheus (and promtool)
+    // scrapes the exporter, systemd-analyze verifies its unit.
+    packages.extend(
+        ["python3-kafka", "python3-fusepy", "python3-jsonschema", "chromium", "fonts-liberation", "prometheus", "systemd"]
+            .map(String::from),
+    );
     apt.ensure(&packages)?;
 
     let linker = cargo_bin("bpf-linker");

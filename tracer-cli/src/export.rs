@@ -1,0 +1,171 @@
+//! `kstall export`: the aggregation core behind a Prometheus endpoint, for weeks. Tracing
+//! sessions run one after another on the main thread (a broker that exits is waited for and
+//! traced again under its new pid); an HTTP server on its own thread serves the latest state.
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use anyhow::{Context, Result};
+use axum::{
+    Router,
+    extract::State,
+    http::{HeaderMap, StatusCode, header},
+    response::IntoResponse,
+    routing::get,
+};
+use log::{info, warn};
+use prometheus_client::{encoding::text::encode, registry::Registry};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::{
+    attach, discovery,
+    metrics::{self, ExportState, SharedState},
+    session::{Session, SessionOptions},
+};
+
+/// How often a missing broker is looked for again.
+const REDISCOVER_EVERY: Duration = Duration::from_secs(2);
+
+pub struct ExportOptions {
+    /// The broker to trace first; after it exits, kstall finds the broker by main class.
+    pub pid: Option<u32>,
+    pub listen: SocketAddr,
+    pub interval: Duration,
+    pub stall_threshold: Duration,
+    /// Trace for one interval, print one scrape (classic text format) and exit.
+    pub once: bool,
+}
+
+pub fn run(opts: ExportOptions) -> Result<()> {
+    attach::check_privileges()?;
+    let state = SharedState::default();
+    let registry = Arc::new(metrics::registry(state.clone()));
+    let session = |pid: Option<u32>, duration: Option<Duration>| SessionOptions {
+        pid,
+        interval: opts.interval,
+        duration,
+        stall_threshold: opts.stall_threshold,
+    };
+    if opts.once {
+        // A bad --pid fails here, once, with the fix.
+        let ended = Session::start(session(opts.pid, Some(opts.interval)))?.run(|_| {})?;
+        let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+        s.target_pid = Some(ended.summary.broker.pid);
+        s.attaches = 1;
+        s.summary = Some(ended.summary);
+        drop(s);
+        print!("{}", metrics::classic_text(&scrape(&registry)));
+        return Ok(());
+    }
+    // Bind before tracing: a taken port is an error now, not a log line later.
+    let listener = std::net::TcpListener::bind(opts.listen)
+        .with_context(|| format!("cannot listen on {}: pick a free --listen address", opts.listen))?;
+    listener.set_nonblocking(true)?;
+    info!("serving /metrics on http://{}", opts.listen);
+    let server_registry = registry.clone();
+    std::thread::Builder::new().name("kstall-http".into()).spawn(move || serve(listener, server_registry))?;
+
+    let mut pid = opts.pid;
+    loop {
+        let broker = match discovery::find_broker(pid) {
+            Ok(b) => b,
+            // The pid given at start must be a broker; later, a broker is waited for.
+            Err(e) if opts.pid.is_some() && pid.is_some() && state_attaches(&state) == 0 => return Err(e),
+            Err(e) => {
+                log_waiting(&state, &e);
+                pid = None;
+                if wait_or_signal(REDISCOVER_EVERY)? {
+                    break;
+                }
+                continue;
+            }
+        };
+        let session = match Session::start(session(Some(broker.pid), None)) {
+            Ok(s) => s,
+            Err(e) if discovery::is_alive(broker.pid) => return Err(e),
+            Err(_) => continue, // it exited while we attached
+        };
+        {
+            let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+            s.attaches += 1;
+            s.target_pid = Some(broker.pid);
+        }
+        info!("attached to broker pid {}", broker.pid);
+        let shared = state.clone();
+        let ended = session.run(|summary| shared.lock().unwrap_or_else(|e| e.into_inner()).summary = Some(summary.clone()))?;
+        state.lock().unwrap_or_else(|e| e.into_inner()).summary = None;
+        if !ended.broker_exited {
+            break; // SIGTERM or Ctrl-C: the probes are detached already
+        }
+        warn!("broker pid {} exited; waiting for a broker to trace", broker.pid);
+        pid = None;
+    }
+    info!("stopped; probes detached");
+    Ok(())
+}
+
+fn state_attaches(state: &Mutex<ExportState>) -> u64 {
+    state.lock().unwrap_or_else(|e| e.into_inner()).attaches
+}
+
+/// Says once per outage that no broker is there.
+fn log_waiting(state: &Mutex<ExportState>, err: &anyhow::Error) {
+    let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+    if s.target_pid.is_some() || s.attaches == 0 {
+        warn!("no broker to trace ({err:#}); looking again every {}s", REDISCOVER_EVERY.as_secs());
+    }
+    s.target_pid = None;
+}
+
+/// Sleeps `d`; true when SIGTERM or SIGINT came instead.
+fn wait_or_signal(d: Duration) -> Result<bool> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let mut sigterm = signal(SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::time::sleep(d) => Ok(false),
+            _ = tokio::signal::ctrl_c() => Ok(true),
+            _ = sigterm.recv() => Ok(true),
+        }
+    })
+}
+
+fn scrape(registry: &Registry) -> String {
+    let mut text = String::new();
+    encode(&mut text, registry).expect("writing to a String cannot fail");
+    text
+}
+
+fn serve(listener: std::net::TcpListener, registry: Arc<Registry>) {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => return log::error!("cannot start the HTTP server: {e}"),
+    };
+    runtime.block_on(async move {
+        let app = Router::new()
+            .route("/metrics", get(metrics_handler))
+            .route("/", get(|| async { "kstall exporter: metrics at /metrics\n" }))
+            .with_state(registry);
+        match tokio::net::TcpListener::from_std(listener) {
+            Ok(listener) => {
+                if let Err(e) = axum::serve(listener, app).await {
+                    log::error!("HTTP server stopped: {e}");
+                }
+            }
+            Err(e) => log::error!("cannot serve: {e}"),
+        }
+    });
+}
+
+/// OpenMetrics when the scraper asks for it (Prometheus does), else the classic text format.
+async fn metrics_handler(State(registry): State<Arc<Registry>>, headers: HeaderMap) -> impl IntoResponse {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let text = scrape(&registry);
+    if accept.contains("application/openmetrics-text") {
+        (StatusCode::OK, [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
+    } else {
+        (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], metrics::classic_text(&text))
+    }
+}

@@ -1,0 +1,255 @@
+//! The Prometheus view of the aggregation core: a prometheus-client collector that encodes the
+//! latest summary on each scrape. Names follow the Prometheus conventions (snake_case, base
+//! units, `_total` counters); histograms use power-of-two buckets from ~1 us to ~17 s, which
+//! line up with the kernel's buckets, so their counts are exact.
+use std::sync::{Arc, Mutex};
+
+use kstall_ebpf::{BUCKETS, bucket_upper_ns};
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, NoLabelSet},
+    metrics::MetricType,
+    registry::Registry,
+};
+
+use crate::aggregate::Summary;
+
+/// Bucket bounds: 2^10 ns (1.02 us) to 2^34 ns (17.2 s), then +Inf.
+const FIRST_POW: u32 = 10;
+const LAST_POW: u32 = 34;
+
+/// What the exporter knows between refreshes.
+#[derive(Debug, Default)]
+pub struct ExportState {
+    pub summary: Option<Summary>,
+    pub target_pid: Option<u32>,
+    pub attaches: u64,
+}
+
+pub type SharedState = Arc<Mutex<ExportState>>;
+
+#[derive(Debug)]
+struct KstallCollector {
+    state: SharedState,
+}
+
+pub fn registry(state: SharedState) -> Registry {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(KstallCollector { state }));
+    registry
+}
+
+/// Prometheus buckets (upper bound in seconds, count in that bucket) from (exclusive upper
+/// bound in ns or None for unbounded, count) pairs.
+fn prometheus_buckets(buckets: impl Iterator<Item = (Option<u64>, u64)>) -> Vec<(f64, u64)> {
+    let mut out: Vec<(f64, u64)> =
+        (FIRST_POW..=LAST_POW).map(|p| ((1u64 << p) as f64 / 1e9, 0)).chain([(f64::MAX, 0)]).collect();
+    for (upper, count) in buckets {
+        // A value below `upper` is at most the first bound >= upper.
+        let slot = match upper {
+            Some(u) if u <= 1 << LAST_POW => (64 - (u - 1).leading_zeros()).max(FIRST_POW) - FIRST_POW,
+            _ => LAST_POW + 1 - FIRST_POW,
+        };
+        out[slot as usize].1 += count;
+    }
+    out
+}
+
+type Labels = Vec<(&'static str, String)>;
+/// One histogram series: labels, sum (seconds), count, buckets.
+type HistogramSample = (Labels, f64, u64, Vec<(f64, u64)>);
+
+fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, samples: &[(Labels, u64)]) -> std::fmt::Result {
+    let mut family = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, value) in samples {
+        if labels.is_empty() {
+            family.encode_counter::<NoLabelSet, _, u64>(value, None)?;
+        } else {
+            family.encode_family(labels)?.encode_counter::<NoLabelSet, _, u64>(value, None)?;
+        }
+    }
+    Ok(())
+}
+
+fn gauge(enc: &mut DescriptorEncoder, name: &str, help: &str, samples: &[(Labels, f64)]) -> std::fmt::Result {
+    let mut family = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, value) in samples {
+        if labels.is_empty() {
+            family.encode_gauge(value)?;
+        } else {
+            family.encode_family(labels)?.encode_gauge(value)?;
+        }
+    }
+    Ok(())
+}
+
+fn histogram(enc: &mut DescriptorEncoder, name: &str, help: &str, samples: &[HistogramSample]) -> std::fmt::Result {
+    let mut family = enc.encode_descriptor(name, help, None, MetricType::Histogram)?;
+    for (labels, sum, count, buckets) in samples {
+        family.encode_family(labels)?.encode_histogram::<NoLabelSet>(*sum, *count, buckets, None)?;
+    }
+    Ok(())
+}
+
+/// This process's CPU seconds and resident bytes, from /proc/self.
+fn own_usage() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised comm: utime and stime are the 12th and 13th.
+    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let ticks: f64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<f64>().ok()).sum();
+    // SAFETY: sysconf has no preconditions.
+    let (hz, page) = unsafe { (libc::sysconf(libc::_SC_CLK_TCK) as f64, libc::sysconf(libc::_SC_PAGESIZE) as f64) };
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let resident: f64 = statm.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    (ticks / hz.max(1.0), resident * page)
+}
+
+impl Collector for KstallCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let none: Labels = Vec::new();
+        gauge(&mut enc, "kstall_build_info", "kstall's version.", &[(vec![("version", env!("CARGO_PKG_VERSION").into())], 1.0)])?;
+        let up = state.summary.is_some() as u8 as f64;
+        gauge(&mut enc, "kstall_target_up", "1 while kstall is attached to a broker.", &[(none.clone(), up)])?;
+        if let Some(pid) = state.target_pid {
+            gauge(&mut enc, "kstall_target_pid", "Pid of the broker traced.", &[(none.clone(), pid as f64)])?;
+        }
+        counter(&mut enc, "kstall_attaches", "Times kstall attached its probes to a broker.", &[(none.clone(), state.attaches)])?;
+        let (cpu, rss) = own_usage();
+        counter_f64(&mut enc, "kstall_process_cpu_seconds", "CPU time kstall used (user + system).", cpu)?;
+        gauge(&mut enc, "kstall_process_resident_memory_bytes", "kstall's resident memory.", &[(none.clone(), rss)])?;
+        let Some(s) = &state.summary else { return Ok(()) };
+
+        let row_labels = |r: &crate::aggregate::Row| -> Labels {
+            vec![("role", r.role.label().replace('-', "_")), ("syscall", r.syscall.into()), ("cache", r.cache.into())]
+        };
+        let rows: Vec<_> = s
+            .rows
+            .iter()
+            .map(|r| {
+                let buckets = prometheus_buckets(
+                    r.hist.buckets.iter().enumerate().map(|(b, &n)| ((b < BUCKETS - 1).then(|| bucket_upper_ns(b)), n)),
+                );
+                (row_labels(r), r.hist.total_ns as f64 / 1e9, r.count, buckets)
+            })
+            .collect();
+        histogram(&mut enc, "kstall_syscall_duration_seconds", "Broker syscall latency by thread role, syscall and page-cache result (hit, miss, none: no file data read).", &rows)?;
+        let bytes: Vec<_> = s.rows.iter().filter(|r| r.key.syscall.returns_bytes()).map(|r| (row_labels(r), r.bytes)).collect();
+        counter(&mut enc, "kstall_syscall_bytes", "Bytes moved by broker syscalls.", &bytes)?;
+        let pages: Vec<_> = s.rows.iter().filter(|r| r.cache != "none").map(|r| (row_labels(r), r.pages_added)).collect();
+        counter(&mut enc, "kstall_page_cache_pages_added", "Pages the calls brought into the page cache.", &pages)?;
+        let misses: Vec<_> = s
+            .rows
+            .iter()
+            .filter(|r| r.cache == "miss")
+            .map(|r| (vec![("role", r.role.label().replace('-', "_")), ("syscall", r.syscall.to_string())], r.count))
+            .collect();
+        counter(&mut enc, "kstall_page_cache_misses", "File reads that missed the page cache.", &misses)?;
+
+        let requests: Vec<_> = s
+            .requests
+            .all_clients
+            .iter()
+            .map(|c| {
+                let buckets = prometheus_buckets(c.buckets.iter().map(|b| (b.upper_ns, b.count)));
+                (vec![("api", c.api.to_string()), ("client_id", c.client_id.clone())], c.sum_ns as f64 / 1e9, c.count, buckets)
+            })
+            .collect();
+        histogram(&mut enc, "kstall_request_duration_seconds", "Kafka request latency (socket wait + broker time) by API and client.id (64 ids tracked, then \"(other)\").", &requests)?;
+
+        let p = &s.stalls.produce;
+        counter(&mut enc, "kstall_produce_requests", "Produce requests answered.", &[(none.clone(), p.requests)])?;
+        counter(&mut enc, "kstall_produce_stalled_requests", "Produce requests whose latency a network-thread stall overlapped.", &[(none.clone(), p.stalled_requests)])?;
+        counter(&mut enc, "kstall_produce_stalled_by_miss_requests", "Produce requests whose latency a page-cache miss on their network thread overlapped.", &[(none.clone(), p.stalled_by_miss)])?;
+        counter_f64(&mut enc, "kstall_produce_stall_added_seconds", "Time stalls overlapped Produce latency, summed over requests.", p.stall_ns_added as f64 / 1e9)?;
+        let thread_name = |tid: u32| {
+            s.threads.iter().find(|t| t.tid == tid).map_or(tid.to_string(), |t| t.jvm_name.clone().unwrap_or_else(|| t.comm.clone()))
+        };
+        let stall_labels = |t: &crate::stalls::ThreadStalls| -> Labels {
+            vec![("thread", thread_name(t.tid)), ("cause", format!("{:?}", t.cause).to_lowercase())]
+        };
+        let stalls: Vec<_> = s.stalls.by_thread.iter().map(|t| (stall_labels(t), t.stalls)).collect();
+        counter(&mut enc, "kstall_stalls", "Network-thread stalls (page-cache misses, calls over the stall threshold) by thread and cause.", &stalls)?;
+        let mut family = enc.encode_descriptor("kstall_stall_seconds", "Time network threads spent stalled, by thread and cause.", None, MetricType::Counter)?;
+        for t in &s.stalls.by_thread {
+            family.encode_family(&stall_labels(t))?.encode_counter::<NoLabelSet, _, u64>(&(t.stall_ns as f64 / 1e9), None)?;
+        }
+
+        counter(&mut enc, "kstall_events_lost", "Request and stall records lost because the ring buffer was full.", &[(none.clone(), s.lost.events)])?;
+        counter(
+            &mut enc,
+            "kstall_calls_lost",
+            "Syscalls not recorded because a kernel map was full.",
+            &[
+                (vec![("map", "histograms".into())], s.lost.histogram_map_full),
+                (vec![("map", "in_flight".into())], s.lost.in_flight_map_full),
+            ],
+        )?;
+        counter(&mut enc, "kstall_tls_connections", "Connections whose bytes were TLS (no request view).", &[(none.clone(), s.protocol.tls_connections)])?;
+        counter(&mut enc, "kstall_framing_errors", "Network-thread socket reads that did not parse as Kafka framing.", &[(none, s.protocol.framing_errors)])?;
+        Ok(())
+    }
+}
+
+fn counter_f64(enc: &mut DescriptorEncoder, name: &str, help: &str, value: f64) -> std::fmt::Result {
+    enc.encode_descriptor(name, help, None, MetricType::Counter)?.encode_counter::<NoLabelSet, _, u64>(&value, None)
+}
+
+/// The classic Prometheus text format (0.0.4) from prometheus-client's OpenMetrics text: the
+/// same samples, without the `# EOF` and `# UNIT` lines, and counters typed under their
+/// `_total` sample name.
+pub fn classic_text(openmetrics: &str) -> String {
+    let counters: Vec<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters.contains(&name).then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        out += renamed.as_deref().unwrap_or(line);
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_and_log2_buckets_land_on_exact_bounds() {
+        // A kernel bucket [8192, 9216) ns is at most 2^14 ns; [2^13, 2^14) too.
+        let b = prometheus_buckets([(Some(9216), 3), (Some(1 << 14), 4), (Some(1000), 1), (None, 2)].into_iter());
+        assert_eq!(b.len(), (LAST_POW - FIRST_POW + 2) as usize);
+        assert_eq!(b[0], ((1u64 << 10) as f64 / 1e9, 1));
+        assert_eq!(b[4], ((1u64 << 14) as f64 / 1e9, 7));
+        assert_eq!(b.last(), Some(&(f64::MAX, 2)));
+        assert_eq!(b.iter().map(|x| x.1).sum::<u64>(), 10);
+    }
+
+    #[test]
+    fn classic_text_types_counters_by_their_sample_name() {
+        let om = "# HELP kstall_attaches Times.\n# TYPE kstall_attaches counter\nkstall_attaches_total 2\n# HELP kstall_target_up Up.\n# TYPE kstall_target_up gauge\nkstall_target_up 1\n# EOF\n";
+        assert_eq!(
+            classic_text(om),
+            "# HELP kstall_attaches_total Times.\n# TYPE kstall_attaches_total counter\nkstall_attaches_total 2\n# HELP kstall_target_up Up.\n# TYPE kstall_target_up gauge\nkstall_target_up 1\n"
+        );
+    }
+
+    #[test]
+    fn scrape_without_a_target_says_down() {
+        let state = SharedState::default();
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry(state)).unwrap();
+        assert!(text.contains("kstall_target_up 0.0\n"), "{text}");
+        assert!(text.contains("kstall_build_info{version=\"") && text.ends_with("# EOF\n"));
+        assert!(!text.contains("kstall_syscall_duration_seconds_bucket"));
+    }
+}
