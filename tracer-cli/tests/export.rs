@@ -130,13 +130,22 @@ fn produce(broker: &DemoBroker, n: usize) {
     }
 }
 
-/// Sample names (the part before labels) of a scrape.
-fn sample_names(scrape: &str) -> Vec<String> {
+/// Names a query can use for a classic-format scrape: every sample name, and every family the
+/// exporter declares (a family can be empty: no page-cache miss yet) with its histogram series.
+fn exported_names(scrape: &str) -> Vec<String> {
     let mut names: Vec<String> = scrape
         .lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .filter_map(|l| l.split(['{', ' ']).next().map(String::from))
         .collect();
+    for declared in scrape.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+        let (name, kind) = declared.split_once(' ').unwrap();
+        if kind == "histogram" {
+            names.extend(["_bucket", "_count", "_sum"].map(|suffix| format!("{name}{suffix}")));
+        } else {
+            names.push(name.to_string());
+        }
+    }
     names.sort();
     names.dedup();
     names
@@ -215,7 +224,7 @@ fn prometheus_scrapes_follow_the_workload_and_broker_restarts() {
 
     // The dashboard: every query parses in Prometheus and names metrics the exporter serves.
     let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(format!("{DEPLOY}/grafana-dashboard.json")).unwrap()).unwrap();
-    let names = sample_names(&classic);
+    let names = exported_names(&classic);
     let mut exprs = Vec::new();
     for panel in dashboard["panels"].as_array().unwrap() {
         for target in panel["targets"].as_array().unwrap() {
