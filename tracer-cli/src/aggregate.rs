@@ -210,8 +210,8 @@ impl Aggregator {
                 self.requests_answered += 1;
                 let timing = self.requests.record(&request);
                 if request.id.api_key == PRODUCE {
-                    let stalled = self.attribution.record_produce(request.tid, &timing);
-                    self.timeline.produce(timing.start_ns(), timing.total_ns(), stalled);
+                    let stalled_by = self.attribution.record_produce(request.tid, &timing);
+                    self.timeline.produce(timing.start_ns(), timing.total_ns(), stalled_by);
                 }
             }
         }

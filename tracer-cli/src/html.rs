@@ -147,7 +147,11 @@ pub fn stall_timeline(t: &Timeline, traced_seconds: f64) -> String {
         );
     }
     for p in &t.produce {
-        let (color, r) = if p.stalled { (MISS, 2.6) } else { ("#555", 1.4) };
+        let (color, r) = match p.stalled_by {
+            Some(Cause::PageCacheMiss) => (MISS, 2.6),
+            Some(_) => (OTHER_STALL, 2.6),
+            None => ("#555", 1.4),
+        };
         let _ = write!(svg, r#"<circle cx="{:.1}" cy="{:.1}" r="{r}" fill="{color}"/>"#, x_of(p.at_ms), y_of(p.latency_ns as f64));
     }
     axes(&mut svg, left, top, plot_w, plot_h);
@@ -168,11 +172,9 @@ pub fn stall_timeline(t: &Timeline, traced_seconds: f64) -> String {
     // Only what is drawn: a red swatch in a chart without stalls would read as one.
     let has_miss = t.stalls.iter().any(|s| s.cause == Cause::PageCacheMiss);
     let has_other = t.stalls.iter().any(|s| s.cause != Cause::PageCacheMiss);
-    let has_stalled = t.produce.iter().any(|p| p.stalled);
     let entries = [
-        (has_miss, "stall: page-cache miss", MISS),
-        (has_other, "stall: other cause", OTHER_STALL),
-        (has_stalled, "stalled Produce", MISS),
+        (has_miss, "page-cache miss (band), Produce it stalled (dot)", MISS),
+        (has_other, "other stall (band), Produce it stalled (dot)", OTHER_STALL),
         (!t.produce.is_empty(), "Produce", "#555"),
     ];
     legend(&mut svg, entries.into_iter().filter(|e| e.0).map(|(_, label, color)| (label, color)), w - 16.0, top + 4.0);

@@ -295,12 +295,13 @@ impl Attribution {
         cause
     }
 
-    /// Joins an answered Produce against the stalls of the thread that served it; true when
-    /// a stall overlapped it.
-    pub fn record_produce(&mut self, tid: u32, t: &RequestTiming) -> bool {
+    /// Joins an answered Produce against the stalls of the thread that served it; returns what
+    /// stalled it: a page-cache miss if any overlapping stall was one, else the other cause.
+    pub fn record_produce(&mut self, tid: u32, t: &RequestTiming) -> Option<Cause> {
         let (from, to) = (t.start_ns(), t.response_done_ns);
         let mut added = 0;
         let mut by_miss = 0;
+        let mut other_cause = None;
         if let Some(stalls) = self.recent.get_mut(&tid) {
             for s in stalls.iter_mut().filter(|s| s.start_ns < to && s.end_ns() > from) {
                 let overlap = s.end_ns().min(to) - s.start_ns.max(from);
@@ -309,6 +310,8 @@ impl Attribution {
                 added += overlap;
                 if s.cause == Cause::PageCacheMiss {
                     by_miss += overlap;
+                } else {
+                    other_cause = Some(s.cause);
                 }
             }
         }
@@ -322,7 +325,7 @@ impl Attribution {
         } else {
             self.produce_clean.record(total);
         }
-        added > 0
+        if by_miss > 0 { Some(Cause::PageCacheMiss) } else { other_cause }
     }
 
     pub fn summary(&self) -> StallSummary {

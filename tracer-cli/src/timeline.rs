@@ -14,7 +14,8 @@ pub struct ProducePoint {
     /// Arrival, in milliseconds since tracing started.
     pub at_ms: f64,
     pub latency_ns: u64,
-    pub stalled: bool,
+    /// What stalled it: page_cache_miss when any overlapping stall was a miss; null when none.
+    pub stalled_by: Option<Cause>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -71,10 +72,10 @@ impl Timeline {
         self.stalls.push(StallSpan { at_ms: self.at_ms(start_ns), duration_ns, cause, tid });
     }
 
-    pub fn produce(&mut self, start_ns: u64, latency_ns: u64, stalled: bool) {
+    pub fn produce(&mut self, start_ns: u64, latency_ns: u64, stalled_by: Option<Cause>) {
         self.produce_seen += 1;
-        let point = ProducePoint { at_ms: self.at_ms(start_ns), latency_ns, stalled };
-        if stalled {
+        let point = ProducePoint { at_ms: self.at_ms(start_ns), latency_ns, stalled_by };
+        if stalled_by.is_some() {
             if self.stalled_kept < MAX_STALLED_POINTS {
                 self.stalled_kept += 1;
                 self.produce.push(point);
@@ -90,7 +91,7 @@ impl Timeline {
         // Reservoir sampling: replace a kept clean point with probability kept/seen.
         let slot = self.random_below(self.clean_seen) as usize;
         if slot < MAX_CLEAN_POINTS {
-            let mut clean = self.produce.iter_mut().filter(|p| !p.stalled);
+            let mut clean = self.produce.iter_mut().filter(|p| p.stalled_by.is_none());
             if let Some(p) = clean.nth(slot) {
                 *p = point;
             }
@@ -106,12 +107,12 @@ mod tests {
     fn keeps_every_stalled_point_and_a_bounded_sample_of_the_rest() {
         let mut t = Timeline::new(1_000_000_000);
         for i in 0..50_000u64 {
-            t.produce(1_000_000_000 + i * 1_000_000, 100_000 + i, i % 1000 == 0);
+            t.produce(1_000_000_000 + i * 1_000_000, 100_000 + i, (i % 1000 == 0).then_some(Cause::PageCacheMiss));
         }
         t.stall(1_500_000_000, 8_000_000, Cause::PageCacheMiss, 7);
         assert_eq!(t.produce_seen, 50_000);
-        assert_eq!(t.produce.iter().filter(|p| p.stalled).count(), 50);
-        assert_eq!(t.produce.iter().filter(|p| !p.stalled).count(), MAX_CLEAN_POINTS);
+        assert_eq!(t.produce.iter().filter(|p| p.stalled_by.is_some()).count(), 50);
+        assert_eq!(t.produce.iter().filter(|p| p.stalled_by.is_none()).count(), MAX_CLEAN_POINTS);
         // The sample spans the whole run, not just its start.
         assert!(t.produce.iter().any(|p| p.at_ms > 40_000.0));
         assert_eq!(t.stalls[0].at_ms, 500.0);

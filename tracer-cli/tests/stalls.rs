@@ -140,19 +140,37 @@ fn ms(ns: u64) -> f64 {
 /// kstall's Produce latency (arrival in the broker's socket to response written) against the
 /// producer's own clock (first byte sent to last byte read). The client's number also holds its
 /// own send, the loopback hop before the data reaches the socket, and its wakeup and read after
-/// the broker's write: on this 2-core VM, shared with the JVM, that was 10-20 us at p50 and up
-/// to 0.4 ms at p99. So the client may be slower by 10% + 500 us, and kstall may be slower
-/// only by its histogram's resolution (2 significant digits: 1%) + 20 us.
-fn assert_latency_agrees(phase: &str, row: &Value, client: &ClientTimes) {
+/// the broker's write. Since every request's client time is its kstall time plus that delay,
+/// each client percentile lies between kstall's and kstall's plus the largest delay. On this
+/// 2-core VM, shared with the JVM, the delay was 10-20 us at p50 and up to 0.4 ms at p99 in
+/// quiet runs, and 1.3 ms at p99 in one fresh-clone CI run. So the client may be slower by 10% +
+/// 0.5 ms at p50 and p90 and by 10% + 2 ms at p99; kstall may be slower only by its histogram's
+/// resolution (2 significant digits: 1%) + 20 us. The tail is also checked by count: requests
+/// over 16.8 ms (a kstall bucket bound, far above the delay) must number the same, within 10%
+/// or 3.
+fn assert_latency_agrees(phase: &str, summary: &Value, client: &ClientTimes) {
+    let row = produce_row(summary);
     assert_eq!(row["count"].as_u64().unwrap(), client.0.len() as u64, "{phase}: kstall saw every Produce");
-    for (q, field) in [(0.5, "p50_ns"), (0.9, "p90_ns"), (0.99, "p99_ns")] {
+    for (q, field, slack_ns) in [(0.5, "p50_ns", 500_000), (0.9, "p90_ns", 500_000), (0.99, "p99_ns", 2_000_000)] {
         let ours = row["total"][field].as_u64().unwrap();
         let theirs = client.at(q);
         eprintln!("{phase} Produce {field}: kstall {:.3} ms, client {:.3} ms", ms(ours), ms(theirs));
-        let slack = theirs / 10 + 500_000;
         assert!(ours <= theirs + theirs / 100 + 20_000, "{phase} {field}: kstall {ours} above client {theirs}");
-        assert!(theirs <= ours + slack, "{phase} {field}: client {theirs} vs kstall {ours}");
+        assert!(theirs <= ours + theirs / 10 + slack_ns, "{phase} {field}: client {theirs} vs kstall {ours}");
     }
+    // Only the producer sends Produce, so the API row's histogram is its histogram.
+    let api = summary["requests"]["apis"].as_array().unwrap().iter().find(|a| a["api"] == "Produce").unwrap();
+    const TAIL_NS: u64 = 1 << 24;
+    let ours: u64 = api["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["lower_ns"].as_u64().unwrap() >= TAIL_NS)
+        .map(|b| b["count"].as_u64().unwrap())
+        .sum();
+    let theirs = client.0.iter().filter(|&&ns| ns >= TAIL_NS).count() as u64;
+    eprintln!("{phase} Produce over 16.8 ms: kstall {ours}, client {theirs}");
+    assert!(ours.abs_diff(theirs) <= (theirs / 10).max(3), "{phase}: requests over 16.8 ms: kstall {ours}, client {theirs}");
 }
 
 #[test]
@@ -184,8 +202,7 @@ fn produce_stalls_are_blamed_on_the_cold_reader() {
     let baseline_client = produce_until(&broker, || started.elapsed() > Duration::from_secs(6));
     let baseline_report = base.finish(tracer, true);
     let baseline = &baseline_report["summary"];
-    let row = produce_row(baseline);
-    assert_latency_agrees("baseline", row, &baseline_client);
+    assert_latency_agrees("baseline", baseline, &baseline_client);
     let produce = &baseline["stalls"]["produce"];
     eprintln!("baseline stalls: {}", baseline["stalls"]["by_cause"]);
     assert_eq!(produce["stalled_by_miss"], 0, "nothing to blame without cold reads: {produce}");
@@ -216,8 +233,7 @@ fn produce_stalls_are_blamed_on_the_cold_reader() {
     tls_client_hello(&broker);
     let cold_report = cold_phase.finish(tracer, true);
     let cold = &cold_report["summary"];
-    let row = produce_row(cold);
-    assert_latency_agrees("cold", row, &cold_client);
+    assert_latency_agrees("cold", cold, &cold_client);
 
     let stalls = &cold["stalls"];
     let produce = &stalls["produce"];
@@ -268,12 +284,13 @@ fn produce_stalls_are_blamed_on_the_cold_reader() {
 
     let cold_html = render_html(&cold_phase.path("html"), &dir.join("chrome"));
     let base_html = render_html(&base.path("html"), &dir.join("chrome"));
-    // Timeline: stalled Produce dots and miss bands in red; only grey dots without cold reads.
+    // Timeline: miss bands and the Produce they stalled in red; without cold reads, no red (other
+    // stalls, such as preemption on this busy VM, are orange).
     let timeline = |r: &Rendered| r.charts[0];
     eprintln!("timeline pixels: cold {:?}, baseline {:?}", timeline(&cold_html), timeline(&base_html));
     assert!(timeline(&cold_html).red > 50 && timeline(&cold_html).grey > 50, "cold timeline drew stalls and Produce");
     assert!(timeline(&base_html).grey > 50, "baseline timeline drew Produce");
-    assert_eq!(timeline(&base_html).red, 0, "no stall in the baseline timeline");
+    assert_eq!(timeline(&base_html).red, 0, "no page-cache miss in the baseline timeline");
     // sendfile histogram: hits (blue) in both, misses (red) only when reading cold data.
     assert!(cold_html.charts[1].red > 20 && cold_html.charts[1].blue > 20, "{:?}", cold_html.charts[1]);
 
