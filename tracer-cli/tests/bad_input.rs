@@ -52,3 +52,11 @@ fn stall_threshold_too_low_to_be_useful() {
     let out = Command::new(KSTALL).args(["watch", "--pid", "1", "--stall-threshold", "0s"]).output().unwrap();
     assert_one_line_error(&out, "--stall-threshold 0s is below 100us");
 }
+
+#[test]
+fn export_port_in_use() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = Command::new(KSTALL).args(["export", "--listen", &addr]).output().unwrap();
+    assert_one_line_error(&out, &format!("cannot listen on {addr}: pick a free --listen address"));
+}

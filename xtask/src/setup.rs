@@ -82,9 +82,10 @@ pub fn setup() -> Result<()> {
     packages.extend(TOOLS.iter().filter(|(cmd, _)| !on_path(cmd)).map(|(_, pkg)| pkg.to_string()));
     // python3-fusepy serves the slow disk of the stall test and the demo; chromium renders
     // and python3-jsonschema validates the reports in that test; prometheus (and promtool)
-    // scrapes the exporter, systemd-analyze verifies its unit.
+    // scrapes the exporter, systemd-analyze verifies its unit; bpftool checks that a killed
+    // kstall leaves no program behind.
     packages.extend(
-        ["python3-kafka", "python3-fusepy", "python3-jsonschema", "chromium", "fonts-liberation", "prometheus", "systemd"]
+        ["python3-kafka", "python3-fusepy", "python3-jsonschema", "chromium", "fonts-liberation", "prometheus", "systemd", "bpftool"]
             .map(String::from),
     );
     apt.ensure(&packages)?;
