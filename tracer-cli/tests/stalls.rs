@@ -260,8 +260,10 @@ fn produce_stalls_are_blamed_on_the_cold_reader() {
     assert!(finding.is_some(), "the stall finding is made: {}", cold["findings"]);
     assert_eq!(cold["protocol"]["tls_connections"], 1);
     assert!(cold["findings"].as_array().unwrap().iter().any(|f| f["id"] == "tls_listener"));
-    // The cold reads make Produce's tail worse, as the client saw it too.
-    assert!(cold_client.at(0.99) > baseline_client.at(0.99));
+    // The cold reads make Produce's tail worse, as the client saw it too (counted, not by a
+    // percentile: how many requests 1% is depends on how fast this machine ran the producer).
+    let over = |c: &ClientTimes| c.0.iter().filter(|&&ns| ns >= 1 << 24).count();
+    assert!(over(&cold_client) >= over(&baseline_client) + 10, "{} vs {}", over(&cold_client), over(&baseline_client));
     eprintln!("{}", finding.unwrap()["detail"]);
 
     // The reports: findings differ as the phases did, and say so in every format.
