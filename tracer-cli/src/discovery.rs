@@ -89,6 +89,12 @@ pub fn thread_comms(pid: u32) -> HashMap<u32, String> {
 /// broker's own JDK when it can be found. Slow (it starts a JVM), so callers run it off the
 /// hot path, after the probes are attached.
 pub fn jvm_thread_names(broker: &Broker) -> Result<HashMap<u32, String>> {
+    // jcmd asks a JVM for a thread dump with SIGQUIT, which ends any other process: never send
+    // it to one whose executable is not java (a broker embedded in something else, say).
+    let is_java = broker.exe.as_ref().and_then(|e| e.file_name()).is_some_and(|n| n == "java");
+    if !is_java {
+        bail!("pid {} does not run java: no jcmd", broker.pid);
+    }
     let jcmd = broker
         .exe
         .as_ref()
