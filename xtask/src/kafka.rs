@@ -72,6 +72,14 @@ fn stop(child: &mut Child) {
 }
 
 /// ZooKeeper and one Kafka broker on loopback, in a work directory of their own.
+/// One of the distribution's `bin/` scripts, with the environment Java 17 needs.
+fn script_command(home: &Path, script: &str) -> Command {
+    let mut cmd = Command::new(home.join("bin").join(script));
+    // Kafka 0.9's scripts pass GC-log flags Java 17 rejects; a blank value skips them.
+    cmd.env("KAFKA_GC_LOG_OPTS", " ").env("KAFKA_HEAP_OPTS", "-Xmx512M -Xms512M");
+    cmd
+}
+
 pub struct DemoBroker {
     pub work_dir: PathBuf,
     pub log_dir: PathBuf,
@@ -117,11 +125,8 @@ impl DemoBroker {
         )?;
         let spawn = |script: &str, props: &Path, log_name: &str| -> Result<Child> {
             let log = fs::File::create(app_logs.join(log_name))?;
-            Command::new(home.join("bin").join(script))
+            script_command(&home, script)
                 .arg(props)
-                // Kafka 0.9's scripts pass GC-log flags Java 17 rejects; a blank value skips them.
-                .env("KAFKA_GC_LOG_OPTS", " ")
-                .env("KAFKA_HEAP_OPTS", "-Xmx512M -Xms512M")
                 .env("LOG_DIR", &app_logs)
                 .stdin(Stdio::null())
                 .stdout(log.try_clone()?)
@@ -168,6 +173,11 @@ impl DemoBroker {
 
     pub fn bootstrap(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// A tool of the Kafka distribution (`kafka-producer-perf-test.sh`, ...).
+    pub fn script(&self, script: &str) -> Result<Command> {
+        Ok(script_command(&kafka_home()?, script))
     }
 
     /// kcat with the settings a 0.9 broker needs (it predates ApiVersions).

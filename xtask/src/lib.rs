@@ -1,9 +1,11 @@
 //! Project helpers behind `cargo xtask`: toolchain setup, and a real Kafka broker with real
 //! clients for the demo and the integration tests (which use this crate as a library).
+pub mod bench;
 pub mod kafka;
 pub mod setup;
 pub mod slow_disk;
 pub mod support;
+pub mod synthetic_broker;
 
 use std::{path::PathBuf, process::Command};
 

@@ -10,6 +10,12 @@
 //!           run `kstall export` against the demo broker under a paced Produce load (RATE
 //!           requests/s, default 1000) plus a tail consumer, scraping it every 5 s, for
 //!           MINUTES (default 10); print kstall's CPU and RSS over the run
+//!   bench [REPEATS] [REQUESTS]
+//!           what tracing costs: per traced syscall (untraced, empty programs, kstall,
+//!           bpftrace), startup, memory, lost records at 200k syscalls/s, and a real broker's
+//!           producer throughput and p99 with and without kstall (docs/performance.md)
+//!   synthetic-broker kafka.Kafka DIR
+//!           the bench's load (see xtask/src/synthetic_broker.rs), driven on stdin
 use std::{
     io::{BufRead, BufReader},
     path::PathBuf,
@@ -268,6 +274,24 @@ fn bench_export(minutes: f64, rate: u32) -> Result<()> {
     Ok(())
 }
 
+fn bench(repeats: usize, requests: u64) -> Result<()> {
+    setup()?;
+    let kstall = build_release()?;
+    // The load runs from a release build too: less user time around each syscall, less noise.
+    run(cargo().args(["build", "--release", "--package", "xtask"]))?;
+    let dir = cache_dir().join("bench");
+    let _ = std::fs::remove_dir_all(&dir);
+    let options = xtask::bench::BenchOptions {
+        kstall: kstall.clone(),
+        load: workspace_root().join("target/release/xtask"),
+        scratch: dir.join("load"),
+        repeats,
+        requests,
+    };
+    xtask::bench::run(&options)?;
+    xtask::bench::real_broker(&kstall, &dir.join("broker"), repeats.min(4))
+}
+
 fn broker_until_ctrl_c() -> Result<()> {
     setup()?;
     let broker = DemoBroker::start(&cache_dir().join("broker"))?;
@@ -296,13 +320,22 @@ fn main() -> ExitCode {
             demo(seconds)
         }
         Some("broker") => broker_until_ctrl_c(),
+        Some("bench") => {
+            let repeats = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(5);
+            let requests = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(200_000);
+            bench(repeats, requests)
+        }
+        Some("synthetic-broker") => match args.get(2) {
+            Some(dir) => xtask::synthetic_broker::main(std::path::Path::new(dir)),
+            None => Err(anyhow::anyhow!("usage: synthetic-broker kafka.Kafka DIR")),
+        },
         Some("bench-export") => {
             let minutes = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(10.0);
             let rate = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1000);
             bench_export(minutes, rate)
         }
         _ => {
-            eprintln!("usage: cargo xtask <setup|build|test|demo [SECONDS]|broker|bench-export [MINUTES] [RATE]>");
+            eprintln!("usage: cargo xtask <setup|build|test|demo [SECONDS]|broker|bench [REPEATS] [REQUESTS]|bench-export [MINUTES] [RATE]>");
             return ExitCode::from(2);
         }
     };

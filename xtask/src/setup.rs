@@ -83,9 +83,9 @@ pub fn setup() -> Result<()> {
     // python3-fusepy serves the slow disk of the stall test and the demo; chromium renders
     // and python3-jsonschema validates the reports in that test; prometheus (and promtool)
     // scrapes the exporter, systemd-analyze verifies its unit; bpftool checks that a killed
-    // kstall leaves no program behind.
+    // kstall leaves no program behind; bpftrace is what the overhead bench compares with.
     packages.extend(
-        ["python3-kafka", "python3-fusepy", "python3-jsonschema", "chromium", "fonts-liberation", "prometheus", "systemd", "bpftool"]
+        ["python3-kafka", "python3-fusepy", "python3-jsonschema", "chromium", "fonts-liberation", "prometheus", "systemd", "bpftool", "bpftrace"]
             .map(String::from),
     );
     apt.ensure(&packages)?;

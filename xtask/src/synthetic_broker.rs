@@ -1,0 +1,179 @@
+//! A process that does what a Kafka network thread does, syscall by syscall, in a tight loop:
+//! the load of `cargo xtask bench`. A JVM adds noise (GC, JIT, safepoints) that would hide
+//! nanoseconds; this does not. It runs with `kafka.Kafka` among its arguments and its worker
+//! thread named `kafka-network-t`, so kstall takes it for a broker and the thread for a network
+//! thread: every probe path of a real broker runs (histograms, Kafka framing of the socket
+//! reads, response tracking through write and sendfile, one ring-buffer record per request).
+//!
+//! Per request, on one thread (no wakeups between threads to measure by accident):
+//!   sendto(client, request)            untraced, the client's send
+//!   read(server, 4); read(server, n)   traced: size, then the request (api Fetch, client
+//!                                      `bench-load`, a fresh correlation id)
+//!   write(server, 16)                  traced: response size and correlation id
+//!   sendfile(server, segment, 4096)    traced: the records, from the page cache
+//!   recvfrom(client, 4112, WAITALL)    untraced, the client's read
+//!
+//! Control on stdin, one command a line: `run N RATE` does N requests (RATE requests/s, 0 for
+//! as fast as it can) and answers `done NANOS N` on stdout; end of input ends the process.
+use std::{
+    io::{BufRead, Write},
+    net::{TcpListener, TcpStream},
+    os::fd::AsRawFd,
+    path::Path,
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+
+/// Traced syscalls per request (two reads, a write, a sendfile).
+pub const TRACED_CALLS_PER_REQUEST: u64 = 4;
+/// The argument that makes kstall take this process for a broker.
+pub const BROKER_MAIN_CLASS: &str = "kafka.Kafka";
+pub const CLIENT_ID: &str = "bench-load";
+const RECORDS_BYTES: usize = 4096;
+const SEGMENT_BYTES: usize = 1 << 20;
+
+/// The traced side of the loop: one network thread's sockets and segment file.
+struct NetworkThread {
+    client: TcpStream,
+    server: TcpStream,
+    segment: std::fs::File,
+    correlation_id: i32,
+    offset: i64,
+    request: Vec<u8>,
+    body: Vec<u8>,
+    response: Vec<u8>,
+}
+
+fn check(ret: isize, what: &str, want: usize) -> Result<()> {
+    if ret as usize != want {
+        bail!("{what} returned {ret} ({}), wanted {want}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+impl NetworkThread {
+    fn new(segment_path: &Path) -> Result<NetworkThread> {
+        std::fs::write(segment_path, vec![7u8; SEGMENT_BYTES])?;
+        let segment = std::fs::File::open(segment_path)?;
+        // Read once, so every sendfile is a page-cache hit.
+        std::io::copy(&mut &segment, &mut std::io::sink())?;
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let client = TcpStream::connect(listener.local_addr()?)?;
+        let (server, _) = listener.accept()?;
+        client.set_nodelay(true)?;
+        server.set_nodelay(true)?;
+        Ok(NetworkThread {
+            client,
+            server,
+            segment,
+            correlation_id: 0,
+            offset: 0,
+            request: Vec::new(),
+            body: vec![0; 256],
+            response: vec![0; 16 + RECORDS_BYTES],
+        })
+    }
+
+    /// A Fetch v0 request (header and a body the parser does not read).
+    fn build_request(&mut self) {
+        let mut body = Vec::with_capacity(64);
+        body.extend(1i16.to_be_bytes()); // api_key Fetch
+        body.extend(0i16.to_be_bytes());
+        body.extend(self.correlation_id.to_be_bytes());
+        body.extend((CLIENT_ID.len() as i16).to_be_bytes());
+        body.extend(CLIENT_ID.as_bytes());
+        body.extend([0u8; 24]);
+        self.request.clear();
+        self.request.extend((body.len() as i32).to_be_bytes());
+        self.request.extend(body);
+    }
+
+    fn one_request(&mut self) -> Result<()> {
+        self.correlation_id = self.correlation_id.wrapping_add(1);
+        self.build_request();
+        let (client, server) = (self.client.as_raw_fd(), self.server.as_raw_fd());
+        let body_len = self.request.len() - 4;
+        // SAFETY: plain syscalls on fds we own, with buffers of the lengths given.
+        unsafe {
+            check(libc::send(client, self.request.as_ptr().cast(), self.request.len(), 0), "send", self.request.len())?;
+            check(libc::read(server, self.body.as_mut_ptr().cast(), 4), "read size", 4)?;
+            check(libc::read(server, self.body.as_mut_ptr().cast(), body_len), "read request", body_len)?;
+            let mut header = [0u8; 16];
+            header[..4].copy_from_slice(&((12 + RECORDS_BYTES) as i32).to_be_bytes());
+            header[4..8].copy_from_slice(&self.correlation_id.to_be_bytes());
+            check(libc::write(server, header.as_ptr().cast(), 16), "write", 16)?;
+            let mut offset = self.offset;
+            check(libc::sendfile(server, self.segment.as_raw_fd(), &mut offset, RECORDS_BYTES) as isize, "sendfile", RECORDS_BYTES)?;
+            self.offset = (self.offset + RECORDS_BYTES as i64) % SEGMENT_BYTES as i64;
+            let want = self.response.len();
+            check(libc::recv(client, self.response.as_mut_ptr().cast(), want, libc::MSG_WAITALL), "recv", want)?;
+        }
+        Ok(())
+    }
+
+    /// `n` requests at `rate` per second (0: unpaced); returns the time they took.
+    fn run(&mut self, n: u64, rate: u64) -> Result<Duration> {
+        let started = Instant::now();
+        for i in 0..n {
+            if rate > 0 {
+                let due = Duration::from_secs_f64(i as f64 / rate as f64);
+                if let Some(ahead) = due.checked_sub(started.elapsed()) {
+                    std::thread::sleep(ahead);
+                }
+            }
+            self.one_request()?;
+        }
+        Ok(started.elapsed())
+    }
+}
+
+fn name_this_thread(name: &str) {
+    let name = std::ffi::CString::new(name).expect("no NUL");
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+    unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+}
+
+/// Keeps the loop on the last CPU, so the tracer's own user space runs beside it, not on it.
+fn pin_to_last_cpu() {
+    // SAFETY: a zeroed cpu_set_t is an empty set; the calls read and write only it.
+    unsafe {
+        let cpus = libc::sysconf(libc::_SC_NPROCESSORS_ONLN).max(1) as usize;
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpus - 1, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// The process's main: reads commands on stdin, runs them on the network thread.
+pub fn main(scratch: &Path) -> Result<()> {
+    std::fs::create_dir_all(scratch)?;
+    let segment = scratch.join("00000000000000000000.log");
+    let (commands, inbox) = mpsc::channel::<(u64, u64)>();
+    let (results, outbox) = mpsc::channel::<Result<Duration>>();
+    let mut thread = NetworkThread::new(&segment)?;
+    let worker = std::thread::spawn(move || {
+        name_this_thread("kafka-network-t");
+        pin_to_last_cpu();
+        for (n, rate) in inbox {
+            if results.send(thread.run(n, rate)).is_err() {
+                break;
+            }
+        }
+    });
+    println!("ready");
+    for line in std::io::stdin().lock().lines() {
+        let line = line?;
+        let words: Vec<u64> = line.split_whitespace().skip(1).filter_map(|w| w.parse().ok()).collect();
+        let [n, rate] = words[..] else { bail!("expected `run N RATE`, got {line:?}") };
+        commands.send((n, rate))?;
+        let took = outbox.recv().context("network thread ended")??;
+        println!("done {} {n}", took.as_nanos());
+        std::io::stdout().flush()?;
+    }
+    drop(commands);
+    let _ = worker.join();
+    let _ = std::fs::remove_file(segment);
+    Ok(())
+}
