@@ -6,11 +6,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
     programs::TracePoint,
 };
 use kstall_ebpf::{
-    HistKey, LatencyHist, Syscall, counter,
+    HistKey, IN_FLIGHT_SLOTS, LatencyHist, Syscall, counter,
     events::{RequestEvent, StallEvent, kind},
     global, map,
 };
@@ -165,15 +165,13 @@ pub fn attach(broker_pid: u32, stall_threshold: Duration) -> Result<Probes> {
         .load(PROBES_OBJECT)
         .map_err(|e| anyhow!("cannot load kstall's eBPF probes: {e} (needs root and a kernel with BPF tracepoint programs, 4.18+)"))?;
 
+    load_programs(&mut ebpf, &plan)?;
     let mut attached = Vec::new();
     for a in &plan {
         let program: &mut TracePoint = ebpf
             .program_mut(&a.program)
             .with_context(|| format!("probe {} missing from the embedded object", a.program))?
             .try_into()?;
-        program
-            .load()
-            .map_err(|e| anyhow!("the kernel refused probe {}: {e}", a.program))?;
         program
             .attach(a.category, &a.event)
             .map_err(|e| anyhow!("cannot attach to tracepoint {}:{}: {e}", a.category, a.event))?;
@@ -189,6 +187,38 @@ pub fn attach(broker_pid: u32, stall_threshold: Duration) -> Result<Probes> {
         attached,
         unavailable,
         attach_time: started.elapsed(),
+    })
+}
+
+/// Loads the planned programs on every CPU at once. Loading is mostly the kernel's verifier,
+/// which checks each program on its own (the framing parsers of exit_read and exit_readv take
+/// tens of ms each): in parallel, startup takes about the longest of them, not their sum.
+fn load_programs(ebpf: &mut Ebpf, plan: &[Attachment]) -> Result<()> {
+    let wanted: Vec<&str> = plan.iter().map(|a| a.program.as_str()).collect();
+    let mut programs: Vec<(&str, &mut aya::programs::Program)> =
+        ebpf.programs_mut().filter(|(name, _)| wanted.contains(name)).collect();
+    if programs.len() != wanted.len() {
+        bail!("the embedded object lacks some of kstall's probes: rebuild kstall");
+    }
+    // The exit programs hold the parsers and take longest: first, so none starts last.
+    programs.sort_by_key(|(name, _)| !name.starts_with("exit_r") && !name.starts_with("exit_s"));
+    let queue = std::sync::Mutex::new(programs.into_iter());
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| -> Result<()> {
+                    loop {
+                        let Some((name, program)) = queue.lock().expect("not poisoned").next() else {
+                            return Ok(());
+                        };
+                        let program: &mut TracePoint = program.try_into()?;
+                        program.load().map_err(|e| anyhow!("the kernel refused probe {name}: {e}"))?;
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().try_for_each(|h| h.join().map_err(|_| anyhow!("a probe loader thread panicked"))?)
     })
 }
 
@@ -230,12 +260,14 @@ impl Probes {
             return Ok(());
         }
         let m = self.ebpf.map_mut(map::NETWORK_THREADS).context("network thread map missing")?;
-        let mut threads: BpfHashMap<&mut MapData, u32, u8> = BpfHashMap::try_from(m)?;
-        for gone in self.network_threads.iter().filter(|t| tids.binary_search(t).is_err()) {
-            let _ = threads.remove(gone);
+        // Slot tid % IN_FLIGHT_SLOTS holds the tid: cleared slots first, then the live ones.
+        let mut threads: Array<&mut MapData, u32> = Array::try_from(m)?;
+        let slot = |tid: u32| tid % IN_FLIGHT_SLOTS;
+        for &gone in self.network_threads.iter().filter(|t| tids.binary_search(t).is_err()) {
+            threads.set(slot(gone), 0, 0)?;
         }
-        for tid in &tids {
-            threads.insert(tid, 1, 0)?;
+        for &tid in &tids {
+            threads.set(slot(tid), tid, 0)?;
         }
         self.network_threads = tids;
         Ok(())

@@ -319,7 +319,8 @@ pub mod global {
 pub mod map {
     pub const HISTOGRAMS: &str = "HISTOGRAMS";
     pub const COUNTERS: &str = "COUNTERS";
-    /// Broker threads whose socket reads are parsed as Kafka requests (user space fills it).
+    /// Broker threads whose socket reads are parsed as Kafka requests (user space fills it):
+    /// an array indexed by tid modulo IN_FLIGHT_SLOTS, holding the tid.
     pub const NETWORK_THREADS: &str = "NETWORK_THREADS";
     pub const EVENTS: &str = "EVENTS";
 }
@@ -327,14 +328,17 @@ pub mod map {
 /// Bound of the histogram map: threads x syscalls x verdicts actually seen on a broker is a few
 /// hundred; user space deletes the entries of exited threads.
 pub const HIST_MAX_ENTRIES: u32 = 8192;
-/// Bound of the in-flight map: one entry per broker thread inside a traced syscall.
-pub const IN_FLIGHT_MAX_ENTRIES: u32 = 16384;
+/// Slots for calls in progress, one per broker thread inside a traced syscall, indexed by
+/// tid modulo this power of two: an array slot costs a fraction of a hash map insert and
+/// delete, which every traced syscall would pay twice.
+pub const IN_FLIGHT_SLOTS: u32 = 16384;
+/// Bound of the overflow map for threads whose slot another thread's call holds.
+pub const IN_FLIGHT_MAX_ENTRIES: u32 = 4096;
 /// LRU bounds: connections of the broker's network threads, requests awaiting a response, and
 /// sockets whose data arrival is timed. Beyond them the least recently used entry goes.
 pub const CONNECTIONS_MAX_ENTRIES: u32 = 8192;
 pub const PENDING_MAX_ENTRIES: u32 = 8192;
 pub const SOCKETS_MAX_ENTRIES: u32 = 8192;
-pub const NETWORK_THREADS_MAX_ENTRIES: u32 = 1024;
 /// Ring buffer for request and stall records: 4 MiB holds ~30k requests, far more than one
 /// user-space drain interval (100 ms) of a busy broker.
 pub const EVENTS_BYTES: u32 = 4 << 20;

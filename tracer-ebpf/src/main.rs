@@ -21,7 +21,7 @@ mod probes {
     };
     use kstall_ebpf::{
         CONNECTIONS_MAX_ENTRIES, CacheResult, CallEvidence, EVENTS_BYTES, HIST_MAX_ENTRIES, HistKey,
-        IN_FLIGHT_MAX_ENTRIES, LatencyHist, NETWORK_THREADS_MAX_ENTRIES, PENDING_MAX_ENTRIES,
+        IN_FLIGHT_MAX_ENTRIES, IN_FLIGHT_SLOTS, LatencyHist, PENDING_MAX_ENTRIES,
         SOCKETS_MAX_ENTRIES, Syscall, bucket_index, classify_file_read, counter,
         events::{
             ConnKey, Connection, PendingKey, PendingRequest, RequestEvent, RequestId, StallEvent,
@@ -94,7 +94,12 @@ mod probes {
         syscall: u8,
         /// Switched out in D state (waiting for I/O), not preempted or sleeping.
         switched_out_blocked: u8,
-        _pad: [u8; 2],
+        /// In an IN_FLIGHT slot: another thread's call went to IN_FLIGHT_OVERFLOW from this
+        /// slot once, so lookups that miss here look there too (sticky).
+        overflowed: u8,
+        _pad: u8,
+        /// The thread whose call this is; 0 in a free slot.
+        tid: u32,
     }
 
     /// Data arrival on a socket the broker's network threads read.
@@ -106,7 +111,12 @@ mod probes {
     }
 
     #[map]
-    static IN_FLIGHT: HashMap<u32, InFlight> = HashMap::with_max_entries(IN_FLIGHT_MAX_ENTRIES, 0);
+    static IN_FLIGHT: Array<InFlight> = Array::with_max_entries(IN_FLIGHT_SLOTS, 0);
+
+    /// Calls of threads whose slot was taken by another thread's call (tids equal modulo
+    /// IN_FLIGHT_SLOTS, both inside a syscall).
+    #[map]
+    static IN_FLIGHT_OVERFLOW: HashMap<u32, InFlight> = HashMap::with_max_entries(IN_FLIGHT_MAX_ENTRIES, 0);
 
     /// Created on first use per (thread, syscall, verdict); BPF_F_NO_PREALLOC keeps memory
     /// proportional to what the broker actually does.
@@ -121,9 +131,11 @@ mod probes {
     #[map]
     static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
 
+    /// Network threads by slot (tid modulo IN_FLIGHT_SLOTS): the tid, 0 when none. An array
+    /// because every traced call asks; a broker starts its network threads together, so their
+    /// tids do not share a slot.
     #[map]
-    static NETWORK_THREADS: HashMap<u32, u8> =
-        HashMap::with_max_entries(NETWORK_THREADS_MAX_ENTRIES, 0);
+    static NETWORK_THREADS: Array<u32> = Array::with_max_entries(IN_FLIGHT_SLOTS, 0);
 
     #[map]
     static CONNECTIONS: LruHashMap<ConnKey, Connection> =
@@ -164,11 +176,39 @@ mod probes {
         }
     }
 
+    /// The slot of thread `tid`.
+    #[inline(always)]
+    fn slot(tid: u32) -> Option<*mut InFlight> {
+        IN_FLIGHT.get_ptr_mut(tid & (IN_FLIGHT_SLOTS - 1))
+    }
+
+    #[inline(always)]
+    fn is_network_thread(tid: u32) -> bool {
+        NETWORK_THREADS.get(tid & (IN_FLIGHT_SLOTS - 1)).is_some_and(|t| *t == tid)
+    }
+
+    /// Thread `tid`'s call in progress, if any: in its slot, or in the overflow map.
+    #[inline(always)]
+    fn call_of(tid: u32) -> Option<*mut InFlight> {
+        let s = slot(tid)?;
+        unsafe {
+            if (*s).tid == tid {
+                return Some(s);
+            }
+            if (*s).overflowed == 0 {
+                return None;
+            }
+        }
+        IN_FLIGHT_OVERFLOW.get_ptr_mut(tid)
+    }
+
     #[inline(always)]
     fn on_enter(ctx: &TracePointContext, syscall: Syscall) {
         let Some(tid) = broker_tid() else { return };
-        let args_at = global(&SYS_ENTER_ARGS_OFFSET) as usize;
-        let arg = |i: usize| unsafe { ctx.read_at::<u64>(args_at + 8 * i) }.unwrap_or(0);
+        let Some(s) = slot(tid) else { return };
+        let s = unsafe { &mut *s };
+        // One read for the four arguments: each read is a helper call.
+        let args: [u64; 4] = unsafe { ctx.read_at(global(&SYS_ENTER_ARGS_OFFSET) as usize) }.unwrap_or([0; 4]);
         let call = InFlight {
             start_ns: unsafe { bpf_ktime_get_ns() },
             switched_out_ns: 0,
@@ -180,7 +220,7 @@ mod probes {
                 pages_added: 0,
                 blocked_ns: 0,
             },
-            args: [arg(0), arg(1), arg(2), arg(3)],
+            args,
             sk: 0,
             arrival_ns: 0,
             inode: 0,
@@ -189,19 +229,39 @@ mod probes {
             dev: 0,
             syscall: syscall as u8,
             switched_out_blocked: 0,
-            _pad: [0; 2],
+            overflowed: s.overflowed,
+            _pad: 0,
+            tid,
         };
-        if IN_FLIGHT.insert(tid, call, 0).is_err() {
-            bump(counter::IN_FLIGHT_MAP_FULL);
+        // A slot held by a live call of another thread: this call goes to the overflow map.
+        // (A thread that died inside a call leaves its slot held; later threads overflow.)
+        if s.tid != 0 && s.tid != tid {
+            s.overflowed = 1;
+            if IN_FLIGHT_OVERFLOW.insert(tid, call, 0).is_err() {
+                bump(counter::IN_FLIGHT_MAP_FULL);
+            }
+            return;
         }
+        *s = call;
     }
 
     #[inline(always)]
     fn on_exit(ctx: &TracePointContext, syscall: Syscall) {
         let Some(tid) = broker_tid() else { return };
-        let Some(call) = IN_FLIGHT.get_ptr(tid) else { return };
-        let call = unsafe { *call };
-        let _ = IN_FLIGHT.remove(tid);
+        let Some(s) = slot(tid) else { return };
+        let call = unsafe {
+            if (*s).tid == tid {
+                (*s).tid = 0;
+                *s
+            } else if (*s).overflowed != 0 {
+                let Some(held) = IN_FLIGHT_OVERFLOW.get_ptr(tid) else { return };
+                let call = *held;
+                let _ = IN_FLIGHT_OVERFLOW.remove(tid);
+                call
+            } else {
+                return;
+            }
+        };
         // A call entered before we attached, or an exit we did not see: nothing to measure.
         if call.syscall != syscall as u8 {
             return;
@@ -232,7 +292,7 @@ mod probes {
         hist.pages_added += call.evidence.pages_added as u64;
         hist.blocked_ns += call.evidence.blocked_ns;
 
-        let network = NETWORK_THREADS.get_ptr(tid).is_some();
+        let network = is_network_thread(tid);
         let idle_wait = matches!(syscall, Syscall::EpollWait | Syscall::EpollPwait);
         let miss = cache == CacheResult::Miss;
         if (network && !idle_wait && (miss || duration_ns >= global(&STALL_THRESHOLD_NS)))
@@ -541,7 +601,7 @@ mod probes {
     #[inline(always)]
     fn with_current_call(f: impl FnOnce(&mut InFlight)) {
         let Some(tid) = broker_tid() else { return };
-        if let Some(call) = IN_FLIGHT.get_ptr_mut(tid) {
+        if let Some(call) = call_of(tid) {
             f(unsafe { &mut *call });
         }
     }
@@ -584,7 +644,7 @@ mod probes {
         if broker_tid().is_some() {
             let prev_pid: i32 =
                 unsafe { ctx.read_at(global(&SWITCH_PREV_PID_OFFSET) as usize) }.unwrap_or(0);
-            if let Some(call) = IN_FLIGHT.get_ptr_mut(prev_pid as u32) {
+            if let Some(call) = call_of(prev_pid as u32) {
                 let prev_state: i64 =
                     unsafe { ctx.read_at(global(&SWITCH_PREV_STATE_OFFSET) as usize) }.unwrap_or(0);
                 unsafe {
@@ -598,7 +658,7 @@ mod probes {
         if next_pid == 0 {
             return 0;
         }
-        if let Some(call) = IN_FLIGHT.get_ptr_mut(next_pid as u32) {
+        if let Some(call) = call_of(next_pid as u32) {
             let call = unsafe { &mut *call };
             if call.switched_out_ns != 0 {
                 let away = now.saturating_sub(call.switched_out_ns);
@@ -676,7 +736,7 @@ mod probes {
     #[tracepoint]
     pub fn sock_recv(ctx: TracePointContext) -> u32 {
         let Some(tid) = broker_tid() else { return 0 };
-        if NETWORK_THREADS.get_ptr(tid).is_none() {
+        if !is_network_thread(tid) {
             return 0;
         }
         let sk: u64 = unsafe { ctx.read_at(global(&RECV_SK_OFFSET) as usize) }.unwrap_or(0);
