@@ -76,14 +76,69 @@ fn test(extra: &[String]) -> Result<()> {
     }
     let status = child.wait()?;
     println!("xtask test: cargo test took {:.0}s", started.elapsed().as_secs_f64());
+    let seconds = std::env::var("KSTALL_FUZZ_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(30);
+    let crashed = FUZZ_TARGETS.iter().filter(|(target, share)| !fuzz(target, seconds * share / 30)).count() as u64;
+    passed += FUZZ_TARGETS.len() as u64 - crashed;
+    failed += crashed;
     println!("tests: {passed} passed, {failed} failed");
     if !status.success() {
         bail!("cargo test failed: {status}");
+    }
+    if crashed > 0 {
+        bail!("{crashed} fuzz target(s) failed");
     }
     if passed == 0 {
         bail!("no test ran");
     }
     Ok(())
+}
+
+/// The framing parser's fuzz targets (tracer-ebpf/fuzz) and their share of 30 s of fuzzing.
+const FUZZ_TARGETS: [(&str, u64); 2] = [("framing", 25), ("response_start", 5)];
+
+/// Builds and runs one fuzz target for `seconds` (cargo-fuzz on the stable toolchain, its
+/// nightly flags let through by RUSTC_BOOTSTRAP; overflow checks on). Its output goes to
+/// `artifacts/<target>.log`; on failure the log's end and the crashing input are printed.
+fn fuzz(target: &str, seconds: u64) -> bool {
+    let dir = workspace_root().join("tracer-ebpf/fuzz");
+    let log = dir.join("artifacts").join(format!("{target}.log"));
+    let status = std::fs::create_dir_all(dir.join("artifacts"))
+        .and_then(|_| std::fs::File::create(&log))
+        .and_then(|out| {
+            cargo()
+                .env("RUSTC_BOOTSTRAP", "1")
+                .args(["fuzz", "run", "--sanitizer", "none", "--debug-assertions", "--fuzz-dir"])
+                .arg(&dir)
+                .args([target, "--", &format!("-max_total_time={}", seconds.max(1)), "-print_final_stats=1"])
+                .stdin(Stdio::null())
+                .stdout(out.try_clone()?)
+                .stderr(out)
+                .status()
+        });
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let stat = |name: &str| text.lines().find_map(|l| l.strip_prefix(name)).map_or("?", str::trim);
+    match status {
+        Ok(s) if s.success() => {
+            let (runs, rate) = (stat("stat::number_of_executed_units:"), stat("stat::average_exec_per_sec:"));
+            println!("fuzz {target}: ok, {runs} inputs in {seconds}s ({rate}/s)");
+            return true;
+        }
+        Ok(s) => println!("fuzz {target}: FAILED ({s}), from {}:", log.display()),
+        Err(e) => println!("fuzz {target}: FAILED: cannot run cargo fuzz: {e}"),
+    }
+    // A panic's message without its backtrace, else the end of the log (a build error, a timeout).
+    let lines: Vec<&str> = text.lines().collect();
+    let shown = match lines.iter().position(|l| l.contains(" panicked at ")) {
+        Some(at) => lines[at..].iter().take_while(|l| !l.starts_with("stack backtrace")).take(20).collect(),
+        None => lines[lines.len().saturating_sub(40)..].iter().collect::<Vec<_>>(),
+    };
+    for line in shown {
+        println!("  {line}");
+    }
+    for input in text.lines().filter_map(|l| l.split_once("Test unit written to ")).map(|(_, p)| p.trim()) {
+        println!("fuzz {target}: crashing input {input}");
+    }
+    false
 }
 
 /// Stops a background load thread when dropped.

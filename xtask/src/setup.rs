@@ -10,6 +10,7 @@ use crate::{kafka, output, run};
 
 pub const BPF_TOOLCHAIN: &str = "debian-bpf";
 const BPF_LINKER_VERSION: &str = "0.13.0";
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 /// Commands the tests and demo use, and the Debian package that provides each.
 const TOOLS: [(&str, &str); 6] = [
@@ -100,6 +101,14 @@ pub fn setup() -> Result<()> {
             .args(["--features", &format!("llvm-{llvm}")])
             .env("LLVM_PREFIX", format!("/usr/lib/llvm-{llvm}")))
         .context("cannot build bpf-linker")?;
+    }
+    // cargo-fuzz runs the framing parser's fuzz targets (tracer-ebpf/fuzz) in `cargo xtask test`;
+    // libfuzzer-sys builds libFuzzer with a C++ compiler.
+    apt.ensure(&["g++".to_string()])?;
+    if output(Command::new("cargo").args(["fuzz", "--version"])).is_err() {
+        eprintln!("setup: cargo install cargo-fuzz {CARGO_FUZZ_VERSION}");
+        run(Command::new("cargo").args(["install", &format!("cargo-fuzz@{CARGO_FUZZ_VERSION}"), "--locked"]))
+            .context("cannot build cargo-fuzz")?;
     }
 
     let toolchains = output(Command::new("rustup").args(["toolchain", "list"]))
