@@ -230,22 +230,29 @@ impl Aggregator {
         let threads = assign_roles(&entries, &self.comms, &self.jvm_names);
         probes.set_network_threads(&network_threads(&threads, &comms, &self.jvm_names))?;
 
-        // Fold exited threads (no longer in /proc) into their role's totals.
+        // Fold exited threads (no longer in /proc) into their role's totals. A listing of
+        // /proc/PID/task taken while threads exit can skip live ones, so each thread missing
+        // from it is asked for by name before its entry goes: deleting a live thread's entry
+        // would lose the calls it makes between this read and the delete.
         let mut exited_keys = Vec::new();
         let mut live_entries = Vec::with_capacity(entries.len());
         for (key, hist) in entries {
             match threads.get(&key.tid) {
-                Some(t) if comms.contains_key(&key.tid) => live_entries.push((t.role, key, hist)),
-                Some(t) => {
-                    if let Some(k) = row_key(t.role, &key) {
-                        self.retired.entry(k).or_insert(LatencyHist::ZERO).merge(&hist);
-                    }
-                    exited_keys.push(key);
+                Some(t) if comms.contains_key(&key.tid) || discovery::thread_is_alive(self.broker.pid, key.tid) => {
+                    live_entries.push((t.role, key, hist))
                 }
+                Some(_) => exited_keys.push(key),
                 None => {}
             }
         }
         if !exited_keys.is_empty() {
+            // Folded as taken out, not as read above: a new thread with a reused tid may have
+            // counted calls in between.
+            for (key, hist) in probes.take_histograms(&exited_keys)? {
+                if let Some(k) = threads.get(&key.tid).and_then(|t| row_key(t.role, &key)) {
+                    self.retired.entry(k).or_insert(LatencyHist::ZERO).merge(&hist);
+                }
+            }
             let mut tids: Vec<u32> = exited_keys.iter().map(|k| k.tid).collect();
             tids.sort_unstable();
             tids.dedup();
@@ -253,7 +260,6 @@ impl Aggregator {
             for tid in &tids {
                 self.comms.remove(tid);
             }
-            probes.remove_histograms(&exited_keys)?;
         }
 
         let mut merged = self.retired.clone();

@@ -1,7 +1,10 @@
 //! Loading the embedded probes into the kernel, pointing them at the broker, attaching them
 //! to tracepoints, and reading their maps. Dropping [`Probes`] detaches everything; so does the
 //! kernel if kstall is killed (links live only as long as kstall's file descriptors).
-use std::time::{Duration, Instant};
+use std::{
+    os::fd::{AsFd, AsRawFd},
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context, Result, anyhow, bail};
 use aya::{
@@ -222,6 +225,42 @@ fn load_programs(ebpf: &mut Ebpf, plan: &[Attachment]) -> Result<()> {
     })
 }
 
+/// BPF_MAP_LOOKUP_AND_DELETE_ELEM on a hash map (Linux 5.14+), which aya offers only for
+/// queues and stacks; before 5.14, a lookup then a delete.
+fn lookup_and_delete(fd: i32, key: &HistKey) -> Option<LatencyHist> {
+    const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+    const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
+    const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
+    /// The kernel's own "not supported", which bpf(2) passes through.
+    const ENOTSUPP: i32 = 524;
+    /// The map-element part of `union bpf_attr`.
+    #[repr(C)]
+    struct ElemAttr {
+        map_fd: u32,
+        _pad: u32,
+        key: u64,
+        value: u64,
+        flags: u64,
+    }
+    let mut value = LatencyHist::ZERO;
+    let attr = ElemAttr {
+        map_fd: fd as u32,
+        _pad: 0,
+        key: key as *const HistKey as u64,
+        value: &mut value as *mut LatencyHist as u64,
+        flags: 0,
+    };
+    let bpf = |cmd: libc::c_long| {
+        // SAFETY: the attr points at a live key and value of the map's sizes.
+        unsafe { libc::syscall(libc::SYS_bpf, cmd, &attr as *const ElemAttr, std::mem::size_of::<ElemAttr>()) == 0 }
+    };
+    if bpf(BPF_MAP_LOOKUP_AND_DELETE_ELEM) {
+        return Some(value);
+    }
+    let unsupported = matches!(std::io::Error::last_os_error().raw_os_error(), Some(libc::EINVAL | ENOTSUPP | libc::EOPNOTSUPP));
+    (unsupported && bpf(BPF_MAP_LOOKUP_ELEM) && bpf(BPF_MAP_DELETE_ELEM)).then_some(value)
+}
+
 fn raise_memlock_limit() {
     // Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; later ones ignore it.
     let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
@@ -241,14 +280,21 @@ impl Probes {
         Ok(self.histograms_map()?.iter().filter_map(|e| e.ok()).collect())
     }
 
-    /// Drops histograms from the kernel (their data has been folded in user space).
-    pub fn remove_histograms(&mut self, keys: &[HistKey]) -> Result<()> {
-        let m = self.ebpf.map_mut(map::HISTOGRAMS).context("histogram map missing")?;
-        let mut hists: BpfHashMap<&mut MapData, HistKey, LatencyHist> = BpfHashMap::try_from(m)?;
+    /// Takes histograms out of the kernel: each entry's value as it was when deleted, so a call
+    /// counted between an earlier read and the delete (a new thread that reused the tid) is
+    /// kept. Entries already gone are skipped.
+    pub fn take_histograms(&mut self, keys: &[HistKey]) -> Result<Vec<(HistKey, LatencyHist)>> {
+        let Some(aya::maps::Map::HashMap(m)) = self.ebpf.map(map::HISTOGRAMS) else {
+            bail!("histogram map missing")
+        };
+        let fd = m.fd().as_fd().as_raw_fd();
+        let mut taken = Vec::with_capacity(keys.len());
         for key in keys {
-            let _ = hists.remove(key);
+            if let Some(hist) = lookup_and_delete(fd, key) {
+                taken.push((*key, hist));
+            }
         }
-        Ok(())
+        Ok(taken)
     }
 
     /// Tells the kernel which threads are network threads: their socket reads and writes are

@@ -71,8 +71,14 @@ pub fn find_broker(pid: Option<u32>) -> Result<Broker> {
     }
 }
 
+/// The process runs. A zombie (exited, not yet reaped by its parent) does not: its threads are
+/// gone, and it stays one for as long as that parent does not wait for it.
 pub fn is_alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
+    Process::new(pid as i32).and_then(|p| p.stat()).is_ok_and(|s| !matches!(s.state, 'Z' | 'X'))
+}
+
+pub fn thread_is_alive(pid: u32, tid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}/task/{tid}")).exists()
 }
 
 /// Live threads of a process: tid -> comm (the kernel's 15-byte thread name).
