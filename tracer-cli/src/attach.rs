@@ -33,10 +33,11 @@ struct Attachment {
 
 fn attachments() -> Vec<Attachment> {
     let mut plan = Vec::new();
+    // One entry program for every syscall, one exit program per syscall.
     for syscall in Syscall::ALL {
-        for phase in ["enter", "exit"] {
+        for (phase, program) in [("enter", "enter_syscall".to_string()), ("exit", format!("exit_{}", syscall.name()))] {
             plan.push(Attachment {
-                program: format!("{phase}_{}", syscall.name()),
+                program,
                 category: "syscalls",
                 event: format!("sys_{phase}_{}", syscall.tracepoint_name()),
                 required: true,
@@ -127,6 +128,10 @@ pub fn attach(broker_pid: u32, stall_threshold: Duration) -> Result<Probes> {
     let readahead_flag = have_readahead as u8;
     let enter = tracefs.format("syscalls", "sys_enter_read")?;
     let args = enter.offset_of("sys_enter_read", "fd", 8)?;
+    let syscall_nr = enter.offset_of("sys_enter_read", "__syscall_nr", 4)?;
+    if exit.offset_of("sys_exit_read", "__syscall_nr", 4)? != syscall_nr {
+        bail!("this kernel's sys_enter and sys_exit events put __syscall_nr at different offsets; kstall cannot trace it");
+    }
     // Optional events keep the defaults when absent; their programs are then not attached.
     let optional_offset = |category: &str, event: &str, field: &str, size: usize, default: u32| {
         tracefs
@@ -157,6 +162,7 @@ pub fn attach(broker_pid: u32, stall_threshold: Duration) -> Result<Probes> {
         .override_global(global::ADD_TO_CACHE_ORDER_OFFSET, &order, true)
         .override_global(global::SYS_EXIT_RET_OFFSET, &ret, true)
         .override_global(global::SYS_ENTER_ARGS_OFFSET, &args, true)
+        .override_global(global::SYSCALL_NR_OFFSET, &syscall_nr, true)
         .override_global(global::GET_PAGES_INODE_OFFSET, &ino, true)
         .override_global(global::GET_PAGES_DEV_OFFSET, &dev, true)
         .override_global(global::GET_PAGES_INDEX_OFFSET, &index, true)
@@ -168,6 +174,7 @@ pub fn attach(broker_pid: u32, stall_threshold: Duration) -> Result<Probes> {
         .load(PROBES_OBJECT)
         .map_err(|e| anyhow!("cannot load kstall's eBPF probes: {e} (needs root and a kernel with BPF tracepoint programs, 4.18+)"))?;
 
+    set_syscall_ids(&mut ebpf)?;
     load_programs(&mut ebpf, &plan)?;
     let mut attached = Vec::new();
     for a in &plan {
@@ -193,18 +200,48 @@ pub fn attach(broker_pid: u32, stall_threshold: Duration) -> Result<Probes> {
     })
 }
 
+/// This architecture's number of each traced syscall.
+fn syscall_number(syscall: Syscall) -> libc::c_long {
+    match syscall {
+        Syscall::Sendfile => libc::SYS_sendfile,
+        Syscall::Read => libc::SYS_read,
+        Syscall::Readv => libc::SYS_readv,
+        Syscall::Pread64 => libc::SYS_pread64,
+        Syscall::Write => libc::SYS_write,
+        Syscall::Writev => libc::SYS_writev,
+        Syscall::Pwrite64 => libc::SYS_pwrite64,
+        Syscall::EpollWait => libc::SYS_epoll_wait,
+        Syscall::EpollPwait => libc::SYS_epoll_pwait,
+        Syscall::Fsync => libc::SYS_fsync,
+        Syscall::Fdatasync => libc::SYS_fdatasync,
+    }
+}
+
+/// Tells the shared programs which syscall a number is.
+fn set_syscall_ids(ebpf: &mut Ebpf) -> Result<()> {
+    let m = ebpf.map_mut(map::SYSCALL_IDS).context("syscall id map missing")?;
+    let mut ids: Array<&mut MapData, u8> = Array::try_from(m)?;
+    for syscall in Syscall::ALL {
+        ids.set(syscall_number(syscall) as u32, syscall as u8 + 1, 0)?;
+    }
+    Ok(())
+}
+
 /// Loads the planned programs on every CPU at once. Loading is mostly the kernel's verifier,
 /// which checks each program on its own (the framing parsers of exit_read and exit_readv take
 /// tens of ms each): in parallel, startup takes about the longest of them, not their sum.
 fn load_programs(ebpf: &mut Ebpf, plan: &[Attachment]) -> Result<()> {
-    let wanted: Vec<&str> = plan.iter().map(|a| a.program.as_str()).collect();
+    let mut wanted: Vec<&str> = plan.iter().map(|a| a.program.as_str()).collect();
+    wanted.sort_unstable();
+    wanted.dedup();
     let mut programs: Vec<(&str, &mut aya::programs::Program)> =
         ebpf.programs_mut().filter(|(name, _)| wanted.contains(name)).collect();
     if programs.len() != wanted.len() {
         bail!("the embedded object lacks some of kstall's probes: rebuild kstall");
     }
-    // The exit programs hold the parsers and take longest: first, so none starts last.
-    programs.sort_by_key(|(name, _)| !name.starts_with("exit_r") && !name.starts_with("exit_s"));
+    // The exit programs of reads, writes and sendfile hold the parsers and take longest:
+    // first, so none starts last.
+    programs.sort_by_key(|(name, _)| !["exit_read", "exit_readv", "exit_sendfile", "exit_write", "exit_writev"].contains(name));
     let queue = std::sync::Mutex::new(programs.into_iter());
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
     std::thread::scope(|scope| {

@@ -302,6 +302,7 @@ pub mod global {
     pub const SYS_EXIT_RET_OFFSET: &str = "SYS_EXIT_RET_OFFSET";
     /// Offset of a syscall's first argument in sys_enter_* records; the others follow, 8 bytes apart.
     pub const SYS_ENTER_ARGS_OFFSET: &str = "SYS_ENTER_ARGS_OFFSET";
+    pub const SYSCALL_NR_OFFSET: &str = "SYSCALL_NR_OFFSET";
     pub const GET_PAGES_INODE_OFFSET: &str = "GET_PAGES_INODE_OFFSET";
     pub const GET_PAGES_DEV_OFFSET: &str = "GET_PAGES_DEV_OFFSET";
     pub const GET_PAGES_INDEX_OFFSET: &str = "GET_PAGES_INDEX_OFFSET";
@@ -323,7 +324,13 @@ pub mod map {
     /// an array indexed by tid modulo IN_FLIGHT_SLOTS, holding the tid.
     pub const NETWORK_THREADS: &str = "NETWORK_THREADS";
     pub const EVENTS: &str = "EVENTS";
+    /// Syscall number -> Syscall as u8 + 1, for the programs shared by several syscalls.
+    pub const SYSCALL_IDS: &str = "SYSCALL_IDS";
 }
+
+/// Syscall numbers below this are looked up in the syscall-id map (x86_64 and arm64 are
+/// below 512).
+pub const SYSCALL_NR_LIMIT: u32 = 1024;
 
 /// Bound of the histogram map: threads x syscalls x verdicts actually seen on a broker is a few
 /// hundred; user space deletes the entries of exited threads.

@@ -22,7 +22,7 @@ mod probes {
     use kstall_ebpf::{
         CONNECTIONS_MAX_ENTRIES, CacheResult, CallEvidence, EVENTS_BYTES, HIST_MAX_ENTRIES, HistKey,
         IN_FLIGHT_MAX_ENTRIES, IN_FLIGHT_SLOTS, LatencyHist, PENDING_MAX_ENTRIES,
-        SOCKETS_MAX_ENTRIES, Syscall, bucket_index, classify_file_read, counter,
+        SOCKETS_MAX_ENTRIES, SYSCALL_NR_LIMIT, Syscall, bucket_index, classify_file_read, counter,
         events::{
             ConnKey, Connection, PendingKey, PendingRequest, RequestEvent, RequestId, StallEvent,
             kind,
@@ -51,6 +51,9 @@ mod probes {
     static SYS_EXIT_RET_OFFSET: u32 = 16;
     #[unsafe(no_mangle)]
     static SYS_ENTER_ARGS_OFFSET: u32 = 16;
+    /// `__syscall_nr` in sys_enter_* and sys_exit_* (the same in both).
+    #[unsafe(no_mangle)]
+    static SYSCALL_NR_OFFSET: u32 = 8;
     #[unsafe(no_mangle)]
     static GET_PAGES_INODE_OFFSET: u32 = 8;
     #[unsafe(no_mangle)]
@@ -128,6 +131,12 @@ mod probes {
     #[map]
     static ZERO_HIST: Array<LatencyHist> = Array::with_max_entries(1, 0);
 
+    /// Syscall number -> kstall_ebpf::Syscall as u8 + 1 (0: not traced), filled by user
+    /// space: one program serves the entry of every traced syscall, which the kernel then
+    /// verifies once instead of once per syscall.
+    #[map]
+    static SYSCALL_IDS: Array<u8> = Array::with_max_entries(SYSCALL_NR_LIMIT, 0);
+
     #[map]
     static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
 
@@ -203,8 +212,7 @@ mod probes {
     }
 
     #[inline(always)]
-    fn on_enter(ctx: &TracePointContext, syscall: Syscall) {
-        let Some(tid) = broker_tid() else { return };
+    fn on_enter(ctx: &TracePointContext, tid: u32, syscall: Syscall) {
         let Some(s) = slot(tid) else { return };
         let s = unsafe { &mut *s };
         // One read for the four arguments: each read is a helper call.
@@ -246,8 +254,7 @@ mod probes {
     }
 
     #[inline(always)]
-    fn on_exit(ctx: &TracePointContext, syscall: Syscall) {
-        let Some(tid) = broker_tid() else { return };
+    fn on_exit(ctx: &TracePointContext, tid: u32, syscall: Syscall, protocol: Protocol) {
         let Some(s) = slot(tid) else { return };
         let call = unsafe {
             if (*s).tid == tid {
@@ -301,18 +308,35 @@ mod probes {
             send_stall(tid, syscall, cache, &call, duration_ns, ret);
         }
         // File reads are not protocol, except sendfile: it reads the file *and* writes the socket.
-        if network && ret > 0 && (cache == CacheResult::NoFileRead || syscall == Syscall::Sendfile) {
-            follow_protocol(tid, syscall, &call, ret as u64, now);
+        if protocol != Protocol::None
+            && network
+            && ret > 0
+            && (cache == CacheResult::NoFileRead || syscall == Syscall::Sendfile)
+        {
+            follow_protocol(tid, syscall, protocol, &call, ret as u64, now);
         }
+    }
+
+    /// What an exit program does with Kafka framing, fixed per program so the verifier sees
+    /// only its own path.
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum Protocol {
+        None,
+        /// read, readv: requests come in.
+        Requests,
+        /// write, writev: responses start and go out.
+        Responses,
+        /// sendfile: a response's records go out.
+        Records,
     }
 
     /// Kafka framing on a network thread's socket: requests in through reads, responses out
     /// through writes and sendfile.
     #[inline(always)]
-    fn follow_protocol(tid: u32, syscall: Syscall, call: &InFlight, ret: u64, now: u64) {
+    fn follow_protocol(tid: u32, syscall: Syscall, protocol: Protocol, call: &InFlight, ret: u64, now: u64) {
         let fd = call.args[0] as u32;
-        match syscall {
-            Syscall::Read | Syscall::Readv => {
+        match protocol {
+            Protocol::Requests => {
                 // Without the sock events, eventfd wakeups are fed too; they never parse.
                 if call.sk == 0 && global(&HAVE_SOCK_EVENTS) != 0 {
                     return;
@@ -328,24 +352,23 @@ mod probes {
                     }
                     conn.sk = call.sk;
                 }
-                if syscall == Syscall::Read {
-                    let src = UserBytes { base: call.args[1] };
-                    feed(tid, fd, conn, &src, ret, call, now);
+                // readv: the first iovec only (a second parser would double the program past
+                // the verifier's budget). A JVM reads a socket with read(); if a readv spills into
+                // a second iovec, the parser resyncs at a later read.
+                let (base, len) = if syscall == Syscall::Read {
+                    (call.args[1], ret)
                 } else {
-                    // The first iovec only: feeding a second doubles the program past the
-                    // verifier's budget. A JVM reads a socket with read(); if a readv spills
-                    // into a second iovec, the parser resyncs at a later read.
                     let Ok(v) = (unsafe { bpf_probe_read_user(call.args[1] as *const [u64; 2]) }) else {
                         return;
                     };
-                    let seg = if v[1] < ret { v[1] } else { ret };
-                    feed(tid, fd, conn, &UserBytes { base: v[0] }, seg, call, now);
-                    if seg < ret {
-                        conn.requests.state = framing::state::HUNTING;
-                    }
+                    (v[0], if v[1] < ret { v[1] } else { ret })
+                };
+                feed(tid, fd, conn, &UserBytes { base }, len, call, now);
+                if len < ret {
+                    conn.requests.state = framing::state::HUNTING;
                 }
             }
-            Syscall::Write | Syscall::Writev => {
+            Protocol::Responses => {
                 let Some(conn) = CONNECTIONS.get_ptr_mut(ConnKey { tgid: global(&TARGET_TGID), fd })
                 else {
                     return;
@@ -360,13 +383,13 @@ mod probes {
                 };
                 progress_response(tid, fd, conn, start, ret, call.start_ns, now);
             }
-            Syscall::Sendfile => {
+            Protocol::Records => {
                 if let Some(conn) = CONNECTIONS.get_ptr_mut(ConnKey { tgid: global(&TARGET_TGID), fd }) {
                     // A response's records go out by sendfile after its header was written.
                     progress_response(tid, fd, unsafe { &mut *conn }, None, ret, call.start_ns, now);
                 }
             }
-            _ => {}
+            Protocol::None => {}
         }
     }
 
@@ -606,33 +629,51 @@ mod probes {
         }
     }
 
-    macro_rules! syscall_probes {
-        ($($syscall:ident => $enter:ident, $exit:ident;)*) => {$(
-            #[tracepoint]
-            pub fn $enter(ctx: TracePointContext) -> u32 {
-                on_enter(&ctx, Syscall::$syscall);
-                0
+    /// The traced syscall a sys_enter_* or sys_exit_* event is for.
+    #[inline(always)]
+    fn traced_syscall(ctx: &TracePointContext) -> Option<Syscall> {
+        let nr: i32 = unsafe { ctx.read_at(global(&SYSCALL_NR_OFFSET) as usize) }.ok()?;
+        let id = *SYSCALL_IDS.get(nr as u32)?;
+        Syscall::from_u8(id.wrapping_sub(1))
+    }
+
+    /// sys_enter_* of every traced syscall.
+    #[tracepoint]
+    pub fn enter_syscall(ctx: TracePointContext) -> u32 {
+        if let Some(tid) = broker_tid() {
+            if let Some(syscall) = traced_syscall(&ctx) {
+                on_enter(&ctx, tid, syscall);
             }
+        }
+        0
+    }
+
+    /// sys_exit_*: one program per syscall, so each program holds only its own path (a
+    /// program shared by read and readv would make the verifier walk the parser twice).
+    macro_rules! exit_probes {
+        ($($syscall:ident => $name:ident, $protocol:expr;)*) => {$(
             #[tracepoint]
-            pub fn $exit(ctx: TracePointContext) -> u32 {
-                on_exit(&ctx, Syscall::$syscall);
+            pub fn $name(ctx: TracePointContext) -> u32 {
+                if let Some(tid) = broker_tid() {
+                    on_exit(&ctx, tid, Syscall::$syscall, $protocol);
+                }
                 0
             }
         )*};
     }
 
-    syscall_probes! {
-        Sendfile => enter_sendfile, exit_sendfile;
-        Read => enter_read, exit_read;
-        Readv => enter_readv, exit_readv;
-        Pread64 => enter_pread64, exit_pread64;
-        Write => enter_write, exit_write;
-        Writev => enter_writev, exit_writev;
-        Pwrite64 => enter_pwrite64, exit_pwrite64;
-        EpollWait => enter_epoll_wait, exit_epoll_wait;
-        EpollPwait => enter_epoll_pwait, exit_epoll_pwait;
-        Fsync => enter_fsync, exit_fsync;
-        Fdatasync => enter_fdatasync, exit_fdatasync;
+    exit_probes! {
+        Sendfile => exit_sendfile, Protocol::Records;
+        Read => exit_read, Protocol::Requests;
+        Readv => exit_readv, Protocol::Requests;
+        Write => exit_write, Protocol::Responses;
+        Writev => exit_writev, Protocol::Responses;
+        Pread64 => exit_pread64, Protocol::None;
+        Pwrite64 => exit_pwrite64, Protocol::None;
+        EpollWait => exit_epoll_wait, Protocol::None;
+        EpollPwait => exit_epoll_pwait, Protocol::None;
+        Fsync => exit_fsync, Protocol::None;
+        Fdatasync => exit_fdatasync, Protocol::None;
     }
 
     /// sched:sched_switch. Measures off-CPU time, and D-state sleep within it, of broker
