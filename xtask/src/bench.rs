@@ -27,7 +27,7 @@ use serde_json::Value;
 
 use crate::{
     kafka::{DemoBroker, SyncProducer},
-    synthetic_broker::{BROKER_MAIN_CLASS, CLIENT_ID, TRACED_CALLS_PER_REQUEST},
+    synthetic_broker::{BROKER_MAIN_CLASS, CLIENT_ID, THREADS, TRACED_CALLS_PER_REQUEST},
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -88,9 +88,10 @@ impl Load {
         self.child.id()
     }
 
-    /// Runs `n` requests at `rate`/s (0: flat out); returns how long they took.
-    fn run(&mut self, n: u64, rate: u64) -> Result<Duration> {
-        writeln!(self.stdin, "run {n} {rate}")?;
+    /// Runs `n` requests at `rate`/s (0: flat out) on `thread` (`network` or `handler`);
+    /// returns how long they took.
+    fn run(&mut self, n: u64, rate: u64, thread: &str) -> Result<Duration> {
+        writeln!(self.stdin, "run {n} {rate} {thread}")?;
         let line = self.stdout.next().context("synthetic broker ended")??;
         let nanos: u64 = line.split_whitespace().nth(1).and_then(|w| w.parse().ok()).with_context(|| format!("bad answer {line:?}"))?;
         Ok(Duration::from_nanos(nanos))
@@ -265,22 +266,25 @@ fn mib(bytes: u64) -> f64 {
 const SETTLE: Duration = Duration::from_secs(2);
 
 pub fn run(opts: &BenchOptions) -> Result<()> {
-    println!("bench: {} repeats of {} requests ({} traced syscalls each)", opts.repeats, opts.requests, opts.requests * TRACED_CALLS_PER_REQUEST);
+    let traced = opts.requests * TRACED_CALLS_PER_REQUEST;
+    println!("bench: {} repeats of {} requests ({traced} traced syscalls) per thread and configuration", opts.repeats, opts.requests);
     let mut load = Load::start(&opts.load, &opts.scratch)?;
     // Warm-up, and the list of tracepoints kstall uses (for the floor).
-    load.run(opts.requests / 10, 0)?;
     let warm = Attached::kstall(&opts.kstall, load.pid())?;
     thread::sleep(SETTLE);
-    load.run(opts.requests / 10, 0)?;
+    for (thread, _) in THREADS {
+        load.run(opts.requests / 10, 0, thread)?;
+    }
     let tracepoints = kstall_saw(&warm.detach()?.stdout)?.tracepoints;
 
-    let mut ns_per_request: BTreeMap<Tracer, Vec<f64>> = BTreeMap::new();
-    let mut added: BTreeMap<Tracer, Vec<f64>> = BTreeMap::new();
+    // (tracer, thread) -> samples
+    let mut ns_per_request: BTreeMap<(Tracer, &str), Vec<f64>> = BTreeMap::new();
+    let mut added: BTreeMap<(Tracer, &str), Vec<f64>> = BTreeMap::new();
+    let mut ratio_floor: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    let mut ratio_bpftrace: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     let mut startup: BTreeMap<Tracer, Vec<f64>> = BTreeMap::new();
     let mut rss: BTreeMap<Tracer, Vec<f64>> = BTreeMap::new();
     let mut attach_ms = Vec::new();
-    let mut ratio_floor = Vec::new();
-    let mut ratio_bpftrace = Vec::new();
     for repeat in 0..opts.repeats {
         let mut took = BTreeMap::new();
         for i in 0..Tracer::ALL.len() {
@@ -292,13 +296,16 @@ pub fn run(opts: &BenchOptions) -> Result<()> {
                 Tracer::Bpftrace => Some(Attached::bpftrace(&bpftrace_script(load.pid()))?),
             };
             thread::sleep(SETTLE);
-            let t = load.run(opts.requests, 0)?;
-            took.insert(tracer, t.as_nanos() as f64 / opts.requests as f64);
+            for (thread, _) in THREADS {
+                let t = load.run(opts.requests, 0, thread)?;
+                took.insert((tracer, thread), t.as_nanos() as f64 / opts.requests as f64);
+            }
             let Some(attached) = attached else { continue };
             startup.entry(tracer).or_default().push(attached.startup.as_secs_f64() * 1e3);
             let detached = attached.detach()?;
             rss.entry(tracer).or_default().push(mib(detached.peak_rss_bytes));
             if tracer == Tracer::Kstall {
+                // Requests are followed on the network thread only.
                 let saw = kstall_saw(&detached.stdout)?;
                 if saw.requests != opts.requests || saw.lost != 0 {
                     bail!("kstall saw {} of {} requests, lost {}", saw.requests, opts.requests, saw.lost);
@@ -306,59 +313,68 @@ pub fn run(opts: &BenchOptions) -> Result<()> {
                 attach_ms.push(saw.attach_ms);
             }
         }
-        let base = took[&Tracer::Untraced];
-        let cost = |t: Tracer| (took[&t] - base) / TRACED_CALLS_PER_REQUEST as f64;
-        for (&t, &ns) in &took {
-            ns_per_request.entry(t).or_default().push(ns);
-            if t != Tracer::Untraced {
-                added.entry(t).or_default().push(cost(t));
+        for (thread, _) in THREADS {
+            let base = took[&(Tracer::Untraced, thread)];
+            let cost = |t: Tracer| (took[&(t, thread)] - base) / TRACED_CALLS_PER_REQUEST as f64;
+            for t in Tracer::ALL {
+                ns_per_request.entry((t, thread)).or_default().push(took[&(t, thread)]);
+                if t != Tracer::Untraced {
+                    added.entry((t, thread)).or_default().push(cost(t));
+                }
             }
+            ratio_floor.entry(thread).or_default().push(cost(Tracer::Kstall) / cost(Tracer::EmptyPrograms));
+            ratio_bpftrace.entry(thread).or_default().push(cost(Tracer::Kstall) / cost(Tracer::Bpftrace));
         }
-        ratio_floor.push(cost(Tracer::Kstall) / cost(Tracer::EmptyPrograms));
-        ratio_bpftrace.push(cost(Tracer::Kstall) / cost(Tracer::Bpftrace));
         println!(
-            "  repeat {}: ns/request untraced {:.0}, floor {:.0}, kstall {:.0}, bpftrace {:.0}",
+            "  repeat {}: ns/request (network thread, handler thread) untraced {:.0} {:.0}, floor {:.0} {:.0}, kstall {:.0} {:.0}, bpftrace {:.0} {:.0}",
             repeat + 1,
-            took[&Tracer::Untraced],
-            took[&Tracer::EmptyPrograms],
-            took[&Tracer::Kstall],
-            took[&Tracer::Bpftrace]
+            took[&(Tracer::Untraced, "network")],
+            took[&(Tracer::Untraced, "handler")],
+            took[&(Tracer::EmptyPrograms, "network")],
+            took[&(Tracer::EmptyPrograms, "handler")],
+            took[&(Tracer::Kstall, "network")],
+            took[&(Tracer::Kstall, "handler")],
+            took[&(Tracer::Bpftrace, "network")],
+            took[&(Tracer::Bpftrace, "handler")],
         );
     }
 
-    println!("\n### Cost per traced syscall ({} traced syscalls per run, {} runs each)\n", opts.requests * TRACED_CALLS_PER_REQUEST, opts.repeats);
-    println!("| configuration | ns per request (min / median / max) | added ns per traced syscall (min / median / max) |");
-    println!("|---|---|---|");
+    let triple = |v: &Vec<f64>, digits: usize| {
+        let (a, b, c) = spread(v.clone());
+        format!("{a:.digits$} / {b:.digits$} / {c:.digits$}")
+    };
+    println!("\n### Cost per traced syscall ({traced} traced syscalls per run, {} runs each; min / median / max)\n", opts.repeats);
+    println!("| configuration | thread | ns per request | added ns per traced syscall |");
+    println!("|---|---|---|---|");
     for t in Tracer::ALL {
-        let (a, b, c) = spread(ns_per_request[&t].clone());
-        let cost = added.get(&t).map_or("-".to_string(), |v| {
-            let (x, y, z) = spread(v.clone());
-            format!("{x:.0} / {y:.0} / {z:.0}")
-        });
-        println!("| {} | {a:.0} / {b:.0} / {c:.0} | {cost} |", t.label());
+        for (thread, comm) in THREADS {
+            let cost = added.get(&(t, thread)).map_or("-".to_string(), |v| triple(v, 0));
+            println!("| {} | {comm} | {} | {cost} |", t.label(), triple(&ns_per_request[&(t, thread)], 0));
+        }
     }
-    let (a, b, c) = spread(ratio_floor);
-    println!("\nkstall / floor, per repeat: {a:.2} / {b:.2} / {c:.2} (target <= 1.5)");
-    let (a, b, c) = spread(ratio_bpftrace);
-    println!("kstall / bpftrace, per repeat: {a:.2} / {b:.2} / {c:.2} (target < 0.5)");
+    println!();
+    for (thread, comm) in THREADS {
+        println!(
+            "{comm}: kstall / floor {} (target <= 1.5); kstall / bpftrace {} (target < 0.5)",
+            triple(&ratio_floor[thread], 2),
+            triple(&ratio_bpftrace[thread], 2)
+        );
+    }
 
-    println!("\n### Startup and memory\n");
-    println!("| tracer | exec to attached, ms (min / median / max) | peak RSS MiB (min / median / max) |");
+    println!("\n### Startup and memory (min / median / max)\n");
+    println!("| tracer | exec to attached, ms | peak RSS, MiB |");
     println!("|---|---|---|");
     for t in [Tracer::EmptyPrograms, Tracer::Kstall, Tracer::Bpftrace] {
-        let (a, b, c) = spread(startup[&t].clone());
-        let (x, y, z) = spread(rss[&t].clone());
-        println!("| {} | {a:.0} / {b:.0} / {c:.0} | {x:.1} / {y:.1} / {z:.1} |", t.label());
+        println!("| {} | {} | {} |", t.label(), triple(&startup[&t], 0), triple(&rss[&t], 1));
     }
-    let (a, b, c) = spread(attach_ms);
-    println!("\nkstall's own attach time (load start to last tracepoint): {a:.0} / {b:.0} / {c:.0} ms (target: exec to attached < 100 ms)");
+    println!("\nkstall's own attach time (load start to last tracepoint): {} ms (target: exec to attached < 100 ms)", triple(&attach_ms, 0));
 
-    // 200k traced syscalls/s for 10 s: nothing may be lost.
+    // 200k traced syscalls/s for 10 s on the network thread: nothing may be lost.
     let rate = 200_000 / TRACED_CALLS_PER_REQUEST;
     let attached = Attached::kstall(&opts.kstall, load.pid())?;
     thread::sleep(SETTLE);
     let n = rate * 10;
-    let took = load.run(n, rate)?;
+    let took = load.run(n, rate, "network")?;
     let detached = attached.detach()?;
     let saw = kstall_saw(&detached.stdout)?;
     println!(
@@ -373,7 +389,6 @@ pub fn run(opts: &BenchOptions) -> Result<()> {
     if saw.requests != n || saw.lost != 0 {
         bail!("kstall missed requests at 200k traced syscalls/s");
     }
-    drop(load);
     Ok(())
 }
 

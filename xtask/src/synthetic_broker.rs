@@ -13,8 +13,13 @@
 //!   sendfile(server, segment, 4096)    traced: the records, from the page cache
 //!   recvfrom(client, 4112, WAITALL)    untraced, the client's read
 //!
-//! Control on stdin, one command a line: `run N RATE` does N requests (RATE requests/s, 0 for
-//! as fast as it can) and answers `done NANOS N` on stdout; end of input ends the process.
+//! The same loop also runs on a second thread, named `kafka-request-h`: there kstall does what
+//! it does on every broker thread (latency histograms with page-cache evidence) but no
+//! protocol work, which is the fair match for a bpftrace histogram script.
+//!
+//! Control on stdin, one command a line: `run N RATE THREAD` does N requests (RATE requests/s,
+//! 0 for as fast as it can) on THREAD (`network` or `handler`) and answers `done NANOS N` on
+//! stdout; end of input ends the process.
 use std::{
     io::{BufRead, Write},
     net::{TcpListener, TcpStream},
@@ -146,34 +151,54 @@ fn pin_to_last_cpu() {
     }
 }
 
-/// The process's main: reads commands on stdin, runs them on the network thread.
-pub fn main(scratch: &Path) -> Result<()> {
-    std::fs::create_dir_all(scratch)?;
-    let segment = scratch.join("00000000000000000000.log");
+/// Where a run happens: the thread's comm decides kstall's role for it.
+pub const THREADS: [(&str, &str); 2] = [("network", "kafka-network-t"), ("handler", "kafka-request-h")];
+
+/// A worker thread running the loop on request, with its own sockets and segment.
+struct Worker {
+    commands: mpsc::Sender<(u64, u64)>,
+    results: mpsc::Receiver<Result<Duration>>,
+}
+
+fn spawn_worker(comm: &'static str, segment: &Path) -> Result<Worker> {
     let (commands, inbox) = mpsc::channel::<(u64, u64)>();
-    let (results, outbox) = mpsc::channel::<Result<Duration>>();
-    let mut thread = NetworkThread::new(&segment)?;
-    let worker = std::thread::spawn(move || {
-        name_this_thread("kafka-network-t");
+    let (results_tx, results) = mpsc::channel::<Result<Duration>>();
+    let mut thread = NetworkThread::new(segment)?;
+    std::thread::spawn(move || {
+        name_this_thread(comm);
         pin_to_last_cpu();
         for (n, rate) in inbox {
-            if results.send(thread.run(n, rate)).is_err() {
+            if results_tx.send(thread.run(n, rate)).is_err() {
                 break;
             }
         }
     });
+    Ok(Worker { commands, results })
+}
+
+/// The process's main: reads commands on stdin, runs them on the named thread.
+pub fn main(scratch: &Path) -> Result<()> {
+    std::fs::create_dir_all(scratch)?;
+    let mut workers = Vec::new();
+    for (i, (_, comm)) in THREADS.iter().enumerate() {
+        workers.push(spawn_worker(comm, &scratch.join(format!("{i:020}.log")))?);
+    }
     println!("ready");
     for line in std::io::stdin().lock().lines() {
         let line = line?;
-        let words: Vec<u64> = line.split_whitespace().skip(1).filter_map(|w| w.parse().ok()).collect();
-        let [n, rate] = words[..] else { bail!("expected `run N RATE`, got {line:?}") };
-        commands.send((n, rate))?;
-        let took = outbox.recv().context("network thread ended")??;
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let (Some(n), Some(rate), Some(index)) = (
+            words.get(1).and_then(|w| w.parse::<u64>().ok()),
+            words.get(2).and_then(|w| w.parse::<u64>().ok()),
+            words.get(3).and_then(|w| THREADS.iter().position(|(name, _)| name == w)),
+        ) else {
+            bail!("expected `run N RATE network|handler`, got {line:?}")
+        };
+        let worker = &workers[index];
+        worker.commands.send((n, rate))?;
+        let took = worker.results.recv().context("worker thread ended")??;
         println!("done {} {n}", took.as_nanos());
         std::io::stdout().flush()?;
     }
-    drop(commands);
-    let _ = worker.join();
-    let _ = std::fs::remove_file(segment);
     Ok(())
 }
