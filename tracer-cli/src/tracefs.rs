@@ -16,16 +16,21 @@ pub fn locate_or_mount() -> Result<PathBuf> {
         return Ok(found.to_path_buf());
     }
     let target = Path::new(MOUNT_POINTS[0]);
-    let status = std::process::Command::new("mount")
+    let mounted = std::process::Command::new("mount")
         .args(["-t", "tracefs", "nodev"])
         .arg(target)
-        .status();
-    match status {
-        Ok(s) if s.success() && target.join("events").is_dir() => Ok(target.to_path_buf()),
-        _ => bail!(
-            "tracefs is not mounted and could not be mounted: run `mount -t tracefs nodev /sys/kernel/tracing` (kernel needs CONFIG_TRACING)"
-        ),
-    }
+        .stdin(std::process::Stdio::null())
+        .output();
+    // mount's complaint goes into kstall's one line, not on lines of its own above it.
+    let why = match &mounted {
+        Ok(out) if out.status.success() && target.join("events").is_dir() => return Ok(target.to_path_buf()),
+        Ok(out) => String::from_utf8_lossy(&out.stderr).lines().next().unwrap_or("").trim().trim_end_matches('.').to_string(),
+        Err(e) => format!("cannot run mount: {e}"),
+    };
+    let why = if why.is_empty() { String::new() } else { format!(" ({why})") };
+    bail!(
+        "tracefs is not mounted and could not be mounted{why}: run `mount -t tracefs nodev /sys/kernel/tracing` (kernel needs CONFIG_TRACING)"
+    )
 }
 
 /// One `field:` line of a format file.
