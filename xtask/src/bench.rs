@@ -1,12 +1,14 @@
 //! `cargo xtask bench`: what tracing a broker with kstall costs, against the tool a user would
 //! otherwise reach for.
 //!
-//! 1. Per traced syscall: the synthetic network thread (`synthetic_broker`) runs the same number
-//!    of requests untraced, under an empty BPF program on every tracepoint kstall uses (the
-//!    floor: what any BPF tracer pays to be there), under kstall, and under a bpftrace script
-//!    with a latency histogram per syscall on the same syscall tracepoints. Configurations take
-//!    turns within each repeat (order rotated), so a drift of the machine hits them alike;
-//!    cost = (time traced - time untraced, same repeat) / traced calls.
+//! 1. Per traced syscall: the synthetic broker (`synthetic_broker`) runs the same number of
+//!    requests on its network thread (kstall's full path: histograms, Kafka framing, a record
+//!    per request) and on a request-handler thread (histograms only), untraced, under an empty
+//!    BPF program on every tracepoint kstall uses (the floor: what any BPF tracer pays to be
+//!    there), under kstall, and under a bpftrace script with a latency histogram per syscall on
+//!    the same syscall tracepoints. Configurations take turns within each repeat (order
+//!    rotated), so a drift of the machine hits them alike; cost = (time traced - time
+//!    untraced, same repeat and thread) / traced calls.
 //! 2. Startup (exec to every probe attached), peak RSS, and lost records at 200k traced
 //!    syscalls/s, from the same runs and one paced run.
 //! 3. A real broker: Kafka's own producer benchmark (throughput, p99) and a synchronous
