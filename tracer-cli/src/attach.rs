@@ -108,11 +108,11 @@ pub fn attach(broker_pid: u32, stall_threshold: Duration) -> Result<Probes> {
     let (plan, missing): (Vec<Attachment>, Vec<Attachment>) =
         attachments().into_iter().partition(|a| tracefs.has_event(a.category, &a.event));
     if let Some(a) = missing.iter().find(|a| a.required) {
-        bail!(
-            "this kernel has no tracepoint {}:{}; kstall needs it (syscall tracepoints need CONFIG_FTRACE_SYSCALLS=y)",
-            a.category,
-            a.event
-        );
+        let fix = match a.category {
+            "syscalls" => "syscall tracepoints need a kernel built with CONFIG_FTRACE_SYSCALLS=y",
+            _ => "it needs a kernel built with CONFIG_TRACING=y",
+        };
+        bail!("this kernel has no tracepoint {}:{}; kstall needs it ({fix})", a.category, a.event);
     }
     let unavailable: Vec<String> = missing.iter().map(|a| format!("{}:{}", a.category, a.event)).collect();
     let have_readahead = !missing.iter().any(|a| a.category == "readahead");
