@@ -11,7 +11,7 @@ use std::{
 use serde_json::Value;
 use xtask::{
     kafka::{DemoBroker, SyncProducer},
-    support::{ScratchDir, interrupt, spawn_until_ready},
+    support::{ScratchDir, interrupt, proc_status_bytes, requests_of, spawn_until_ready},
 };
 
 const KSTALL: &str = env!("CARGO_BIN_EXE_kstall");
@@ -20,9 +20,7 @@ const SLOTS: u64 = kstall_ebpf::IN_FLIGHT_SLOTS as u64;
 
 /// Resident memory of a process now, in bytes.
 fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("kstall runs");
-    let kib: u64 = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap().trim().trim_end_matches("kB").trim().parse().unwrap();
-    kib * 1024
+    proc_status_bytes(pid, "VmRSS").expect("kstall runs")
 }
 
 fn kstall_watch(pid: u32) -> Child {
@@ -185,15 +183,7 @@ fn thousands_of_connections_come_and_go() {
     let summary = final_summary(kstall);
     broker.stop();
 
-    let count = |client: &str, api: &str| -> u64 {
-        summary["requests"]["clients"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|c| c["client_id"] == client && c["api"] == api)
-            .map(|c| c["count"].as_u64().unwrap())
-            .sum()
-    };
+    let count = |client: &str, api: &str| requests_of(&summary, client, api);
     eprintln!(
         "churn: {CONNECTIONS} connections; kstall saw {} Metadata, {} Produce of {produced}; RSS {rss_early} -> {rss_late} bytes",
         count("churn-client", "Metadata"),

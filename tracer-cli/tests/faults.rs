@@ -28,7 +28,7 @@ use kstall_ebpf::framing::{FIXED_HEADER, MAX_API_KEY, MAX_API_VERSION, MAX_REQUE
 use serde_json::Value;
 use xtask::{
     kafka::{DemoBroker, SyncProducer},
-    support::{ScratchDir, interrupt, spawn_until_ready},
+    support::{ScratchDir, interrupt, requests_of, spawn_until_ready},
 };
 
 const KSTALL: &str = env!("CARGO_BIN_EXE_kstall");
@@ -165,17 +165,6 @@ fn produce(broker: &DemoBroker, n: u64) -> u64 {
     n
 }
 
-/// Requests of `api` from `client` in a summary (0 without a row).
-fn requests(summary: &Value, client: &str, api: &str) -> u64 {
-    summary["requests"]["clients"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["client_id"] == client && c["api"] == api)
-        .map(|c| c["count"].as_u64().unwrap())
-        .sum()
-}
-
 /// A shell script run in a private mount namespace: what it mounts is seen by it and the
 /// kstall it ends by exec'ing (`"$@"`), never by the rest of the machine.
 fn in_mount_namespace(script: &str, script_args: &[&str], kstall_args: &[&str]) -> Command {
@@ -297,7 +286,7 @@ fn sigkill_missing_kernel_features_and_broker_death() {
     let ended = traced.finish("Ctrl-C");
     assert!(ended.status.success(), "{:?}: {}", ended.status, ended.stderr);
     let summary: Value = serde_json::from_slice(&ended.stdout).expect("JSON summary");
-    assert_eq!(requests(&summary, PRODUCER, "Produce"), 200, "every Produce counted: {}", summary["requests"]["clients"]);
+    assert_eq!(requests_of(&summary, PRODUCER, "Produce"), 200, "every Produce counted: {}", summary["requests"]["clients"]);
     assert_programs_unloaded(&programs, "Ctrl-C");
     let every_tracepoint = &summary["probes"]["attached"];
     assert_eq!(summary["probes"]["unavailable"], serde_json::json!([]));
@@ -323,7 +312,7 @@ fn sigkill_missing_kernel_features_and_broker_death() {
     every.sort_by_key(|v| v.as_str().unwrap());
     assert_eq!(seen, every, "all the others attached");
     assert_eq!(summary["protocol"]["socket_wait_measured"], false);
-    assert_eq!(requests(summary, PRODUCER, "Produce"), 200, "every Produce counted: {}", summary["requests"]["clients"]);
+    assert_eq!(requests_of(summary, PRODUCER, "Produce"), 200, "every Produce counted: {}", summary["requests"]["clients"]);
     let md = std::fs::read_to_string(&md).unwrap();
     assert!(md.contains("unavailable: sock:sock_recv_length, sock:sk_data_ready"), "the report says so: {md}");
 
@@ -351,9 +340,9 @@ fn assert_broker_exit_handled(ended: &Finished, broker_pid: u32, produced: u64, 
     let said: Vec<&str> = ended.stderr.lines().filter(|l| !l.contains(READY)).collect();
     assert_eq!(said, [format!("kstall: broker pid {broker_pid} exited")], "stderr: {}", ended.stderr);
     let summary: Value = serde_json::from_slice(&ended.stdout).expect("the final summary is JSON");
-    eprintln!("after the broker's exit: Produce: client {produced}, kstall {}", requests(&summary, PRODUCER, "Produce"));
+    eprintln!("after the broker's exit: Produce: client {produced}, kstall {}", requests_of(&summary, PRODUCER, "Produce"));
     assert_eq!(summary["broker"]["pid"], broker_pid);
-    assert_eq!(requests(&summary, PRODUCER, "Produce"), produced, "{}", summary["requests"]["clients"]);
+    assert_eq!(requests_of(&summary, PRODUCER, "Produce"), produced, "{}", summary["requests"]["clients"]);
     assert_programs_unloaded(programs, "the broker's exit");
 }
 
@@ -574,7 +563,7 @@ fn hostile_bytes_are_framing_errors_never_requests() {
     eprintln!(
         "{} hostile connections, {broken} not Kafka framing; kstall: {protocol}; Produce: client {produced}, kstall {} ({} on the API row)",
         cases.len(),
-        requests(&summary, PRODUCER, "Produce"),
+        requests_of(&summary, PRODUCER, "Produce"),
         produce_api.map_or(Value::Null, |a| a["count"].clone()),
     );
     let framing_errors = protocol["framing_errors"].as_u64().unwrap();

@@ -53,3 +53,24 @@ impl Drop for ScratchDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// A `/proc/PID/status` memory field (`VmRSS`, `VmHWM`, ...) in bytes; None once the process
+/// is gone.
+pub fn proc_status_bytes(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let value = status.lines().find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?;
+    let kib: u64 = value.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Requests of `api` from `client` in a kstall JSON summary (`watch --format json`, or a
+/// report's `summary`); 0 without a row.
+pub fn requests_of(summary: &serde_json::Value, client: &str, api: &str) -> u64 {
+    summary["requests"]["clients"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["client_id"] == client && c["api"] == api)
+        .filter_map(|c| c["count"].as_u64())
+        .sum()
+}

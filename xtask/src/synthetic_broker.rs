@@ -18,8 +18,8 @@
 //! protocol work, which is the fair match for a bpftrace histogram script.
 //!
 //! Control on stdin, one command a line: `run N RATE THREAD` does N requests (RATE requests/s,
-//! 0 for as fast as it can) on THREAD (`network` or `handler`) and answers `done NANOS N` on
-//! stdout; end of input ends the process.
+//! 0 for as fast as it can) on THREAD (`network`, `handler`, or `both` at once, N each) and
+//! answers `done NANOS N` on stdout (the longer thread's time); end of input ends the process.
 use std::{
     io::{BufRead, Write},
     net::{TcpListener, TcpStream},
@@ -140,13 +140,14 @@ fn name_this_thread(name: &str) {
     unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
 }
 
-/// Keeps the loop on the last CPU, so the tracer's own user space runs beside it, not on it.
-fn pin_to_last_cpu() {
+/// Keeps a worker on one CPU, counted from the last (the network thread's) down, so the
+/// tracer's own user space runs beside the measured loop, not on it.
+fn pin_to_cpu_from_last(index: usize) {
     // SAFETY: a zeroed cpu_set_t is an empty set; the calls read and write only it.
     unsafe {
         let cpus = libc::sysconf(libc::_SC_NPROCESSORS_ONLN).max(1) as usize;
         let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpus - 1, &mut set);
+        libc::CPU_SET(cpus - 1 - index % cpus, &mut set);
         libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
     }
 }
@@ -160,13 +161,13 @@ struct Worker {
     results: mpsc::Receiver<Result<Duration>>,
 }
 
-fn spawn_worker(comm: &'static str, segment: &Path) -> Result<Worker> {
+fn spawn_worker(index: usize, comm: &'static str, segment: &Path) -> Result<Worker> {
     let (commands, inbox) = mpsc::channel::<(u64, u64)>();
     let (results_tx, results) = mpsc::channel::<Result<Duration>>();
     let mut thread = NetworkThread::new(segment)?;
     std::thread::spawn(move || {
         name_this_thread(comm);
-        pin_to_last_cpu();
+        pin_to_cpu_from_last(index);
         for (n, rate) in inbox {
             if results_tx.send(thread.run(n, rate)).is_err() {
                 break;
@@ -181,22 +182,32 @@ pub fn main(scratch: &Path) -> Result<()> {
     std::fs::create_dir_all(scratch)?;
     let mut workers = Vec::new();
     for (i, (_, comm)) in THREADS.iter().enumerate() {
-        workers.push(spawn_worker(comm, &scratch.join(format!("{i:020}.log")))?);
+        workers.push(spawn_worker(i, comm, &scratch.join(format!("{i:020}.log")))?);
     }
     println!("ready");
     for line in std::io::stdin().lock().lines() {
         let line = line?;
         let words: Vec<&str> = line.split_whitespace().collect();
-        let (Some(n), Some(rate), Some(index)) = (
+        let (Some(n), Some(rate), Some(thread)) = (
             words.get(1).and_then(|w| w.parse::<u64>().ok()),
             words.get(2).and_then(|w| w.parse::<u64>().ok()),
-            words.get(3).and_then(|w| THREADS.iter().position(|(name, _)| name == w)),
+            words.get(3),
         ) else {
-            bail!("expected `run N RATE network|handler`, got {line:?}")
+            bail!("expected `run N RATE network|handler|both`, got {line:?}")
         };
-        let worker = &workers[index];
-        worker.commands.send((n, rate))?;
-        let took = worker.results.recv().context("worker thread ended")??;
+        // `both`: the two threads at once, each with N requests at RATE.
+        let chosen: Vec<&Worker> =
+            workers.iter().zip(THREADS).filter(|(_, (name, _))| *thread == "both" || name == thread).map(|(w, _)| w).collect();
+        if chosen.is_empty() {
+            bail!("no thread {thread:?}: network, handler or both");
+        }
+        for worker in &chosen {
+            worker.commands.send((n, rate))?;
+        }
+        let mut took = Duration::ZERO;
+        for worker in &chosen {
+            took = took.max(worker.results.recv().context("worker thread ended")??);
+        }
         println!("done {} {n}", took.as_nanos());
         std::io::stdout().flush()?;
     }
