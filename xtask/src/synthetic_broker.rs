@@ -140,8 +140,8 @@ fn name_this_thread(name: &str) {
     unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
 }
 
-/// Keeps a worker on one CPU, counted from the last (the network thread's) down, so the
-/// tracer's own user space runs beside the measured loop, not on it.
+/// Keeps a worker on one CPU, counted from the last down: a measured run on the last CPU, so
+/// the tracer's own user space runs beside it, not on it; two at once on two CPUs.
 fn pin_to_cpu_from_last(index: usize) {
     // SAFETY: a zeroed cpu_set_t is an empty set; the calls read and write only it.
     unsafe {
@@ -157,18 +157,19 @@ pub const THREADS: [(&str, &str); 2] = [("network", "kafka-network-t"), ("handle
 
 /// A worker thread running the loop on request, with its own sockets and segment.
 struct Worker {
-    commands: mpsc::Sender<(u64, u64)>,
+    /// (requests, rate, CPU from the last)
+    commands: mpsc::Sender<(u64, u64, usize)>,
     results: mpsc::Receiver<Result<Duration>>,
 }
 
-fn spawn_worker(index: usize, comm: &'static str, segment: &Path) -> Result<Worker> {
-    let (commands, inbox) = mpsc::channel::<(u64, u64)>();
+fn spawn_worker(comm: &'static str, segment: &Path) -> Result<Worker> {
+    let (commands, inbox) = mpsc::channel::<(u64, u64, usize)>();
     let (results_tx, results) = mpsc::channel::<Result<Duration>>();
     let mut thread = NetworkThread::new(segment)?;
     std::thread::spawn(move || {
         name_this_thread(comm);
-        pin_to_cpu_from_last(index);
-        for (n, rate) in inbox {
+        for (n, rate, cpu) in inbox {
+            pin_to_cpu_from_last(cpu);
             if results_tx.send(thread.run(n, rate)).is_err() {
                 break;
             }
@@ -182,7 +183,7 @@ pub fn main(scratch: &Path) -> Result<()> {
     std::fs::create_dir_all(scratch)?;
     let mut workers = Vec::new();
     for (i, (_, comm)) in THREADS.iter().enumerate() {
-        workers.push(spawn_worker(i, comm, &scratch.join(format!("{i:020}.log")))?);
+        workers.push(spawn_worker(comm, &scratch.join(format!("{i:020}.log")))?);
     }
     println!("ready");
     for line in std::io::stdin().lock().lines() {
@@ -201,8 +202,8 @@ pub fn main(scratch: &Path) -> Result<()> {
         if chosen.is_empty() {
             bail!("no thread {thread:?}: network, handler or both");
         }
-        for worker in &chosen {
-            worker.commands.send((n, rate))?;
+        for (cpu, worker) in chosen.iter().enumerate() {
+            worker.commands.send((n, rate, cpu))?;
         }
         let mut took = Duration::ZERO;
         for worker in &chosen {
