@@ -1,17 +1,11 @@
 //! Every mistake a user can make on the command line ends in one clear line naming the fix
 //! and a non-zero exit, never a panic or a hang.
-use std::process::{Command, Output};
+use std::process::Command;
+
+use xtask::support::assert_one_line_error;
 
 const KSTALL: &str = env!("CARGO_BIN_EXE_kstall");
 
-fn assert_one_line_error(out: &Output, expected: &str) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "exit status; stderr: {stderr}");
-    assert_eq!(stderr.lines().count(), 1, "one line expected, got: {stderr}");
-    assert!(stderr.starts_with("kstall: ") && stderr.contains(expected), "got: {stderr}");
-    assert!(!stderr.contains("panicked"));
-    assert!(out.stdout.is_empty());
-}
 
 #[test]
 fn pid_that_does_not_exist() {

@@ -10,7 +10,7 @@ use std::{
 
 use serde_json::Value;
 use xtask::{
-    kafka::{DemoBroker, SyncProducer},
+    kafka::{DemoBroker, SyncProducer, request_frame},
     support::{ScratchDir, interrupt, proc_status_bytes, requests_of, spawn_until_ready},
 };
 
@@ -138,17 +138,8 @@ fn thousands_of_threads_come_and_go() {
 /// A Metadata v0 request for all topics on a fresh connection, its response read, closed.
 fn metadata_on_new_connection(bootstrap: &str, correlation_id: i32) {
     let mut stream = TcpStream::connect(bootstrap).unwrap();
-    let client_id = b"churn-client";
-    let mut body = Vec::new();
-    body.extend(3i16.to_be_bytes()); // Metadata
-    body.extend(0i16.to_be_bytes());
-    body.extend(correlation_id.to_be_bytes());
-    body.extend((client_id.len() as i16).to_be_bytes());
-    body.extend(client_id);
-    body.extend(0i32.to_be_bytes()); // no topics: all of them
-    let mut request = (body.len() as i32).to_be_bytes().to_vec();
-    request.extend(body);
-    stream.write_all(&request).unwrap();
+    // Metadata v0 (api_key 3) for no topic in particular: all of them.
+    stream.write_all(&request_frame(3, 0, correlation_id, "churn-client", &0i32.to_be_bytes())).unwrap();
     let mut size = [0u8; 4];
     stream.read_exact(&mut size).unwrap();
     let mut response = vec![0u8; u32::from_be_bytes(size) as usize];

@@ -27,8 +27,8 @@ use std::{
 use kstall_ebpf::framing::{FIXED_HEADER, MAX_API_KEY, MAX_API_VERSION, MAX_REQUEST_SIZE, looks_like_tls};
 use serde_json::Value;
 use xtask::{
-    kafka::{DemoBroker, SyncProducer},
-    support::{ScratchDir, interrupt, requests_of, spawn_until_ready},
+    kafka::{DemoBroker, SyncProducer, request_frame},
+    support::{ScratchDir, assert_one_line_error, interrupt, requests_of, spawn_until_ready},
 };
 
 const KSTALL: &str = env!("CARGO_BIN_EXE_kstall");
@@ -218,15 +218,6 @@ test ! -e /sys/kernel/btf/vmlinux || { echo "setup: /sys/kernel/btf/vmlinux is s
 exec "$@"
 "#;
 
-fn assert_one_line_error(out: &std::process::Output, expected: &str) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "exit status; stderr: {stderr}");
-    assert_eq!(stderr.lines().count(), 1, "one line expected, got: {stderr}");
-    assert!(stderr.starts_with("kstall: ") && stderr.contains(expected), "expected {expected:?}, got: {stderr}");
-    assert!(!stderr.contains("panicked"));
-    assert!(out.stdout.is_empty());
-}
-
 /// kstall under `report` until Ctrl-C, with `n` Produce requests meanwhile; returns the report.
 fn report_while_producing(cmd: Command, broker: &DemoBroker, n: u64, out: &Path) -> Value {
     let traced = Traced::start(cmd);
@@ -362,18 +353,9 @@ impl XorShift {
     }
 }
 
-/// A request as a client frames it: size, api_key, api_version, correlation_id, client_id, body.
+/// A request as a client frames it, correlation_id 7.
 fn frame(api_key: i16, api_version: i16, client_id: &str, rest: &[u8]) -> Vec<u8> {
-    let mut body = Vec::new();
-    body.extend(api_key.to_be_bytes());
-    body.extend(api_version.to_be_bytes());
-    body.extend(7i32.to_be_bytes());
-    body.extend((client_id.len() as i16).to_be_bytes());
-    body.extend(client_id.as_bytes());
-    body.extend(rest);
-    let mut framed = (body.len() as i32).to_be_bytes().to_vec();
-    framed.extend(body);
-    framed
+    request_frame(api_key, api_version, 7, client_id, rest)
 }
 
 /// A size field followed by `rest`.

@@ -326,6 +326,20 @@ impl SyncProducer {
     }
 }
 
+/// A request as a Kafka client frames it: int32 size, then the header (api_key, api_version,
+/// correlation_id, client_id as an int16-length string), then `body`.
+pub fn request_frame(api_key: i16, api_version: i16, correlation_id: i32, client_id: &str, body: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(14 + client_id.len() + body.len());
+    frame.extend(((10 + client_id.len() + body.len()) as i32).to_be_bytes());
+    frame.extend(api_key.to_be_bytes());
+    frame.extend(api_version.to_be_bytes());
+    frame.extend(correlation_id.to_be_bytes());
+    frame.extend((client_id.len() as i16).to_be_bytes());
+    frame.extend(client_id.as_bytes());
+    frame.extend(body);
+    frame
+}
+
 /// A Produce v0 request: header, acks=1, one topic, partition 0, a one-message v0 message set.
 fn produce_v0(correlation_id: i32, client_id: &str, topic: &str, value: &[u8]) -> Vec<u8> {
     let string = |out: &mut Vec<u8>, s: &str| {
@@ -344,10 +358,6 @@ fn produce_v0(correlation_id: i32, client_id: &str, topic: &str, value: &[u8]) -
     message_set.extend(crc_and_message);
 
     let mut body = Vec::new();
-    body.extend(0i16.to_be_bytes()); // api_key Produce
-    body.extend(0i16.to_be_bytes()); // api_version 0
-    body.extend(correlation_id.to_be_bytes());
-    string(&mut body, client_id);
     body.extend(1i16.to_be_bytes()); // acks
     body.extend(10_000i32.to_be_bytes()); // timeout ms
     body.extend(1i32.to_be_bytes());
@@ -356,9 +366,7 @@ fn produce_v0(correlation_id: i32, client_id: &str, topic: &str, value: &[u8]) -
     body.extend(0i32.to_be_bytes()); // partition
     body.extend((message_set.len() as i32).to_be_bytes());
     body.extend(message_set);
-    let mut framed = (body.len() as i32).to_be_bytes().to_vec();
-    framed.extend(body);
-    framed
+    request_frame(0, 0, correlation_id, client_id, &body) // Produce v0
 }
 
 /// CRC-32 (IEEE), as Kafka's v0 messages carry it.

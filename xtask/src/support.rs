@@ -74,3 +74,14 @@ pub fn requests_of(summary: &serde_json::Value, client: &str, api: &str) -> u64 
         .filter_map(|c| c["count"].as_u64())
         .sum()
 }
+
+/// kstall failed the way a user should see it fail: exit 1, one line `kstall: ...` on stderr
+/// that contains `expected`, no panic, nothing on stdout.
+pub fn assert_one_line_error(out: &std::process::Output, expected: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "exit status; stderr: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line expected, got: {stderr}");
+    assert!(stderr.starts_with("kstall: ") && stderr.contains(expected), "expected {expected:?}, got: {stderr}");
+    assert!(!stderr.contains("panicked"));
+    assert!(out.stdout.is_empty());
+}

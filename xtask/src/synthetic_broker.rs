@@ -31,6 +31,8 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
+use crate::kafka::request_frame;
+
 /// Traced syscalls per request (two reads, a write, a sendfile).
 pub const TRACED_CALLS_PER_REQUEST: u64 = 4;
 /// The argument that makes kstall take this process for a broker.
@@ -81,23 +83,10 @@ impl NetworkThread {
         })
     }
 
-    /// A Fetch v0 request (header and a body the parser does not read).
-    fn build_request(&mut self) {
-        let mut body = Vec::with_capacity(64);
-        body.extend(1i16.to_be_bytes()); // api_key Fetch
-        body.extend(0i16.to_be_bytes());
-        body.extend(self.correlation_id.to_be_bytes());
-        body.extend((CLIENT_ID.len() as i16).to_be_bytes());
-        body.extend(CLIENT_ID.as_bytes());
-        body.extend([0u8; 24]);
-        self.request.clear();
-        self.request.extend((body.len() as i32).to_be_bytes());
-        self.request.extend(body);
-    }
-
     fn one_request(&mut self) -> Result<()> {
         self.correlation_id = self.correlation_id.wrapping_add(1);
-        self.build_request();
+        // A Fetch v0 (api_key 1) with a body the parser does not read.
+        self.request = request_frame(1, 0, self.correlation_id, CLIENT_ID, &[0u8; 24]);
         let (client, server) = (self.client.as_raw_fd(), self.server.as_raw_fd());
         let body_len = self.request.len() - 4;
         // SAFETY: plain syscalls on fds we own, with buffers of the lengths given.
