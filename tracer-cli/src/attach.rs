@@ -13,9 +13,9 @@ use aya::{
     programs::TracePoint,
 };
 use kstall_ebpf::{
-    HistKey, IN_FLIGHT_SLOTS, LatencyHist, Syscall, counter,
+    HistKey, LatencyHist, Syscall, counter,
     events::{RequestEvent, StallEvent, kind},
-    global, map,
+    global, map, thread_slot,
 };
 
 use crate::tracefs::{self, Tracefs};
@@ -129,9 +129,6 @@ pub fn attach(broker_pid: u32, stall_threshold: Duration) -> Result<Probes> {
     let enter = tracefs.format("syscalls", "sys_enter_read")?;
     let args = enter.offset_of("sys_enter_read", "fd", 8)?;
     let syscall_nr = enter.offset_of("sys_enter_read", "__syscall_nr", 4)?;
-    if exit.offset_of("sys_exit_read", "__syscall_nr", 4)? != syscall_nr {
-        bail!("this kernel's sys_enter and sys_exit events put __syscall_nr at different offsets; kstall cannot trace it");
-    }
     // Optional events keep the defaults when absent; their programs are then not attached.
     let optional_offset = |category: &str, event: &str, field: &str, size: usize, default: u32| {
         tracefs
@@ -343,14 +340,13 @@ impl Probes {
             return Ok(());
         }
         let m = self.ebpf.map_mut(map::NETWORK_THREADS).context("network thread map missing")?;
-        // Slot tid % IN_FLIGHT_SLOTS holds the tid: cleared slots first, then the live ones.
+        // A thread's slot holds its tid: cleared slots first, then the live ones.
         let mut threads: Array<&mut MapData, u32> = Array::try_from(m)?;
-        let slot = |tid: u32| tid % IN_FLIGHT_SLOTS;
         for &gone in self.network_threads.iter().filter(|t| tids.binary_search(t).is_err()) {
-            threads.set(slot(gone), 0, 0)?;
+            threads.set(thread_slot(gone), 0, 0)?;
         }
         for &tid in &tids {
-            threads.set(slot(tid), tid, 0)?;
+            threads.set(thread_slot(tid), tid, 0)?;
         }
         self.network_threads = tids;
         Ok(())

@@ -324,7 +324,7 @@ pub mod map {
     /// an array indexed by tid modulo IN_FLIGHT_SLOTS, holding the tid.
     pub const NETWORK_THREADS: &str = "NETWORK_THREADS";
     pub const EVENTS: &str = "EVENTS";
-    /// Syscall number -> Syscall as u8 + 1, for the programs shared by several syscalls.
+    /// Syscall number -> Syscall as u8 + 1, for the entry program all syscalls share.
     pub const SYSCALL_IDS: &str = "SYSCALL_IDS";
 }
 
@@ -339,6 +339,11 @@ pub const HIST_MAX_ENTRIES: u32 = 8192;
 /// tid modulo this power of two: an array slot costs a fraction of a hash map insert and
 /// delete, which every traced syscall would pay twice.
 pub const IN_FLIGHT_SLOTS: u32 = 16384;
+/// A thread's slot in the in-flight and network-thread arrays.
+pub const fn thread_slot(tid: u32) -> u32 {
+    tid % IN_FLIGHT_SLOTS
+}
+
 /// Bound of the overflow map for threads whose slot another thread's call holds.
 pub const IN_FLIGHT_MAX_ENTRIES: u32 = 4096;
 /// LRU bounds: connections of the broker's network threads, requests awaiting a response, and

@@ -22,7 +22,7 @@ mod probes {
     use kstall_ebpf::{
         CONNECTIONS_MAX_ENTRIES, CacheResult, CallEvidence, EVENTS_BYTES, HIST_MAX_ENTRIES, HistKey,
         IN_FLIGHT_MAX_ENTRIES, IN_FLIGHT_SLOTS, LatencyHist, PENDING_MAX_ENTRIES,
-        SOCKETS_MAX_ENTRIES, SYSCALL_NR_LIMIT, Syscall, bucket_index, classify_file_read, counter,
+        SOCKETS_MAX_ENTRIES, SYSCALL_NR_LIMIT, Syscall, bucket_index, classify_file_read, counter, thread_slot,
         events::{
             ConnKey, Connection, PendingKey, PendingRequest, RequestEvent, RequestId, StallEvent,
             kind,
@@ -51,7 +51,7 @@ mod probes {
     static SYS_EXIT_RET_OFFSET: u32 = 16;
     #[unsafe(no_mangle)]
     static SYS_ENTER_ARGS_OFFSET: u32 = 16;
-    /// `__syscall_nr` in sys_enter_* and sys_exit_* (the same in both).
+    /// `__syscall_nr` in sys_enter_* records.
     #[unsafe(no_mangle)]
     static SYSCALL_NR_OFFSET: u32 = 8;
     #[unsafe(no_mangle)]
@@ -188,12 +188,12 @@ mod probes {
     /// The slot of thread `tid`.
     #[inline(always)]
     fn slot(tid: u32) -> Option<*mut InFlight> {
-        IN_FLIGHT.get_ptr_mut(tid & (IN_FLIGHT_SLOTS - 1))
+        IN_FLIGHT.get_ptr_mut(thread_slot(tid))
     }
 
     #[inline(always)]
     fn is_network_thread(tid: u32) -> bool {
-        NETWORK_THREADS.get(tid & (IN_FLIGHT_SLOTS - 1)).is_some_and(|t| *t == tid)
+        NETWORK_THREADS.get(thread_slot(tid)).is_some_and(|t| *t == tid)
     }
 
     /// Thread `tid`'s call in progress, if any: in its slot, or in the overflow map.
@@ -254,7 +254,7 @@ mod probes {
     }
 
     #[inline(always)]
-    fn on_exit(ctx: &TracePointContext, tid: u32, syscall: Syscall, protocol: Protocol) {
+    fn on_exit(ctx: &TracePointContext, tid: u32, syscall: Syscall) {
         let Some(s) = slot(tid) else { return };
         let call = unsafe {
             if (*s).tid == tid {
@@ -308,35 +308,18 @@ mod probes {
             send_stall(tid, syscall, cache, &call, duration_ns, ret);
         }
         // File reads are not protocol, except sendfile: it reads the file *and* writes the socket.
-        if protocol != Protocol::None
-            && network
-            && ret > 0
-            && (cache == CacheResult::NoFileRead || syscall == Syscall::Sendfile)
-        {
-            follow_protocol(tid, syscall, protocol, &call, ret as u64, now);
+        if network && ret > 0 && (cache == CacheResult::NoFileRead || syscall == Syscall::Sendfile) {
+            follow_protocol(tid, syscall, &call, ret as u64, now);
         }
-    }
-
-    /// What an exit program does with Kafka framing, fixed per program so the verifier sees
-    /// only its own path.
-    #[derive(Clone, Copy, PartialEq, Eq)]
-    enum Protocol {
-        None,
-        /// read, readv: requests come in.
-        Requests,
-        /// write, writev: responses start and go out.
-        Responses,
-        /// sendfile: a response's records go out.
-        Records,
     }
 
     /// Kafka framing on a network thread's socket: requests in through reads, responses out
     /// through writes and sendfile.
     #[inline(always)]
-    fn follow_protocol(tid: u32, syscall: Syscall, protocol: Protocol, call: &InFlight, ret: u64, now: u64) {
+    fn follow_protocol(tid: u32, syscall: Syscall, call: &InFlight, ret: u64, now: u64) {
         let fd = call.args[0] as u32;
-        match protocol {
-            Protocol::Requests => {
+        match syscall {
+            Syscall::Read | Syscall::Readv => {
                 // Without the sock events, eventfd wakeups are fed too; they never parse.
                 if call.sk == 0 && global(&HAVE_SOCK_EVENTS) != 0 {
                     return;
@@ -368,7 +351,7 @@ mod probes {
                     conn.requests.state = framing::state::HUNTING;
                 }
             }
-            Protocol::Responses => {
+            Syscall::Write | Syscall::Writev => {
                 let Some(conn) = CONNECTIONS.get_ptr_mut(ConnKey { tgid: global(&TARGET_TGID), fd })
                 else {
                     return;
@@ -383,13 +366,13 @@ mod probes {
                 };
                 progress_response(tid, fd, conn, start, ret, call.start_ns, now);
             }
-            Protocol::Records => {
+            Syscall::Sendfile => {
                 if let Some(conn) = CONNECTIONS.get_ptr_mut(ConnKey { tgid: global(&TARGET_TGID), fd }) {
                     // A response's records go out by sendfile after its header was written.
                     progress_response(tid, fd, unsafe { &mut *conn }, None, ret, call.start_ns, now);
                 }
             }
-            Protocol::None => {}
+            _ => {}
         }
     }
 
@@ -648,14 +631,15 @@ mod probes {
         0
     }
 
-    /// sys_exit_*: one program per syscall, so each program holds only its own path (a
-    /// program shared by read and readv would make the verifier walk the parser twice).
+    /// sys_exit_*: one program per syscall, the syscall a constant, so each program holds only
+    /// its own path (a program shared by read and readv would make the verifier walk the
+    /// parser twice).
     macro_rules! exit_probes {
-        ($($syscall:ident => $name:ident, $protocol:expr;)*) => {$(
+        ($($syscall:ident => $name:ident;)*) => {$(
             #[tracepoint]
             pub fn $name(ctx: TracePointContext) -> u32 {
                 if let Some(tid) = broker_tid() {
-                    on_exit(&ctx, tid, Syscall::$syscall, $protocol);
+                    on_exit(&ctx, tid, Syscall::$syscall);
                 }
                 0
             }
@@ -663,17 +647,17 @@ mod probes {
     }
 
     exit_probes! {
-        Sendfile => exit_sendfile, Protocol::Records;
-        Read => exit_read, Protocol::Requests;
-        Readv => exit_readv, Protocol::Requests;
-        Write => exit_write, Protocol::Responses;
-        Writev => exit_writev, Protocol::Responses;
-        Pread64 => exit_pread64, Protocol::None;
-        Pwrite64 => exit_pwrite64, Protocol::None;
-        EpollWait => exit_epoll_wait, Protocol::None;
-        EpollPwait => exit_epoll_pwait, Protocol::None;
-        Fsync => exit_fsync, Protocol::None;
-        Fdatasync => exit_fdatasync, Protocol::None;
+        Sendfile => exit_sendfile;
+        Read => exit_read;
+        Readv => exit_readv;
+        Write => exit_write;
+        Writev => exit_writev;
+        Pread64 => exit_pread64;
+        Pwrite64 => exit_pwrite64;
+        EpollWait => exit_epoll_wait;
+        EpollPwait => exit_epoll_pwait;
+        Fsync => exit_fsync;
+        Fdatasync => exit_fdatasync;
     }
 
     /// sched:sched_switch. Measures off-CPU time, and D-state sleep within it, of broker
