@@ -71,7 +71,6 @@ fn stop(child: &mut Child) {
     let _ = child.wait();
 }
 
-/// ZooKeeper and one Kafka broker on loopback, in a work directory of their own.
 /// One of the distribution's `bin/` scripts, with the environment Java 17 needs.
 fn script_command(home: &Path, script: &str) -> Command {
     let mut cmd = Command::new(home.join("bin").join(script));
@@ -80,6 +79,7 @@ fn script_command(home: &Path, script: &str) -> Command {
     cmd
 }
 
+/// ZooKeeper and one Kafka broker on loopback, in a work directory of their own.
 pub struct DemoBroker {
     pub work_dir: PathBuf,
     pub log_dir: PathBuf,

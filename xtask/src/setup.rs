@@ -84,9 +84,10 @@ pub fn setup() -> Result<()> {
     // python3-fusepy serves the slow disk of the stall test and the demo; chromium renders
     // and python3-jsonschema validates the reports in that test; prometheus (and promtool)
     // scrapes the exporter, systemd-analyze verifies its unit; bpftool checks that a killed
-    // kstall leaves no program behind; bpftrace is what the overhead bench compares with.
+    // kstall leaves no program behind; bpftrace is what the overhead bench compares with;
+    // g++ builds libFuzzer for the fuzz targets.
     packages.extend(
-        ["python3-kafka", "python3-fusepy", "python3-jsonschema", "chromium", "fonts-liberation", "prometheus", "systemd", "bpftool", "bpftrace"]
+        ["python3-kafka", "python3-fusepy", "python3-jsonschema", "chromium", "fonts-liberation", "prometheus", "systemd", "bpftool", "bpftrace", "g++"]
             .map(String::from),
     );
     apt.ensure(&packages)?;
@@ -102,9 +103,7 @@ pub fn setup() -> Result<()> {
             .env("LLVM_PREFIX", format!("/usr/lib/llvm-{llvm}")))
         .context("cannot build bpf-linker")?;
     }
-    // cargo-fuzz runs the framing parser's fuzz targets (tracer-ebpf/fuzz) in `cargo xtask test`;
-    // libfuzzer-sys builds libFuzzer with a C++ compiler.
-    apt.ensure(&["g++".to_string()])?;
+    // cargo-fuzz runs the framing parser's fuzz targets (tracer-ebpf/fuzz) in `cargo xtask test`.
     if output(Command::new("cargo").args(["fuzz", "--version"])).is_err() {
         eprintln!("setup: cargo install cargo-fuzz {CARGO_FUZZ_VERSION}");
         run(Command::new("cargo").args(["install", &format!("cargo-fuzz@{CARGO_FUZZ_VERSION}"), "--locked"]))
