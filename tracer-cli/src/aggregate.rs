@@ -102,7 +102,8 @@ pub struct ProtocolHealth {
     pub framing_errors: u64,
     /// Responses to requests read before kstall attached (or aged out of the kernel map).
     pub responses_unmatched: u64,
-    /// The kernel has sock:sk_data_ready and sock:sock_recv_length: socket wait is measured.
+    /// The kernel shows socket reads and data arrival (sock tracepoints, 6.3+, or kprobes):
+    /// socket wait is measured.
     pub socket_wait_measured: bool,
 }
 
@@ -110,6 +111,8 @@ pub struct ProtocolHealth {
 pub struct ProbeInfo {
     pub attached: Vec<String>,
     pub unavailable: Vec<String>,
+    /// How each kind of optional kernel evidence is gathered here, or why not.
+    pub evidence: Vec<crate::attach::EvidenceStatus>,
     pub attach_ms: f64,
 }
 
@@ -287,6 +290,7 @@ impl Aggregator {
             probes: ProbeInfo {
                 attached: probes.attached.clone(),
                 unavailable: probes.unavailable.clone(),
+                evidence: probes.evidence.clone(),
                 attach_ms: probes.attach_time.as_secs_f64() * 1e3,
             },
             lost: Lost {

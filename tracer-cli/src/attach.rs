@@ -1,6 +1,7 @@
 //! Loading the embedded probes into the kernel, pointing them at the broker, attaching them
-//! to tracepoints, and reading their maps. Dropping [`Probes`] detaches everything; so does the
-//! kernel if kstall is killed (links live only as long as kstall's file descriptors).
+//! to tracepoints (and, for evidence older kernels lack as tracepoints, to kprobes where the
+//! kernel allows them), and reading their maps. Dropping [`Probes`] detaches everything; so
+//! does the kernel if kstall is killed (links live only as long as kstall's file descriptors).
 use std::{
     os::fd::{AsFd, AsRawFd},
     time::{Duration, Instant},
@@ -10,8 +11,9 @@ use anyhow::{Context, Result, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
-    programs::TracePoint,
+    programs::{KProbe, TracePoint},
 };
+use serde::Serialize;
 use kstall_ebpf::{
     HistKey, LatencyHist, Syscall, counter,
     events::{RequestEvent, StallEvent, kind},
@@ -22,41 +24,180 @@ use crate::tracefs::{self, Tracefs};
 
 static PROBES_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/kstall-probes"));
 
-/// A probe program and the tracepoint it goes on.
-struct Attachment {
-    program: String,
-    category: &'static str,
-    event: String,
-    /// Without a required event kstall cannot work and says so; optional ones refine results.
-    required: bool,
+/// The oldest kernel kstall can load on: BPF ring buffers came with 5.8 (the matrix in
+/// `cargo xtask test` runs 5.10 and newer).
+const OLDEST_KERNEL: (u32, u32) = (5, 8);
+
+/// Where a program goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Hook {
+    Tracepoint { category: &'static str, event: String },
+    Kprobe { function: &'static str },
 }
 
-fn attachments() -> Vec<Attachment> {
+impl Hook {
+    fn tracepoint(category: &'static str, event: &str) -> Hook {
+        Hook::Tracepoint { category, event: event.to_string() }
+    }
+}
+
+impl std::fmt::Display for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Hook::Tracepoint { category, event } => write!(f, "{category}:{event}"),
+            Hook::Kprobe { function } => write!(f, "kprobe:{function}"),
+        }
+    }
+}
+
+/// A probe program and the hook it goes on.
+#[derive(Clone, Debug)]
+struct Attachment {
+    program: String,
+    hook: Hook,
+}
+
+/// What kstall cannot work without: syscall latency, off-CPU and D-state time, pages added.
+fn required_attachments() -> Vec<Attachment> {
     let mut plan = Vec::new();
     // One entry program for every syscall, one exit program per syscall.
     for syscall in Syscall::ALL {
-        for (phase, program) in [("enter", "enter_syscall".to_string()), ("exit", format!("exit_{}", syscall.name()))] {
-            plan.push(Attachment {
-                program,
-                category: "syscalls",
-                event: format!("sys_{phase}_{}", syscall.tracepoint_name()),
-                required: true,
-            });
+        let event = |phase: &str| Hook::tracepoint("syscalls", &format!("sys_{phase}_{}", syscall.tracepoint_name()));
+        plan.push(Attachment { program: "enter_syscall".into(), hook: event("enter") });
+        plan.push(Attachment { program: format!("exit_{}", syscall.name()), hook: event("exit") });
+    }
+    let tp = |program: &str, category, event| Attachment { program: program.into(), hook: Hook::tracepoint(category, event) };
+    plan.push(tp("enter_close", "syscalls", "sys_enter_close"));
+    plan.push(tp("sched_switch", "sched", "sched_switch"));
+    plan.push(tp("page_cache_add", "filemap", "mm_filemap_add_to_page_cache"));
+    plan
+}
+
+/// Evidence that came with later kernels than kstall's floor. Each has tracepoints on recent
+/// kernels and, for some, kprobes on older ones that allow kprobes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Evidence {
+    /// A call looked a file up in the page cache.
+    FileLookups,
+    /// A call needed a page that was absent (sync), or started a prefetch after a hit (async).
+    Readahead,
+    /// A network thread's read is a socket read, and which socket.
+    SocketReads,
+    /// Data reached a socket a network thread reads.
+    DataArrival,
+}
+
+impl Evidence {
+    pub const ALL: [Evidence; 4] = [Evidence::FileLookups, Evidence::Readahead, Evidence::SocketReads, Evidence::DataArrival];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Evidence::FileLookups => "file_lookups",
+            Evidence::Readahead => "readahead",
+            Evidence::SocketReads => "socket_reads",
+            Evidence::DataArrival => "data_arrival",
         }
     }
-    let mut other = |program: &str, category, event: &str, required| {
-        plan.push(Attachment { program: program.into(), category, event: event.into(), required })
-    };
-    other("enter_close", "syscalls", "sys_enter_close", true);
-    other("sched_switch", "sched", "sched_switch", true);
-    other("page_cache_add", "filemap", "mm_filemap_add_to_page_cache", true);
-    other("page_cache_get_pages", "filemap", "mm_filemap_get_pages", false);
-    other("sync_readahead", "readahead", "page_cache_sync_ra", false);
-    other("async_readahead", "readahead", "page_cache_async_ra", false);
-    // Socket-wait timing (kernel 6.3+); without them request latency starts at the read.
-    other("sock_recv", "sock", "sock_recv_length", false);
-    other("sock_data_ready", "sock", "sk_data_ready", false);
-    plan
+
+    /// What the numbers lose on a kernel without it.
+    pub const fn cost(self) -> &'static str {
+        match self {
+            Evidence::FileLookups => "read/readv page-cache hits get no verdict (sendfile and pread64 still do); stalls name their file by the fd, and a read() stall has no byte range",
+            Evidence::Readahead => "a miss is known only by waiting for page I/O; pages an async prefetch adds are not blamed on the call",
+            Evidence::SocketReads => "no socket wait; eventfd wakeups go through the Kafka parser (they never parse)",
+            Evidence::DataArrival => "no socket wait: request latency starts at the read, so a Produce that waited in its socket behind a stall is joined from its read",
+        }
+    }
+
+    /// Ways to get it, best first (the kernel that brought the tracepoints; kprobes need
+    /// CONFIG_KPROBES and a kernel that allows them).
+    fn sources(self) -> Vec<(&'static str, Vec<Attachment>)> {
+        let tp = |program: &str, category, event: &str| Attachment { program: program.into(), hook: Hook::tracepoint(category, event) };
+        let kp = |program: &str, function| Attachment { program: program.into(), hook: Hook::Kprobe { function } };
+        match self {
+            Evidence::FileLookups => {
+                vec![("6.12", vec![tp("page_cache_get_pages", "filemap", "mm_filemap_get_pages")])]
+            }
+            Evidence::Readahead => vec![
+                (
+                    "6.18",
+                    vec![
+                        tp("sync_readahead", "readahead", "page_cache_sync_ra"),
+                        tp("async_readahead", "readahead", "page_cache_async_ra"),
+                    ],
+                ),
+                (
+                    "",
+                    vec![
+                        kp("sync_readahead_kprobe", "page_cache_sync_ra"),
+                        kp("async_readahead_kprobe", "page_cache_async_ra"),
+                    ],
+                ),
+            ],
+            Evidence::SocketReads => vec![
+                ("6.3", vec![tp("sock_recv", "sock", "sock_recv_length")]),
+                ("", vec![kp("sock_recv_kprobe", "tcp_recvmsg")]),
+            ],
+            Evidence::DataArrival => vec![
+                ("6.3", vec![tp("sock_data_ready", "sock", "sk_data_ready")]),
+                ("", vec![kp("sock_data_ready_kprobe", "sock_def_readable")]),
+            ],
+        }
+    }
+}
+
+/// How one kind of evidence is gathered on this kernel, or why it is not.
+#[derive(Clone, Debug, Serialize)]
+pub struct EvidenceStatus {
+    pub evidence: Evidence,
+    /// The hooks in use (`readahead:page_cache_sync_ra`, `kprobe:tcp_recvmsg`); empty when none.
+    pub hooks: Vec<String>,
+    /// Why it is missing, when it is.
+    pub missing: Option<String>,
+    /// What the numbers lose without it.
+    pub cost: &'static str,
+}
+
+impl EvidenceStatus {
+    pub fn available(&self) -> bool {
+        self.missing.is_none()
+    }
+}
+
+/// Whether this kernel attaches kprobes (a kprobe PMU, 4.17+), or why not.
+fn kprobes_allowed() -> std::result::Result<(), String> {
+    if std::env::var_os("KSTALL_NO_KPROBES").is_some() {
+        return Err("kprobes not used (KSTALL_NO_KPROBES is set)".into());
+    }
+    if std::path::Path::new("/sys/bus/event_source/devices/kprobe/type").exists() {
+        Ok(())
+    } else {
+        Err("this kernel has no kprobes (CONFIG_KPROBES)".into())
+    }
+}
+
+/// The kernel release's (major, minor), when it parses.
+pub fn kernel_version(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+/// Fails with the fix when this kernel is older than kstall's floor.
+fn check_kernel_version() -> Result<()> {
+    let release = procfs_release();
+    match kernel_version(&release) {
+        Some(v) if v < OLDEST_KERNEL => bail!(
+            "kernel {release} is too old: kstall needs Linux {}.{} or later (BPF ring buffer); RHEL 8 and Ubuntu 20.04 have newer kernels in their HWE/UEK streams",
+            OLDEST_KERNEL.0,
+            OLDEST_KERNEL.1
+        ),
+        _ => Ok(()),
+    }
+}
+
+pub fn procfs_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string()
 }
 
 /// Fails with the fix when this process cannot load tracing eBPF programs.
@@ -78,6 +219,24 @@ pub fn check_privileges() -> Result<()> {
     }
 }
 
+impl Drop for Probes {
+    /// Detaches every program, all at once: each tracepoint's detach waits for an RCU grace
+    /// period (tens of ms), so one after the other took 2 s for 30 hooks, which is how long a
+    /// Ctrl-C took to answer. (Whatever fails here is released when the fds close anyway.)
+    fn drop(&mut self) {
+        let programs: Vec<&mut aya::programs::Program> = self.ebpf.programs_mut().map(|(_, p)| p).collect();
+        std::thread::scope(|scope| {
+            for program in programs {
+                scope.spawn(move || match program {
+                    aya::programs::Program::TracePoint(p) => drop(p.unload()),
+                    aya::programs::Program::KProbe(p) => drop(p.unload()),
+                    _ => {}
+                });
+            }
+        });
+    }
+}
+
 /// A record from the kernel's ring buffer.
 #[derive(Clone, Copy, Debug)]
 pub enum Event {
@@ -91,32 +250,133 @@ pub struct Probes {
     events: RingBuf<MapData>,
     /// Network threads the kernel parses Kafka framing for, as last set.
     network_threads: Vec<u32>,
-    /// The kernel has the sock tracepoints: requests get their socket-wait time.
+    /// The kernel shows which socket a read takes and when its data arrived.
     pub have_socket_wait: bool,
-    /// `category:event` of every tracepoint attached.
+    /// Every hook attached (`category:event` for tracepoints, `kprobe:function`).
     pub attached: Vec<String>,
     /// Optional tracepoints this kernel lacks.
     pub unavailable: Vec<String>,
-    /// From load start to the last tracepoint attached.
+    /// How each kind of optional evidence is gathered here, or why not.
+    pub evidence: Vec<EvidenceStatus>,
+    /// From load start to the last hook attached.
     pub attach_time: Duration,
 }
 
-pub fn attach(broker_pid: u32, stall_threshold: Duration) -> Result<Probes> {
-    let started = Instant::now();
-    let tracefs = Tracefs::new(tracefs::locate_or_mount()?);
-    // Check every tracepoint before loading anything: a missing required one is the error.
-    let (plan, missing): (Vec<Attachment>, Vec<Attachment>) =
-        attachments().into_iter().partition(|a| tracefs.has_event(a.category, &a.event));
-    if let Some(a) = missing.iter().find(|a| a.required) {
-        let fix = match a.category {
-            "syscalls" => "syscall tracepoints need a kernel built with CONFIG_FTRACE_SYSCALLS=y",
-            _ => "it needs a kernel built with CONFIG_TRACING=y",
-        };
-        bail!("this kernel has no tracepoint {}:{}; kstall needs it ({fix})", a.category, a.event);
-    }
-    let unavailable: Vec<String> = missing.iter().map(|a| format!("{}:{}", a.category, a.event)).collect();
-    let have_readahead = !missing.iter().any(|a| a.category == "readahead");
+/// The evidence each optional kind gets on this kernel: the first source whose hooks all
+/// exist, as far as can be told before loading.
+fn plan_evidence(
+    tracefs: &Tracefs,
+    kprobes: &std::result::Result<(), String>,
+    skip: &[(Evidence, String)],
+) -> Vec<(EvidenceStatus, Vec<Attachment>)> {
+    Evidence::ALL
+        .iter()
+        .map(|&evidence| {
+            let mut status = EvidenceStatus { evidence, hooks: Vec::new(), missing: None, cost: evidence.cost() };
+            if let Some((_, why)) = skip.iter().find(|(e, _)| *e == evidence) {
+                status.missing = Some(why.clone());
+                return (status, Vec::new());
+            }
+            let mut reasons = Vec::new();
+            for (since, attachments) in evidence.sources() {
+                let absent: Vec<&Attachment> = attachments
+                    .iter()
+                    .filter(|a| match &a.hook {
+                        Hook::Tracepoint { category, event } => !tracefs.has_event(category, event),
+                        Hook::Kprobe { .. } => kprobes.is_err(),
+                    })
+                    .collect();
+                match absent.first() {
+                    None => {
+                        status.hooks = attachments.iter().map(|a| a.hook.to_string()).collect();
+                        return (status, attachments);
+                    }
+                    Some(a) if matches!(a.hook, Hook::Kprobe { .. }) => {
+                        reasons.push(kprobes.clone().err().unwrap_or_default());
+                    }
+                    Some(a) => reasons.push(format!("no tracepoint {} (Linux {since}+)", a.hook)),
+                }
+            }
+            status.missing = Some(reasons.join("; "));
+            (status, Vec::new())
+        })
+        .collect()
+}
 
+/// Loads the probes for the broker `target_tgid` (u32::MAX for none: `kstall check`) and
+/// attaches them. An optional hook that the kernel refuses after all (a kprobe on a function
+/// this build renamed or inlined) costs its evidence, not the run: the probes are loaded again
+/// without it, once per kind at most.
+pub fn attach(target_tgid: u32, stall_threshold: Duration) -> Result<Probes> {
+    let started = Instant::now();
+    check_kernel_version()?;
+    let tracefs = Tracefs::new(tracefs::locate_or_mount()?);
+    // Check every required tracepoint before loading anything: a missing one is the error.
+    let required = required_attachments();
+    for a in &required {
+        if let Hook::Tracepoint { category, event } = &a.hook {
+            if !tracefs.has_event(category, event) {
+                let fix = match *category {
+                    "syscalls" => "syscall tracepoints need a kernel built with CONFIG_FTRACE_SYSCALLS=y",
+                    _ => "it needs a kernel built with CONFIG_TRACING=y",
+                };
+                bail!("this kernel has no tracepoint {category}:{event}; kstall needs it ({fix})");
+            }
+        }
+    }
+    let unavailable: Vec<String> = Evidence::ALL
+        .iter()
+        .flat_map(|e| e.sources())
+        .flat_map(|(_, attachments)| attachments)
+        .filter_map(|a| match &a.hook {
+            Hook::Tracepoint { category, event } if !tracefs.has_event(category, event) => Some(a.hook.to_string()),
+            _ => None,
+        })
+        .collect();
+    let kprobes = kprobes_allowed();
+    let mut skip: Vec<(Evidence, String)> = Vec::new();
+    loop {
+        let plan = plan_evidence(&tracefs, &kprobes, &skip);
+        match load_and_attach(&tracefs, target_tgid, stall_threshold, &required, &plan)? {
+            Loaded::Refused(evidence, why) => skip.push((evidence, why)),
+            Loaded::Attached(mut ebpf, attached) => {
+                let evidence: Vec<EvidenceStatus> = plan.into_iter().map(|(status, _)| status).collect();
+                let has = |e: Evidence| evidence.iter().any(|s| s.evidence == e && s.available());
+                let have_socket_wait = has(Evidence::SocketReads) && has(Evidence::DataArrival);
+                let events = ebpf.take_map(map::EVENTS).context("event ring buffer missing")?;
+                let events = RingBuf::try_from(events)?;
+                return Ok(Probes {
+                    ebpf,
+                    events,
+                    network_threads: Vec::new(),
+                    have_socket_wait,
+                    attached,
+                    unavailable,
+                    evidence,
+                    attach_time: started.elapsed(),
+                });
+            }
+        }
+    }
+}
+
+/// What one attempt at loading gave.
+enum Loaded {
+    /// Everything attached: the object and the hooks.
+    Attached(Ebpf, Vec<String>),
+    /// The kernel refused an optional hook: try again without this evidence.
+    Refused(Evidence, String),
+}
+
+/// Loads the object with this plan's settings and attaches every planned program.
+fn load_and_attach(
+    tracefs: &Tracefs,
+    target_tgid: u32,
+    stall_threshold: Duration,
+    required: &[Attachment],
+    plan: &[(EvidenceStatus, Vec<Attachment>)],
+) -> Result<Loaded> {
+    let has = |e: Evidence| plan.iter().any(|(s, _)| s.evidence == e && s.available());
     let switch = tracefs.format("sched", "sched_switch")?;
     let add = tracefs.format("filemap", "mm_filemap_add_to_page_cache")?;
     let exit = tracefs.format("syscalls", "sys_exit_read")?;
@@ -124,8 +384,8 @@ pub fn attach(broker_pid: u32, stall_threshold: Duration) -> Result<Probes> {
     let prev_state = switch.offset_of("sched_switch", "prev_state", 8)?;
     let next_pid = switch.offset_of("sched_switch", "next_pid", 4)?;
     let order = add.field("order").filter(|f| f.size == 1).map_or(u32::MAX, |f| f.offset as u32);
+    let page_index = add.offset_of("mm_filemap_add_to_page_cache", "index", 8)?;
     let ret = exit.offset_of("sys_exit_read", "ret", 8)?;
-    let readahead_flag = have_readahead as u8;
     let enter = tracefs.format("syscalls", "sys_enter_read")?;
     let args = enter.offset_of("sys_enter_read", "fd", 8)?;
     let syscall_nr = enter.offset_of("sys_enter_read", "__syscall_nr", 4)?;
@@ -143,20 +403,23 @@ pub fn attach(broker_pid: u32, stall_threshold: Duration) -> Result<Probes> {
     let last_index = optional_offset("filemap", "mm_filemap_get_pages", "last_index", 8, 32);
     let recv_sk = optional_offset("sock", "sock_recv_length", "sk", 8, 8);
     let ready_sk = optional_offset("sock", "sk_data_ready", "skaddr", 8, 8);
-    let have_sock = !missing.iter().any(|a| a.category == "sock");
-    let sock_flag = have_sock as u8;
+    let readahead_flag = has(Evidence::Readahead) as u8;
+    let get_pages_flag = has(Evidence::FileLookups) as u8;
+    let sock_flag = has(Evidence::SocketReads) as u8;
     let threshold_ns = stall_threshold.as_nanos().min(u64::MAX as u128) as u64;
 
     raise_memlock_limit();
     let mut ebpf = EbpfLoader::new()
         // No CO-RE relocations or BTF-typed programs: skip parsing the kernel's BTF (~100 ms).
         .btf(None)
-        .override_global(global::TARGET_TGID, &broker_pid, true)
+        .override_global(global::TARGET_TGID, &target_tgid, true)
         .override_global(global::HAVE_READAHEAD_EVENTS, &readahead_flag, true)
+        .override_global(global::HAVE_GET_PAGES_EVENTS, &get_pages_flag, true)
         .override_global(global::SWITCH_PREV_PID_OFFSET, &prev_pid, true)
         .override_global(global::SWITCH_PREV_STATE_OFFSET, &prev_state, true)
         .override_global(global::SWITCH_NEXT_PID_OFFSET, &next_pid, true)
         .override_global(global::ADD_TO_CACHE_ORDER_OFFSET, &order, true)
+        .override_global(global::ADD_TO_CACHE_INDEX_OFFSET, &page_index, true)
         .override_global(global::SYS_EXIT_RET_OFFSET, &ret, true)
         .override_global(global::SYS_ENTER_ARGS_OFFSET, &args, true)
         .override_global(global::SYSCALL_NR_OFFSET, &syscall_nr, true)
@@ -169,32 +432,43 @@ pub fn attach(broker_pid: u32, stall_threshold: Duration) -> Result<Probes> {
         .override_global(global::HAVE_SOCK_EVENTS, &sock_flag, true)
         .override_global(global::STALL_THRESHOLD_NS, &threshold_ns, true)
         .load(PROBES_OBJECT)
-        .map_err(|e| anyhow!("cannot load kstall's eBPF probes: {e} (needs root and a kernel with BPF tracepoint programs, 4.18+)"))?;
+        .map_err(|e| {
+            anyhow!(
+                "cannot load kstall's eBPF probes: {e} (kstall needs root and Linux {}.{}+ with BPF, tested on 5.10 to 7.2; `kstall check` tells what this kernel lacks)",
+                OLDEST_KERNEL.0,
+                OLDEST_KERNEL.1
+            )
+        })?;
 
     set_syscall_ids(&mut ebpf)?;
-    load_programs(&mut ebpf, &plan)?;
+    let optional: Vec<(Evidence, &Attachment)> =
+        plan.iter().flat_map(|(status, attachments)| attachments.iter().map(move |a| (status.evidence, a))).collect();
+    let all: Vec<&Attachment> = required.iter().chain(optional.iter().map(|(_, a)| *a)).collect();
+    load_programs(&mut ebpf, &all)?;
     let mut attached = Vec::new();
-    for a in &plan {
-        let program: &mut TracePoint = ebpf
-            .program_mut(&a.program)
-            .with_context(|| format!("probe {} missing from the embedded object", a.program))?
-            .try_into()?;
-        program
-            .attach(a.category, &a.event)
-            .map_err(|e| anyhow!("cannot attach to tracepoint {}:{}: {e}", a.category, a.event))?;
-        attached.push(format!("{}:{}", a.category, a.event));
+    for a in &all {
+        let evidence = optional.iter().find(|(_, o)| std::ptr::eq(*o, *a)).map(|(e, _)| *e);
+        let result = match &a.hook {
+            Hook::Tracepoint { category, event } => {
+                let program: &mut TracePoint = program_mut(&mut ebpf, &a.program)?.try_into()?;
+                program.attach(category, event).map(drop)
+            }
+            Hook::Kprobe { function } => {
+                let program: &mut KProbe = program_mut(&mut ebpf, &a.program)?.try_into()?;
+                program.attach(*function, 0).map(drop)
+            }
+        };
+        match (result, evidence) {
+            (Ok(()), _) => attached.push(a.hook.to_string()),
+            (Err(e), Some(evidence)) => return Ok(Loaded::Refused(evidence, format!("the kernel refused {}: {e}", a.hook))),
+            (Err(e), None) => bail!("cannot attach to {}: {e}", a.hook),
+        }
     }
-    let events = ebpf.take_map(map::EVENTS).context("event ring buffer missing")?;
-    let events = RingBuf::try_from(events)?;
-    Ok(Probes {
-        ebpf,
-        events,
-        network_threads: Vec::new(),
-        have_socket_wait: have_sock,
-        attached,
-        unavailable,
-        attach_time: started.elapsed(),
-    })
+    Ok(Loaded::Attached(ebpf, attached))
+}
+
+fn program_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::Program> {
+    ebpf.program_mut(name).with_context(|| format!("probe {name} missing from the embedded object: rebuild kstall"))
 }
 
 /// This architecture's number of each traced syscall.
@@ -227,7 +501,7 @@ fn set_syscall_ids(ebpf: &mut Ebpf) -> Result<()> {
 /// Loads the planned programs on every CPU at once. Loading is mostly the kernel's verifier,
 /// which checks each program on its own (the framing parsers of exit_read and exit_readv take
 /// tens of ms each): in parallel, startup takes about the longest of them, not their sum.
-fn load_programs(ebpf: &mut Ebpf, plan: &[Attachment]) -> Result<()> {
+fn load_programs(ebpf: &mut Ebpf, plan: &[&Attachment]) -> Result<()> {
     let mut wanted: Vec<&str> = plan.iter().map(|a| a.program.as_str()).collect();
     wanted.sort_unstable();
     wanted.dedup();
@@ -249,8 +523,14 @@ fn load_programs(ebpf: &mut Ebpf, plan: &[Attachment]) -> Result<()> {
                         let Some((name, program)) = queue.lock().expect("not poisoned").next() else {
                             return Ok(());
                         };
-                        let program: &mut TracePoint = program.try_into()?;
-                        program.load().map_err(|e| anyhow!("the kernel refused probe {name}: {e}"))?;
+                        let loaded = match program {
+                            aya::programs::Program::TracePoint(p) => p.load(),
+                            aya::programs::Program::KProbe(p) => p.load(),
+                            _ => bail!("probe {name} is of a kind kstall does not load"),
+                        };
+                        loaded.map_err(|e| {
+                            anyhow!("the kernel's verifier refused probe {name} ({e}); please report it with the output of `kstall check --format json`")
+                        })?;
                     }
                 })
             })
@@ -384,5 +664,78 @@ fn decode_event(bytes: &[u8]) -> Option<Event> {
         kind::REQUEST => read(bytes).map(Event::Request),
         kind::STALL => read(bytes).map(Event::Stall),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_versions_parse_and_compare_with_the_floor() {
+        assert_eq!(kernel_version("5.10.0-46-amd64"), Some((5, 10)));
+        assert_eq!(kernel_version("6.12.118+deb13-amd64"), Some((6, 12)));
+        assert_eq!(kernel_version("4.18.0-553.el8_10.x86_64"), Some((4, 18)));
+        assert_eq!(kernel_version("garbage"), None);
+        assert!(kernel_version("4.18.0").unwrap() < OLDEST_KERNEL);
+        assert!(kernel_version("5.8.0").unwrap() >= OLDEST_KERNEL);
+    }
+
+    /// A tracefs with only the given events (an `id` file each, as the kernel's).
+    fn fake_tracefs(events: &[(&str, &str)]) -> (std::path::PathBuf, Tracefs) {
+        let root = std::env::temp_dir().join(format!("kstall-tracefs-{}-{}", std::process::id(), events.len()));
+        let _ = std::fs::remove_dir_all(&root);
+        for (category, event) in events {
+            let dir = root.join("events").join(category).join(event);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("id"), "1\n").unwrap();
+        }
+        (root.clone(), Tracefs::new(root))
+    }
+
+    fn plan_of(plan: &[(EvidenceStatus, Vec<Attachment>)], e: Evidence) -> (Vec<String>, Option<String>) {
+        let (status, attachments) = plan.iter().find(|(s, _)| s.evidence == e).unwrap();
+        assert_eq!(status.hooks, attachments.iter().map(|a| a.hook.to_string()).collect::<Vec<_>>());
+        (status.hooks.clone(), status.missing.clone())
+    }
+
+    #[test]
+    fn evidence_takes_tracepoints_then_kprobes_then_says_what_is_missing() {
+        // 6.18: every tracepoint; kprobes are never planned.
+        let (root, all) = fake_tracefs(&[
+            ("filemap", "mm_filemap_get_pages"),
+            ("readahead", "page_cache_sync_ra"),
+            ("readahead", "page_cache_async_ra"),
+            ("sock", "sock_recv_length"),
+            ("sock", "sk_data_ready"),
+        ]);
+        let plan = plan_evidence(&all, &Ok(()), &[]);
+        assert_eq!(plan_of(&plan, Evidence::Readahead).0, ["readahead:page_cache_sync_ra", "readahead:page_cache_async_ra"]);
+        assert_eq!(plan_of(&plan, Evidence::SocketReads).0, ["sock:sock_recv_length"]);
+        std::fs::remove_dir_all(root).unwrap();
+
+        // 5.10 with kprobes: none of those tracepoints.
+        let (root, bare) = fake_tracefs(&[]);
+        let plan = plan_evidence(&bare, &Ok(()), &[]);
+        assert_eq!(plan_of(&plan, Evidence::Readahead).0, ["kprobe:page_cache_sync_ra", "kprobe:page_cache_async_ra"]);
+        assert_eq!(plan_of(&plan, Evidence::SocketReads).0, ["kprobe:tcp_recvmsg"]);
+        assert_eq!(plan_of(&plan, Evidence::DataArrival).0, ["kprobe:sock_def_readable"]);
+        let (hooks, missing) = plan_of(&plan, Evidence::FileLookups);
+        assert!(hooks.is_empty());
+        assert_eq!(missing.unwrap(), "no tracepoint filemap:mm_filemap_get_pages (Linux 6.12+)");
+
+        // 5.10 where kprobes are not allowed: each reason named.
+        let no = Err("this kernel has no kprobes (CONFIG_KPROBES)".to_string());
+        let plan = plan_evidence(&bare, &no, &[]);
+        let (hooks, missing) = plan_of(&plan, Evidence::DataArrival);
+        assert!(hooks.is_empty());
+        assert_eq!(missing.unwrap(), "no tracepoint sock:sk_data_ready (Linux 6.3+); this kernel has no kprobes (CONFIG_KPROBES)");
+
+        // A kprobe the kernel refused at attach: planned again without it.
+        let refused = [(Evidence::SocketReads, "the kernel refused kprobe:tcp_recvmsg: ENOENT".to_string())];
+        let plan = plan_evidence(&bare, &Ok(()), &refused);
+        assert_eq!(plan_of(&plan, Evidence::SocketReads).1.unwrap(), refused[0].1);
+        assert_eq!(plan_of(&plan, Evidence::DataArrival).0, ["kprobe:sock_def_readable"]);
+        let _ = std::fs::remove_dir_all(root);
     }
 }

@@ -56,7 +56,7 @@ pub fn run(opts: ExportOptions) -> Result<()> {
         s.attaches = 1;
         s.summary = Some(ended.summary);
         drop(s);
-        print!("{}", metrics::classic_text(&scrape(&registry)));
+        crate::output::print_stdout(&metrics::classic_text(&scrape(&registry)))?;
         return Ok(());
     }
     // Bind before tracing: a taken port is an error now, not a log line later.

@@ -284,8 +284,12 @@ pub fn report(r: &Report) -> String {
         .collect();
     context_rows.extend([
         ("thread names from".into(), c.thread_names_from.into()),
-        ("probes".into(), format!("{} tracepoints attached in {:.0} ms", c.probes_attached, c.attach_ms)),
+        ("probes".into(), format!("{} hooks attached in {:.0} ms", c.probes_attached, c.attach_ms)),
         ("unavailable tracepoints".into(), if c.probes_unavailable.is_empty() { "none".into() } else { c.probes_unavailable.join(", ") }),
+        (
+            "kernel evidence".into(),
+            c.evidence.iter().map(crate::output::evidence_line).collect::<Vec<_>>().join("; "),
+        ),
         ("stall threshold".into(), duration(c.stall_threshold_ns)),
         (
             "lost".into(),

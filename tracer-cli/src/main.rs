@@ -7,6 +7,7 @@
 //! `session` runs the path once; `watch`, `report` and `export` present it.
 mod aggregate;
 mod attach;
+mod check;
 mod discovery;
 mod export;
 mod findings;
@@ -76,6 +77,12 @@ enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// Say whether kstall can run on this kernel and which evidence it will have (loads and
+    /// attaches every probe, pointed at no process, then detaches); touches no broker.
+    Check {
+        #[arg(long, value_enum, default_value = "text")]
+        format: check::Format,
+    },
     /// Trace a running broker for a while and write a report that explains its latency:
     /// findings first, then the evidence (tables, charts), then the context.
     Report {
@@ -106,6 +113,7 @@ fn main() -> ExitCode {
         Command::Export { pid, auto: _, listen, interval, stall_threshold, once } => {
             export::run(export::ExportOptions { pid, listen, interval, stall_threshold, once })
         }
+        Command::Check { format } => check::run(format),
         Command::Report { pid, duration, out, stall_threshold } => report::run(report::ReportOptions {
             session: session::SessionOptions {
                 pid,
@@ -118,6 +126,11 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // Asked to stop before tracing began: said, and not a failure.
+        Err(err) if err.is::<session::Interrupted>() => {
+            eprintln!("kstall: {err}");
+            ExitCode::SUCCESS
+        }
         Err(err) => {
             // One line: the error and its causes, which name the fix.
             eprintln!("kstall: {}", format!("{err:#}").replace('\n', " "));

@@ -119,6 +119,21 @@ impl Collector for KstallCollector {
         counter_f64(&mut enc, "kstall_process_cpu_seconds", "CPU time kstall used (user + system).", cpu)?;
         gauge(&mut enc, "kstall_process_resident_memory_bytes", "kstall's resident memory.", &[(none.clone(), rss)])?;
         let Some(s) = &state.summary else { return Ok(()) };
+        let evidence: Vec<(Labels, f64)> = s
+            .probes
+            .evidence
+            .iter()
+            .map(|e| {
+                let hook = e.hooks.first().map_or("none", |h| if h.starts_with("kprobe:") { "kprobe" } else { "tracepoint" });
+                (vec![("evidence", e.evidence.as_str().into()), ("hook", hook.into())], e.available() as u8 as f64)
+            })
+            .collect();
+        gauge(
+            &mut enc,
+            "kstall_kernel_evidence",
+            "1 when this kernel gives kstall this kind of evidence (hook: tracepoint or kprobe), 0 when it lacks it (kstall check says what that costs).",
+            &evidence,
+        )?;
 
         let row_labels = |r: &crate::aggregate::Row| -> Labels {
             vec![("role", r.role.label().replace('-', "_")), ("syscall", r.syscall.into()), ("cache", r.cache.into())]

@@ -139,11 +139,8 @@ pub fn table(summary: &Summary) -> String {
     if lost.events > 0 {
         out += &format!("warning: {} request and stall records lost (ring buffer full): attribution is incomplete\n", lost.events);
     }
-    if !summary.probes.unavailable.is_empty() {
-        out += &format!(
-            "note: this kernel lacks {}; kstall uses the remaining evidence\n",
-            summary.probes.unavailable.join(", ")
-        );
+    for e in summary.probes.evidence.iter().filter(|e| !e.available()) {
+        out += &format!("note: {}\n", evidence_line(e));
     }
     out += &evidence_sections(summary);
     out += &findings_section(summary);
@@ -391,5 +388,24 @@ mod tests {
         assert_eq!(bar.iter().filter(|c| **c != ' ').count(), 2);
         assert_eq!(bar_axis().chars().count(), BAR_COLUMNS);
         assert_eq!(bar_axis().find("1ms"), Some(11));
+    }
+}
+
+/// Writes `text` to stdout. A reader that went away (`kstall report | head`) ends the output
+/// quietly, as with other Unix tools, instead of a panic.
+pub fn print_stdout(text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
+
+/// One kind of kernel evidence in words: its hooks, or what is missing and what that costs.
+pub fn evidence_line(e: &crate::attach::EvidenceStatus) -> String {
+    match &e.missing {
+        None => format!("{}: {}", e.evidence.as_str(), e.hooks.join(", ")),
+        Some(why) => format!("{}: missing ({why}); without it, {}", e.evidence.as_str(), e.cost),
     }
 }

@@ -69,6 +69,8 @@ pub struct Context {
     pub thread_names_from: &'static str,
     pub probes_attached: usize,
     pub probes_unavailable: Vec<String>,
+    /// How each kind of optional kernel evidence is gathered here, or why not.
+    pub evidence: Vec<crate::attach::EvidenceStatus>,
     pub attach_ms: f64,
     pub lost: Lost,
 }
@@ -96,7 +98,7 @@ pub fn run(opts: ReportOptions) -> Result<()> {
     let session = Session::start(opts.session)?;
     let report = build(session.run(|_| {})?, requested);
     if targets.is_empty() {
-        print!("{}", markdown(&report));
+        crate::output::print_stdout(&markdown(&report))?;
     }
     for (path, format) in targets {
         let text = match format {
@@ -132,6 +134,7 @@ pub fn build(ended: Ended, requested: Option<Duration>) -> Report {
         thread_names_from: s.thread_names,
         probes_attached: s.probes.attached.len(),
         probes_unavailable: s.probes.unavailable.clone(),
+        evidence: s.probes.evidence.clone(),
         attach_ms: s.probes.attach_ms,
         lost: s.lost.clone(),
     };
@@ -193,8 +196,11 @@ pub fn markdown(report: &Report) -> String {
     for (role, names) in &c.thread_roles {
         out += &format!("- {role} threads ({}): {}\n", names.len(), names.join(", "));
     }
+    for e in &c.evidence {
+        out += &format!("- evidence {}\n", crate::output::evidence_line(e));
+    }
     out += &format!(
-        "- thread names from: {}\n- probes: {} tracepoints attached in {:.0} ms; unavailable: {}\n- stall threshold: {}\n- lost: {} request/stall records, {} calls (histogram map full), {} calls (in-flight map full)\n- broker exited during the trace: {}\n- command line:\n\n```\n{}\n```\n",
+        "- thread names from: {}\n- probes: {} hooks attached in {:.0} ms; unavailable: {}\n- stall threshold: {}\n- lost: {} request/stall records, {} calls (histogram map full), {} calls (in-flight map full)\n- broker exited during the trace: {}\n- command line:\n\n```\n{}\n```\n",
         c.thread_names_from,
         c.probes_attached,
         c.attach_ms,

@@ -183,6 +183,16 @@ struct FileNames {
 }
 
 impl FileNames {
+    /// The file a stall read: by (device, inode) where the kernel gave them
+    /// (`mm_filemap_get_pages`, 6.12+), else by the fd the call used, if it is still open on
+    /// a regular file (segments stay open for as long as they exist).
+    fn of_stall(&mut self, e: &StallEvent) -> Option<PathBuf> {
+        if e.inode != 0 {
+            return self.resolve(FileId::from_kernel(e.dev, e.inode), e.file_fd);
+        }
+        (e.file_fd >= 0).then(|| discovery::fd_file(self.pid, e.file_fd)).flatten().map(|(_, path)| path)
+    }
+
     fn resolve(&mut self, id: FileId, fd: i32) -> Option<PathBuf> {
         if let Some(p) = self.known.get(&id) {
             return Some(p.clone());
@@ -244,7 +254,7 @@ impl Attribution {
     }
 
     pub fn record_stall(&mut self, e: &StallEvent) -> Cause {
-        let file = (e.inode != 0).then(|| self.files.resolve(FileId::from_kernel(e.dev, e.inode), e.file_fd)).flatten();
+        let file = self.files.of_stall(e);
         let segment = file.as_deref().and_then(protocol::segment);
         let stall = Stall {
             tid: e.tid,
@@ -260,7 +270,7 @@ impl Attribution {
             topic_partition: segment.as_ref().map(|s| s.topic_partition()),
             segment: segment.map(|s| s.file),
             file,
-            file_range: (e.inode != 0).then_some((e.first_byte, e.end_byte)),
+            file_range: (e.end_byte > e.first_byte).then_some((e.first_byte, e.end_byte)),
             request: request_ref(&e.request),
             delayed_produce: 0,
             delayed_produce_ns: 0,

@@ -54,3 +54,50 @@ fn export_port_in_use() {
     let out = Command::new(KSTALL).args(["export", "--listen", &addr]).output().unwrap();
     assert_one_line_error(&out, &format!("cannot listen on {addr}: pick a free --listen address"));
 }
+
+#[test]
+fn check_without_privileges_says_why_it_cannot_run() {
+    let out = Command::new("setpriv").args(["--bounding-set=-all", "--inh-caps=-all", KSTALL, "check"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains("needs root to load its eBPF probes"), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("kstall cannot run here: kstall needs root"));
+}
+
+/// `kstall check` on this kernel: it loads and attaches every probe and names each kind of
+/// evidence with its hooks or with why it is missing.
+#[test]
+fn check_says_what_this_kernel_gives() {
+    let out = Command::new(KSTALL).args(["check", "--format", "json"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let check: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(check["can_run"], true);
+    let attached = check["attached"].as_array().unwrap();
+    assert!(attached.iter().any(|h| h == "sched:sched_switch") && attached.len() >= 25, "{attached:?}");
+    let evidence = check["evidence"].as_array().unwrap();
+    let kinds: Vec<&str> = evidence.iter().map(|e| e["evidence"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["file_lookups", "readahead", "socket_reads", "data_arrival"]);
+    for e in evidence {
+        let has_hooks = !e["hooks"].as_array().unwrap().is_empty();
+        assert_eq!(has_hooks, e["missing"].is_null(), "hooks, or why not: {e}");
+        for hook in e["hooks"].as_array().unwrap() {
+            assert!(attached.contains(hook), "{hook} attached");
+        }
+    }
+    // After the check, none of its programs stays loaded.
+    let text = Command::new(KSTALL).arg("check").output().unwrap();
+    assert!(String::from_utf8_lossy(&text.stdout).contains("kstall can run here"));
+}
+
+/// A reader that goes away (`kstall check | head -0`) ends the output quietly, as with other
+/// Unix tools: no "failed printing to stdout" panic.
+#[test]
+fn closed_stdout_ends_quietly() {
+    let mut child = Command::new(KSTALL).args(["check", "--format", "json"]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

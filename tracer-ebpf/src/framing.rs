@@ -9,9 +9,10 @@
 
 /// Bytes of a request body kept: the fixed header (10 bytes) and the client_id.
 pub const HEADER_CAPTURE: usize = 64;
-/// Room for a copy that starts below HEADER_CAPTURE and is up to HEADER_CAPTURE long: the
-/// verifier checks each bound separately, so the buffer covers their sum.
-pub const HEADER_BUFFER: usize = 2 * HEADER_CAPTURE;
+/// Room for a copy that starts below HEADER_CAPTURE: the verifier checks the offset and the
+/// length bounds separately, and the length bound it can see is a mask (127, see the probes'
+/// `bounded_len`), so the buffer covers their sum.
+pub const HEADER_BUFFER: usize = 3 * HEADER_CAPTURE;
 /// Fixed part of a request header: api_key i16, api_version i16, correlation_id i32,
 /// client_id length i16.
 pub const FIXED_HEADER: usize = 10;

@@ -78,6 +78,12 @@ impl Syscall {
     pub const fn reads_file_data(self) -> bool {
         matches!(self, Syscall::Sendfile | Syscall::Read | Syscall::Readv | Syscall::Pread64)
     }
+
+    /// Calls that moved bytes only if they read a file: sendfile's source and pread's fd must
+    /// be seekable (a socket or pipe fails with ESPIPE), while read and readv take any fd.
+    pub const fn always_reads_a_file(self) -> bool {
+        matches!(self, Syscall::Sendfile | Syscall::Pread64)
+    }
 }
 
 /// Page-cache verdict of one call, the `cache` field of [`HistKey`].
@@ -115,8 +121,23 @@ pub struct CallEvidence {
     pub async_readahead: u32,
     /// Pages this thread added to the page cache (`filemap:mm_filemap_add_to_page_cache`, 1 << order).
     pub pages_added: u32,
+    /// Of those, pages inside the range the call asked for (known for sendfile and pread64,
+    /// which name their file offset): data that was not in the page cache when asked for.
+    pub wanted_pages_added: u32,
+    pub _pad: u32,
     /// Nanoseconds the thread slept in uninterruptible (D) state (`sched:sched_switch`).
     pub blocked_ns: u64,
+}
+
+/// Which optional kinds of [`CallEvidence`] this kernel reports (they came with different
+/// releases; user space finds out at load time).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EvidenceSources {
+    /// Synchronous and asynchronous readahead: `readahead:*` tracepoints (6.18+) or kprobes on
+    /// page_cache_{sync,async}_ra.
+    pub readahead: bool,
+    /// Page-cache lookups: `filemap:mm_filemap_get_pages` (6.12+).
+    pub file_lookups: bool,
 }
 
 /// Decides hit or miss for one call from kernel evidence, never from its duration.
@@ -125,26 +146,34 @@ pub struct CallEvidence {
 /// - sleeping in D state during a file read is waiting for page I/O (possibly started earlier
 ///   by readahead, in which case this call added no pages itself);
 /// - pages added without an async readahead came from a plain miss (readahead disabled);
-///   pages added *by* async readahead are a prefetch after a hit and do not make a miss.
+///   pages added *by* async readahead are a prefetch after a hit and do not make a miss;
+/// - pages added inside the byte range the call asked for were absent when asked for, on any
+///   kernel (a prefetch adds pages beyond it). This one does not depend on timing: on a
+///   device that completes reads at once (an emulated disk) a miss may never sleep.
 ///
-/// `have_readahead_events` is false on kernels without the `readahead:*` tracepoints; then any
-/// page added counts as a miss (less precise: an async prefetch is counted as a miss too).
+/// Without readahead evidence, pages added elsewhere cannot be told apart (a prefetch after a
+/// hit adds them too), so only those in the wanted range and waiting for page I/O make a miss. Without page-cache lookups, a hit leaves no trace; a sendfile or pread64 that
+/// `moved_bytes` read a file all the same (read and readv of a file then get no verdict unless
+/// they miss).
 pub const fn classify_file_read(
     syscall: Syscall,
     ev: &CallEvidence,
-    have_readahead_events: bool,
+    sources: EvidenceSources,
+    moved_bytes: bool,
 ) -> CacheResult {
-    let touched_file = ev.get_pages > 0 || ev.sync_readahead > 0 || ev.pages_added > 0;
+    let known_file = if sources.file_lookups {
+        ev.get_pages > 0
+    } else {
+        moved_bytes && syscall.always_reads_a_file()
+    };
+    let touched_file = known_file || ev.sync_readahead > 0 || ev.pages_added > 0;
     if !syscall.reads_file_data() || !touched_file {
         return CacheResult::NoFileRead;
     }
-    let added_without_prefetch =
-        ev.pages_added > 0 && (!have_readahead_events || ev.async_readahead == 0);
-    if ev.sync_readahead > 0 || ev.blocked_ns > 0 || added_without_prefetch {
-        CacheResult::Miss
-    } else {
-        CacheResult::Hit
-    }
+    let miss = ev.wanted_pages_added > 0
+        || ev.blocked_ns > 0
+        || (sources.readahead && (ev.sync_readahead > 0 || (ev.pages_added > 0 && ev.async_readahead == 0)));
+    if miss { CacheResult::Miss } else { CacheResult::Hit }
 }
 
 /// Key of the in-kernel latency histograms: one histogram per thread, syscall and verdict.
@@ -294,11 +323,15 @@ pub mod counter {
 /// tracefs `format` files, the broker's tgid, feature flags).
 pub mod global {
     pub const TARGET_TGID: &str = "TARGET_TGID";
+    /// 1 when readahead evidence is attached (tracepoints or kprobes).
     pub const HAVE_READAHEAD_EVENTS: &str = "HAVE_READAHEAD_EVENTS";
+    /// 1 when filemap:mm_filemap_get_pages is attached.
+    pub const HAVE_GET_PAGES_EVENTS: &str = "HAVE_GET_PAGES_EVENTS";
     pub const SWITCH_PREV_PID_OFFSET: &str = "SWITCH_PREV_PID_OFFSET";
     pub const SWITCH_PREV_STATE_OFFSET: &str = "SWITCH_PREV_STATE_OFFSET";
     pub const SWITCH_NEXT_PID_OFFSET: &str = "SWITCH_NEXT_PID_OFFSET";
     pub const ADD_TO_CACHE_ORDER_OFFSET: &str = "ADD_TO_CACHE_ORDER_OFFSET";
+    pub const ADD_TO_CACHE_INDEX_OFFSET: &str = "ADD_TO_CACHE_INDEX_OFFSET";
     pub const SYS_EXIT_RET_OFFSET: &str = "SYS_EXIT_RET_OFFSET";
     /// Offset of a syscall's first argument in sys_enter_* records; the others follow, 8 bytes apart.
     pub const SYS_ENTER_ARGS_OFFSET: &str = "SYS_ENTER_ARGS_OFFSET";
@@ -310,7 +343,7 @@ pub mod global {
     /// Offset of the sock pointer in sock:sock_recv_length and sock:sk_data_ready.
     pub const RECV_SK_OFFSET: &str = "RECV_SK_OFFSET";
     pub const DATA_READY_SK_OFFSET: &str = "DATA_READY_SK_OFFSET";
-    /// 1 when sock:sock_recv_length is attached: reads are known to be socket reads.
+    /// 1 when socket reads are known (sock:sock_recv_length or a kprobe on tcp_recvmsg).
     pub const HAVE_SOCK_EVENTS: &str = "HAVE_SOCK_EVENTS";
     /// Network-thread syscalls at least this slow are reported as stalls.
     pub const STALL_THRESHOLD_NS: &str = "STALL_THRESHOLD_NS";
@@ -418,17 +451,50 @@ mod tests {
         let waited_for_readahead = CallEvidence { get_pages: 1, blocked_ns: 5_000, ..none };
         let prefetch_after_hit = CallEvidence { get_pages: 1, async_readahead: 1, pages_added: 64, ..none };
         let ra_disabled_miss = CallEvidence { get_pages: 1, pages_added: 1, ..none };
-        let have = true;
-        assert_eq!(classify_file_read(Syscall::Sendfile, &cached, have), CacheResult::Hit);
-        assert_eq!(classify_file_read(Syscall::Sendfile, &sync_miss, have), CacheResult::Miss);
-        assert_eq!(classify_file_read(Syscall::Sendfile, &waited_for_readahead, have), CacheResult::Miss);
-        assert_eq!(classify_file_read(Syscall::Sendfile, &prefetch_after_hit, have), CacheResult::Hit);
-        assert_eq!(classify_file_read(Syscall::Pread64, &ra_disabled_miss, have), CacheResult::Miss);
-        // Without readahead tracepoints, pages added are the evidence, prefetch included.
-        assert_eq!(classify_file_read(Syscall::Sendfile, &prefetch_after_hit, false), CacheResult::Miss);
+        let all = EvidenceSources { readahead: true, file_lookups: true };
+        let verdict = |syscall, ev, sources| classify_file_read(syscall, ev, sources, true);
+        assert_eq!(verdict(Syscall::Sendfile, &cached, all), CacheResult::Hit);
+        assert_eq!(verdict(Syscall::Sendfile, &sync_miss, all), CacheResult::Miss);
+        assert_eq!(verdict(Syscall::Sendfile, &waited_for_readahead, all), CacheResult::Miss);
+        assert_eq!(verdict(Syscall::Sendfile, &prefetch_after_hit, all), CacheResult::Hit);
+        assert_eq!(verdict(Syscall::Pread64, &ra_disabled_miss, all), CacheResult::Miss);
         // Socket reads and appending writes get no verdict.
-        assert_eq!(classify_file_read(Syscall::Read, &none, have), CacheResult::NoFileRead);
-        assert_eq!(classify_file_read(Syscall::Write, &ra_disabled_miss, have), CacheResult::NoFileRead);
+        assert_eq!(verdict(Syscall::Read, &none, all), CacheResult::NoFileRead);
+        assert_eq!(verdict(Syscall::Write, &ra_disabled_miss, all), CacheResult::NoFileRead);
+        // A sendfile that sent nothing (EAGAIN) read no file.
+        assert_eq!(classify_file_read(Syscall::Sendfile, &none, all, false), CacheResult::NoFileRead);
+    }
+
+    /// Kernels before 6.18 have no readahead tracepoints, before 6.12 no page-cache lookups:
+    /// what each verdict rests on then.
+    #[test]
+    fn older_kernels_keep_hits_hits_and_misses_misses() {
+        let none = CallEvidence::default();
+        let prefetch_after_hit = CallEvidence { async_readahead: 1, pages_added: 64, ..none };
+        let sync_miss = CallEvidence { sync_readahead: 1, pages_added: 32, blocked_ns: 8_000_000, ..none };
+        // On an emulated disk a read may complete before the caller would sleep.
+        let fast_miss = CallEvidence { sync_readahead: 1, pages_added: 16, wanted_pages_added: 16, ..none };
+        // 5.10-6.11 without kprobes: neither.
+        let bare = EvidenceSources { readahead: false, file_lookups: false };
+        // A cached sendfile or pread64 leaves no evidence but the bytes it moved.
+        assert_eq!(classify_file_read(Syscall::Sendfile, &none, bare, true), CacheResult::Hit);
+        assert_eq!(classify_file_read(Syscall::Pread64, &none, bare, true), CacheResult::Hit);
+        assert_eq!(classify_file_read(Syscall::Sendfile, &none, bare, false), CacheResult::NoFileRead);
+        // A socket read is no file read, whatever it returned.
+        assert_eq!(classify_file_read(Syscall::Read, &none, bare, true), CacheResult::NoFileRead);
+        // Pages an async prefetch added do not make a miss: nothing waited for them.
+        assert_eq!(classify_file_read(Syscall::Sendfile, &prefetch_after_hit, bare, true), CacheResult::Hit);
+        assert_eq!(classify_file_read(Syscall::Read, &prefetch_after_hit, bare, true), CacheResult::Hit);
+        // A miss waits for its page, with or without readahead evidence.
+        assert_eq!(classify_file_read(Syscall::Sendfile, &sync_miss, bare, true), CacheResult::Miss);
+        assert_eq!(classify_file_read(Syscall::Read, &sync_miss, bare, true), CacheResult::Miss);
+        assert_eq!(classify_file_read(Syscall::Sendfile, &fast_miss, bare, true), CacheResult::Miss);
+        let all = EvidenceSources { readahead: true, file_lookups: true };
+        assert_eq!(classify_file_read(Syscall::Sendfile, &fast_miss, all, true), CacheResult::Miss);
+        // 6.12: lookups but no readahead tracepoints (and no kprobes): the same rule.
+        let lookups = EvidenceSources { readahead: false, file_lookups: true };
+        let cached_prefetch = CallEvidence { get_pages: 1, ..prefetch_after_hit };
+        assert_eq!(classify_file_read(Syscall::Pread64, &cached_prefetch, lookups, true), CacheResult::Hit);
     }
 
     #[test]

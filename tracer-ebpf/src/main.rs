@@ -2,10 +2,14 @@
 //! page-cache hit/miss verdict for every file read, aggregated in the kernel. On network
 //! threads it also follows Kafka's framing through the socket reads and writes, and sends one
 //! small record per answered request and per stall (a page-cache miss or a slow call) through
-//! a ring buffer; nothing else reaches user space per call. Only classic and syscall
-//! tracepoints are used, so it loads on kernels without kprobes or fentry; field offsets come
-//! from user space (tracefs `format`).
+//! a ring buffer; nothing else reaches user space per call. The required hooks are classic and
+//! syscall tracepoints, so it loads on kernels without kprobes or fentry; field offsets come
+//! from user space (tracefs `format`). Evidence that newer kernels give as tracepoints
+//! (readahead 6.18, socket reads and data arrival 6.3) comes from kprobes on older kernels
+//! that allow them: the same logic behind either hook.
 #![cfg_attr(target_arch = "bpf", no_std, no_main)]
+// Inline BPF assembly (see `bounded_len`); the build runs Debian's rustc with RUSTC_BOOTSTRAP.
+#![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
 #[cfg(not(target_arch = "bpf"))]
 fn main() {}
@@ -15,14 +19,15 @@ mod probes {
     use aya_ebpf::{
         bindings::BPF_NOEXIST,
         helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, generated},
-        macros::{map, tracepoint},
+        macros::{kprobe, map, tracepoint},
         maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
-        programs::TracePointContext,
+        programs::{ProbeContext, TracePointContext},
     };
     use kstall_ebpf::{
         CONNECTIONS_MAX_ENTRIES, CacheResult, CallEvidence, EVENTS_BYTES, HIST_MAX_ENTRIES, HistKey,
         IN_FLIGHT_MAX_ENTRIES, IN_FLIGHT_SLOTS, LatencyHist, PENDING_MAX_ENTRIES,
         SOCKETS_MAX_ENTRIES, SYSCALL_NR_LIMIT, Syscall, bucket_index, classify_file_read, counter, thread_slot,
+        EvidenceSources,
         events::{
             ConnKey, Connection, PendingKey, PendingRequest, RequestEvent, RequestId, StallEvent,
             kind,
@@ -39,6 +44,8 @@ mod probes {
     #[unsafe(no_mangle)]
     static HAVE_READAHEAD_EVENTS: u8 = 0;
     #[unsafe(no_mangle)]
+    static HAVE_GET_PAGES_EVENTS: u8 = 0;
+    #[unsafe(no_mangle)]
     static SWITCH_PREV_PID_OFFSET: u32 = 24;
     #[unsafe(no_mangle)]
     static SWITCH_PREV_STATE_OFFSET: u32 = 32;
@@ -47,6 +54,8 @@ mod probes {
     /// u32::MAX: the event has no `order` field (one page per event).
     #[unsafe(no_mangle)]
     static ADD_TO_CACHE_ORDER_OFFSET: u32 = u32::MAX;
+    #[unsafe(no_mangle)]
+    static ADD_TO_CACHE_INDEX_OFFSET: u32 = 24;
     #[unsafe(no_mangle)]
     static SYS_EXIT_RET_OFFSET: u32 = 16;
     #[unsafe(no_mangle)]
@@ -71,6 +80,10 @@ mod probes {
     #[unsafe(no_mangle)]
     static STALL_THRESHOLD_NS: u64 = 1_000_000;
 
+    /// log2 of the page size: 4 KiB on x86_64 and on the arm64 kernels of the distributions
+    /// kstall supports (the stall records' byte ranges assume it too).
+    const PAGE_SHIFT: u32 = 12;
+
     /// TASK_UNINTERRUPTIBLE as reported in sched_switch's prev_state.
     const TASK_UNINTERRUPTIBLE: i64 = 0x2;
 
@@ -89,6 +102,10 @@ mod probes {
         sk: u64,
         /// When the data this read consumed reached the socket, 0 when unknown.
         arrival_ns: u64,
+        /// Pages the call asks for (sendfile and pread64 name their offset), inclusive;
+        /// wanted_last < wanted_first when unknown.
+        wanted_first: u64,
+        wanted_last: u64,
         /// First file the call looked up in the page cache, and the page range it asked for.
         inode: u64,
         first_index: u64,
@@ -121,11 +138,12 @@ mod probes {
     #[map]
     static IN_FLIGHT_OVERFLOW: HashMap<u32, InFlight> = HashMap::with_max_entries(IN_FLIGHT_MAX_ENTRIES, 0);
 
-    /// Created on first use per (thread, syscall, verdict); BPF_F_NO_PREALLOC keeps memory
-    /// proportional to what the broker actually does.
+    /// One entry per (thread, syscall, verdict), created on first use. Preallocated: a tracing
+    /// program that allocates map memory at run time (BPF_F_NO_PREALLOC) makes 5.7-6.0 print a
+    /// kernel WARNING with a call trace at load (which taints the kernel and panics a host
+    /// with panic_on_warn), and is refused on PREEMPT_RT.
     #[map]
-    static HISTOGRAMS: HashMap<HistKey, LatencyHist> =
-        HashMap::with_max_entries(HIST_MAX_ENTRIES, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
+    static HISTOGRAMS: HashMap<HistKey, LatencyHist> = HashMap::with_max_entries(HIST_MAX_ENTRIES, 0);
 
     /// Source of a zeroed histogram for inserts: too large for the 512-byte BPF stack.
     #[map]
@@ -226,8 +244,12 @@ mod probes {
                 sync_readahead: 0,
                 async_readahead: 0,
                 pages_added: 0,
+                wanted_pages_added: 0,
+                _pad: 0,
                 blocked_ns: 0,
             },
+            wanted_first: 1,
+            wanted_last: 0,
             args,
             sk: 0,
             arrival_ns: 0,
@@ -241,6 +263,23 @@ mod probes {
             _pad: 0,
             tid,
         };
+        let mut call = call;
+        // The pages a file read asks for: (offset, count) of sendfile(out, in, *offset, count)
+        // and pread64(fd, buf, count, offset). A sendfile from the file position (NULL
+        // offset) leaves them unknown.
+        let wanted = match syscall {
+            Syscall::Sendfile if args[1] != 0 && args[2] != 0 => {
+                unsafe { bpf_probe_read_user(args[2] as *const i64) }.ok().map(|offset| (offset as u64, args[3]))
+            }
+            Syscall::Pread64 => Some((args[3], args[2])),
+            _ => None,
+        };
+        if let Some((offset, count)) = wanted {
+            if count > 0 {
+                call.wanted_first = offset >> PAGE_SHIFT;
+                call.wanted_last = offset.wrapping_add(count - 1) >> PAGE_SHIFT;
+            }
+        }
         // A slot held by a live call of another thread: this call goes to the overflow map.
         // (A thread that died inside a call leaves its slot held; later threads overflow.)
         if s.tid != 0 && s.tid != tid {
@@ -276,7 +315,11 @@ mod probes {
         let now = unsafe { bpf_ktime_get_ns() };
         let duration_ns = now.saturating_sub(call.start_ns);
         let ret: i64 = unsafe { ctx.read_at(global(&SYS_EXIT_RET_OFFSET) as usize) }.unwrap_or(0);
-        let cache = classify_file_read(syscall, &call.evidence, global(&HAVE_READAHEAD_EVENTS) != 0);
+        let sources = EvidenceSources {
+            readahead: global(&HAVE_READAHEAD_EVENTS) != 0,
+            file_lookups: global(&HAVE_GET_PAGES_EVENTS) != 0,
+        };
+        let cache = classify_file_read(syscall, &call.evidence, sources, ret > 0);
         let key = HistKey { tid, syscall: syscall as u8, cache: cache as u8, _pad: [0; 2] };
         let Some(hist) = histogram(&key) else {
             bump(counter::HIST_MAP_FULL);
@@ -320,7 +363,7 @@ mod probes {
         let fd = call.args[0] as u32;
         match syscall {
             Syscall::Read | Syscall::Readv => {
-                // Without the sock events, eventfd wakeups are fed too; they never parse.
+                // Without socket-read evidence, eventfd wakeups are fed too; they never parse.
                 if call.sk == 0 && global(&HAVE_SOCK_EVENTS) != 0 {
                     return;
                 }
@@ -396,14 +439,33 @@ mod probes {
     impl ByteSource for UserBytes {
         #[inline(always)]
         fn copy(&self, offset: u32, dst: &mut [u8], len: u32) -> bool {
-            let len = len & (2 * framing::HEADER_CAPTURE as u32 - 1);
             if len as usize > dst.len() {
                 return false;
             }
+            let len = bounded_len(len);
             let src = (self.base + offset as u64) as *const core::ffi::c_void;
             unsafe { generated::bpf_probe_read_user(dst.as_mut_ptr().cast(), len, src) == 0 }
         }
     }
+
+    /// `len & COPY_MASK`, computed where the verifier sees it. The framing parser already
+    /// bounds every copy (`min(4 - have, avail)`, `min(64 - have, take)`), so LLVM drops a mask
+    /// written in Rust; but the verifiers before 6.12 cannot bound a register by comparing it
+    /// with another register, and reject the copy as an unbounded memory access (5.10, 6.1).
+    /// The mask in assembly survives compilation; with the destination offset (< 64) it keeps
+    /// every copy inside the connection's header buffer (HEADER_BUFFER).
+    #[inline(always)]
+    fn bounded_len(len: u32) -> u32 {
+        let mut len = len as u64;
+        unsafe { core::arch::asm!("{0} &= 127", inout(reg) len, options(pure, nomem, nostack)) };
+        len as u32
+    }
+    /// The mask in `bounded_len`: a copy is at most HEADER_CAPTURE bytes, at an offset below
+    /// HEADER_CAPTURE, so the buffer must hold offset + mask.
+    const COPY_MASK: usize = 127;
+    const _: () = assert!(COPY_MASK >= framing::HEADER_CAPTURE);
+    const _: () = assert!(framing::HEADER_CAPTURE - 1 + COPY_MASK <= framing::HEADER_BUFFER);
+
 
     #[inline(always)]
     fn feed(tid: u32, fd: u32, conn: &mut Connection, src: &UserBytes, len: u64, call: &InFlight, now: u64) {
@@ -580,8 +642,14 @@ mod probes {
             (*e).file_fd = file_fd;
             (*e).dev = call.dev;
             (*e).inode = call.inode;
-            (*e).first_byte = call.first_index << 12;
-            (*e).end_byte = if call.inode != 0 { (call.last_index + 1) << 12 } else { 0 };
+            // The pages looked up (6.12+), else the pages asked for (sendfile, pread64).
+            let (first, last) = if call.inode != 0 {
+                (call.first_index, call.last_index)
+            } else {
+                (call.wanted_first, call.wanted_last)
+            };
+            (*e).first_byte = first << PAGE_SHIFT;
+            (*e).end_byte = if first <= last { (last + 1) << PAGE_SHIFT } else { 0 };
             (*e).start_ns = call.start_ns;
             (*e).duration_ns = duration_ns;
             (*e).off_cpu_ns = call.off_cpu_ns;
@@ -700,6 +768,9 @@ mod probes {
     /// filemap:mm_filemap_add_to_page_cache: this thread brought pages into the page cache.
     #[tracepoint]
     pub fn page_cache_add(ctx: TracePointContext) -> u32 {
+        let Some(tid) = broker_tid() else { return 0 };
+        let Some(call) = call_of(tid) else { return 0 };
+        let call = unsafe { &mut *call };
         let offset = global(&ADD_TO_CACHE_ORDER_OFFSET);
         let pages = if offset == u32::MAX {
             1
@@ -707,7 +778,14 @@ mod probes {
             let order: u8 = unsafe { ctx.read_at(offset as usize) }.unwrap_or(0);
             1u32 << (order & 15)
         };
-        with_current_call(|call| call.evidence.pages_added += pages);
+        call.evidence.pages_added += pages;
+        if call.wanted_first <= call.wanted_last {
+            let first: u64 = unsafe { ctx.read_at(global(&ADD_TO_CACHE_INDEX_OFFSET) as usize) }.unwrap_or(u64::MAX);
+            let last = first.saturating_add(pages as u64 - 1);
+            if first <= call.wanted_last && last >= call.wanted_first {
+                call.evidence.wanted_pages_added += pages;
+            }
+        }
         0
     }
 
@@ -730,16 +808,31 @@ mod probes {
         0
     }
 
-    /// readahead:page_cache_sync_ra: a page the call needs is not in the page cache.
+    /// readahead:page_cache_sync_ra (6.18+): a page the call needs is not in the page cache.
     #[tracepoint]
     pub fn sync_readahead(_ctx: TracePointContext) -> u32 {
         with_current_call(|call| call.evidence.sync_readahead += 1);
         0
     }
 
-    /// readahead:page_cache_async_ra: prefetch after a hit on a readahead mark.
+    /// The same evidence from a kprobe on page_cache_sync_ra() (5.10+), where the tracepoint
+    /// is missing and kprobes are allowed.
+    #[kprobe]
+    pub fn sync_readahead_kprobe(_ctx: ProbeContext) -> u32 {
+        with_current_call(|call| call.evidence.sync_readahead += 1);
+        0
+    }
+
+    /// readahead:page_cache_async_ra (6.18+): prefetch after a hit on a readahead mark.
     #[tracepoint]
     pub fn async_readahead(_ctx: TracePointContext) -> u32 {
+        with_current_call(|call| call.evidence.async_readahead += 1);
+        0
+    }
+
+    /// The same evidence from a kprobe on page_cache_async_ra() (5.10+).
+    #[kprobe]
+    pub fn async_readahead_kprobe(_ctx: ProbeContext) -> u32 {
         with_current_call(|call| call.evidence.async_readahead += 1);
         0
     }
@@ -756,17 +849,27 @@ mod probes {
         0
     }
 
-    /// sock:sock_recv_length: the read in progress on a network thread is a socket read. Takes
-    /// the time the unread data arrived, and restarts the clock for the next data.
+    /// sock:sock_recv_length (6.3+): the read in progress on a network thread is a socket read.
     #[tracepoint]
     pub fn sock_recv(ctx: TracePointContext) -> u32 {
-        let Some(tid) = broker_tid() else { return 0 };
-        if !is_network_thread(tid) {
-            return 0;
-        }
-        let sk: u64 = unsafe { ctx.read_at(global(&RECV_SK_OFFSET) as usize) }.unwrap_or(0);
-        if sk == 0 {
-            return 0;
+        on_socket_read(unsafe { ctx.read_at(global(&RECV_SK_OFFSET) as usize) }.unwrap_or(0));
+        0
+    }
+
+    /// The same from a kprobe on tcp_recvmsg(sk, ...), where the tracepoint is missing.
+    #[kprobe]
+    pub fn sock_recv_kprobe(ctx: ProbeContext) -> u32 {
+        on_socket_read(ctx.arg::<u64>(0).unwrap_or(0));
+        0
+    }
+
+    /// Socket `sk` is read by the call in progress: if that is a network thread's, take the
+    /// time the unread data arrived, and restart the clock for the next data.
+    #[inline(always)]
+    fn on_socket_read(sk: u64) {
+        let Some(tid) = broker_tid() else { return };
+        if sk == 0 || !is_network_thread(tid) {
+            return;
         }
         let mut arrival_ns = 0;
         match SOCKETS.get_ptr_mut(sk) {
@@ -784,14 +887,27 @@ mod probes {
                 call.arrival_ns = arrival_ns;
             }
         });
+    }
+
+    /// sock:sk_data_ready (6.3+): data reached a socket.
+    #[tracepoint]
+    pub fn sock_data_ready(ctx: TracePointContext) -> u32 {
+        on_data_ready(unsafe { ctx.read_at(global(&DATA_READY_SK_OFFSET) as usize) }.unwrap_or(0));
         0
     }
 
-    /// sock:sk_data_ready: data reached a socket. Runs for every socket on the host (often in
-    /// the sender's context), so it only touches sockets a network thread has read.
-    #[tracepoint]
-    pub fn sock_data_ready(ctx: TracePointContext) -> u32 {
-        let sk: u64 = unsafe { ctx.read_at(global(&DATA_READY_SK_OFFSET) as usize) }.unwrap_or(0);
+    /// The same from a kprobe on sock_def_readable(sk), the data-ready callback of TCP
+    /// sockets, where the tracepoint is missing.
+    #[kprobe]
+    pub fn sock_data_ready_kprobe(ctx: ProbeContext) -> u32 {
+        on_data_ready(ctx.arg::<u64>(0).unwrap_or(0));
+        0
+    }
+
+    /// Data reached socket `sk`. Runs for every socket on the host (often in the sender's
+    /// context), so it only touches sockets a network thread has read.
+    #[inline(always)]
+    fn on_data_ready(sk: u64) {
         if let Some(s) = SOCKETS.get_ptr_mut(sk) {
             unsafe {
                 if (*s).unread_since_ns == 0 {
@@ -799,7 +915,6 @@ mod probes {
                 }
             }
         }
-        0
     }
 
     #[panic_handler]

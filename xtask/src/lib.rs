@@ -1,9 +1,13 @@
 //! Project helpers behind `cargo xtask`: toolchain setup, and a real Kafka broker with real
 //! clients for the demo and the integration tests (which use this crate as a library).
 pub mod bench;
+pub mod guest;
 pub mod kafka;
+pub mod kernel_check;
+pub mod matrix;
 pub mod setup;
 pub mod slow_disk;
+pub mod stand_in;
 pub mod support;
 pub mod synthetic_broker;
 

@@ -1,7 +1,8 @@
 //! `cargo xtask <command>`:
 //!   setup   install the BPF toolchain, test tools and the Kafka distribution (idempotent)
 //!   build   setup, then build kstall (release)
-//!   test    setup, then run every test (unit, real-broker integration, bad input)
+//!   test    setup, then run every test (unit, real-broker integration, bad input, fuzzing,
+//!           the kernel matrix)
 //!   demo    setup, build, start a real Kafka 0.9 broker on a slow disk with a synchronous
 //!           producer, a tail consumer and a cold reader, run `kstall watch` on it for 30 s,
 //!           stop everything
@@ -16,6 +17,13 @@
 //!           producer throughput and p99 with and without kstall (docs/performance.md)
 //!   synthetic-broker kafka.Kafka DIR
 //!           the bench's load (see xtask/src/synthetic_broker.rs), driven on stdin
+//!   matrix [host|5.10|6.1|6.12|sid ...]
+//!           the kernel matrix (part of `test`): kstall's functional check on this host and
+//!           inside QEMU guests booting Debian's kernels (xtask/src/matrix.rs)
+//!   kernel-check [--no-kprobes | --also-without-kprobes]
+//!           that check on the running kernel (the matrix runs it in each guest)
+//!   stand-in kafka.Kafka DIR
+//!           the check's stand-in broker (xtask/src/stand_in.rs), driven on stdin
 use std::{
     io::{BufRead, BufReader},
     path::PathBuf,
@@ -37,6 +45,40 @@ use xtask::{
     slow_disk::SlowDisk,
     workspace_root,
 };
+
+/// `cargo xtask kernel-check [--no-kprobes | --also-without-kprobes]`: the kernel matrix's
+/// functional check on this machine (the matrix runs it inside each guest); prints each
+/// record and fails on a failure. `--also-without-kprobes` runs it a second time with kprobes
+/// hidden when the first run used some.
+fn kernel_check_here(args: &[String]) -> Result<()> {
+    use xtask::kernel_check::{self, CheckOptions, RECORD_PREFIX};
+    let data_dir = std::env::var_os("KSTALL_CHECK_DIR").map(PathBuf::from).unwrap_or_else(kernel_check::host_data_dir);
+    std::fs::create_dir_all(&data_dir)?;
+    if kernel_check::is_tmpfs(&data_dir) {
+        bail!("{} is on tmpfs, which has no page cache to miss: use a disk", data_dir.display());
+    }
+    let kstall = std::env::var_os("KSTALL").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target/release/kstall"));
+    let flag = |f: &str| args.iter().any(|a| a == f);
+    let mut opts = CheckOptions { kstall, data_dir, no_kprobes: flag("--no-kprobes") };
+    let mut failed = 0;
+    loop {
+        let record = kernel_check::run(&opts)?;
+        println!("{RECORD_PREFIX}{record}");
+        let failures = kernel_check::failures(&record);
+        for f in &failures {
+            eprintln!("kernel-check: FAILED: {f}");
+        }
+        failed += failures.len();
+        if opts.no_kprobes || !flag("--also-without-kprobes") || !xtask::matrix::uses_kprobes(&record) {
+            break;
+        }
+        opts.no_kprobes = true;
+    }
+    if failed > 0 {
+        bail!("{failed} check(s) failed");
+    }
+    Ok(())
+}
 
 fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
@@ -80,6 +122,9 @@ fn test(extra: &[String]) -> Result<()> {
     let crashed = FUZZ_TARGETS.iter().filter(|(target, share)| !fuzz(target, seconds * share / 30)).count() as u64;
     passed += FUZZ_TARGETS.len() as u64 - crashed;
     failed += crashed;
+    let (matrix_passed, matrix_failed) = matrix_tests(&build_release()?, &[])?;
+    passed += matrix_passed;
+    failed += matrix_failed;
     println!("tests: {passed} passed, {failed} failed");
     if !status.success() {
         bail!("cargo test failed: {status}");
@@ -87,10 +132,22 @@ fn test(extra: &[String]) -> Result<()> {
     if crashed > 0 {
         bail!("{crashed} fuzz target(s) failed");
     }
+    if matrix_failed > 0 {
+        bail!("{matrix_failed} kernel matrix run(s) failed");
+    }
     if passed == 0 {
         bail!("no test ran");
     }
     Ok(())
+}
+
+/// The kernel matrix (`xtask/src/matrix.rs`); returns (passed, failed), one per run.
+fn matrix_tests(kstall: &std::path::Path, only: &[String]) -> Result<(u64, u64)> {
+    let started = Instant::now();
+    let outcomes = xtask::matrix::run(&kstall.to_path_buf(), only)?;
+    let failed = outcomes.iter().filter(|o| !o.failures.is_empty()).count() as u64;
+    println!("xtask test: kernel matrix took {:.0}s", started.elapsed().as_secs_f64());
+    Ok((outcomes.len() as u64 - failed, failed))
 }
 
 /// The framing parser's fuzz targets (tracer-ebpf/fuzz) and their share of 30 s of fuzzing.
@@ -384,13 +441,19 @@ fn main() -> ExitCode {
             Some(dir) => xtask::synthetic_broker::main(std::path::Path::new(dir)),
             None => Err(anyhow::anyhow!("usage: synthetic-broker kafka.Kafka DIR")),
         },
+        Some("stand-in") => match args.get(2) {
+            Some(dir) => xtask::stand_in::main(std::path::Path::new(dir)),
+            None => Err(anyhow::anyhow!("usage: stand-in kafka.Kafka DIR")),
+        },
+        Some("kernel-check") => kernel_check_here(&args),
+        Some("matrix") => build_release().and_then(|kstall| matrix_tests(&kstall, &args[1..])).map(drop),
         Some("bench-export") => {
             let minutes = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(10.0);
             let rate = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1000);
             bench_export(minutes, rate)
         }
         _ => {
-            eprintln!("usage: cargo xtask <setup|build|test|demo [SECONDS]|broker|bench [REPEATS] [REQUESTS]|bench-export [MINUTES] [RATE]>");
+            eprintln!("usage: cargo xtask <setup|build|test|demo [SECONDS]|broker|bench [REPEATS] [REQUESTS]|bench-export [MINUTES] [RATE]|matrix [LINE...]|kernel-check>");
             return ExitCode::from(2);
         }
     };

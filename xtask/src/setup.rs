@@ -11,6 +11,7 @@ use crate::{kafka, output, run};
 pub const BPF_TOOLCHAIN: &str = "debian-bpf";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
+const VIRTME_NG_VERSION: &str = "1.42";
 
 /// Commands the tests and demo use, and the Debian package that provides each.
 const TOOLS: [(&str, &str); 6] = [
@@ -90,6 +91,14 @@ pub fn setup() -> Result<()> {
         ["python3-kafka", "python3-fusepy", "python3-jsonschema", "chromium", "fonts-liberation", "prometheus", "systemd", "bpftool", "bpftrace", "g++"]
             .map(String::from),
     );
+    // Older kernels under QEMU (guest.rs): vng boots them and needs kmod (depmod),
+    // busybox-static (its initramfs) and file (the kernel version); xz-utils and zstd unpack
+    // vmlinux; e2fsprogs makes disk images; debian-archive-keyring checks the kernel debs;
+    // python3-pip installs virtme-ng, which Debian does not package before trixie.
+    packages.extend(
+        ["qemu-system-x86", "kmod", "busybox-static", "file", "xz-utils", "zstd", "e2fsprogs", "debian-archive-keyring", "python3-pip"]
+            .map(String::from),
+    );
     apt.ensure(&packages)?;
 
     let linker = cargo_bin("bpf-linker");
@@ -108,6 +117,19 @@ pub fn setup() -> Result<()> {
         eprintln!("setup: cargo install cargo-fuzz {CARGO_FUZZ_VERSION}");
         run(Command::new("cargo").args(["install", &format!("cargo-fuzz@{CARGO_FUZZ_VERSION}"), "--locked"]))
             .context("cannot build cargo-fuzz")?;
+    }
+
+    let vng = || output(Command::new("vng").arg("--version")).is_ok_and(|v| v.trim() == format!("virtme-ng {VIRTME_NG_VERSION}"));
+    if !vng() {
+        eprintln!("setup: pip install virtme-ng=={VIRTME_NG_VERSION}");
+        // Debian's own python3 refuses a plain pip install (PEP 668); a pyenv one does not.
+        let pip = |extra: &[&str]| {
+            run(Command::new("python3").args(["-m", "pip", "install", "-q"]).args(extra).arg(format!("virtme-ng=={VIRTME_NG_VERSION}")))
+        };
+        pip(&[]).or_else(|_| pip(&["--break-system-packages"])).context("cannot pip install virtme-ng")?;
+        if !vng() {
+            bail!("virtme-ng {VIRTME_NG_VERSION} is installed but `vng --version` does not show it (is its bin dir on PATH?)");
+        }
     }
 
     let toolchains = output(Command::new("rustup").args(["toolchain", "list"]))

@@ -1,0 +1,107 @@
+//! `kstall check`: whether kstall can run on this kernel and what it will see, without touching
+//! any broker. It loads and attaches every probe the way a trace would, pointed at no process,
+//! then detaches: the verifier's verdict, not a guess from the version number.
+use std::path::Path;
+
+use anyhow::{Result, bail};
+use serde::Serialize;
+
+use crate::attach::{self, EvidenceStatus};
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+/// What `kstall check` found.
+#[derive(Debug, Serialize)]
+pub struct CheckReport {
+    pub kernel: String,
+    pub arch: &'static str,
+    /// Every probe loaded and attached.
+    pub can_run: bool,
+    /// Why not, when it cannot.
+    pub error: Option<String>,
+    pub attach_ms: Option<f64>,
+    /// Hooks attached (`category:event`, `kprobe:function`).
+    pub attached: Vec<String>,
+    pub evidence: Vec<EvidenceStatus>,
+    pub socket_wait_measured: bool,
+    /// The kernel's BTF (/sys/kernel/btf/vmlinux); kstall does not need it.
+    pub btf: bool,
+}
+
+pub fn check() -> CheckReport {
+    let mut report = CheckReport {
+        kernel: attach::procfs_release(),
+        arch: std::env::consts::ARCH,
+        can_run: false,
+        error: None,
+        attach_ms: None,
+        attached: Vec::new(),
+        evidence: Vec::new(),
+        socket_wait_measured: false,
+        btf: Path::new("/sys/kernel/btf/vmlinux").exists(),
+    };
+    // Pointed at no process (no tgid is u32::MAX), the programs run but do nothing.
+    match attach::check_privileges().and_then(|()| attach::attach(u32::MAX, std::time::Duration::from_millis(1))) {
+        Ok(probes) => {
+            report.can_run = true;
+            report.attach_ms = Some(probes.attach_time.as_secs_f64() * 1e3);
+            report.attached = probes.attached.clone();
+            report.evidence = probes.evidence.clone();
+            report.socket_wait_measured = probes.have_socket_wait;
+        }
+        Err(e) => report.error = Some(format!("{e:#}").replace('\n', " ")),
+    }
+    report
+}
+
+pub fn render_text(r: &CheckReport) -> String {
+    let mut out = format!("kernel {} ({})\n", r.kernel, r.arch);
+    match (&r.error, r.attach_ms) {
+        (Some(e), _) => out += &format!("kstall cannot run here: {e}\n"),
+        (None, Some(ms)) => {
+            let kprobes = r.attached.iter().filter(|h| h.starts_with("kprobe:")).count();
+            out += &format!(
+                "kstall can run here: {} probes attached ({} tracepoints, {} kprobes) in {ms:.0} ms, then detached\n",
+                r.attached.len(),
+                r.attached.len() - kprobes,
+                kprobes
+            );
+        }
+        (None, None) => {}
+    }
+    if !r.evidence.is_empty() {
+        out += "\nevidence       source\n";
+        for e in &r.evidence {
+            match &e.missing {
+                None => out += &format!("{:<14} {}\n", e.evidence.as_str(), e.hooks.join(", ")),
+                Some(why) => {
+                    out += &format!("{:<14} missing: {why}\n", e.evidence.as_str());
+                    out += &format!("{:<14} without it: {}\n", "", e.cost);
+                }
+            }
+        }
+        out += &format!(
+            "\nsocket wait: {}\n",
+            if r.socket_wait_measured { "measured" } else { "unknown (request latency starts at the read)" }
+        );
+    }
+    out += &format!("kernel BTF: {} (not needed)\n", if r.btf { "present" } else { "absent" });
+    out
+}
+
+pub fn run(format: Format) -> Result<()> {
+    let report = check();
+    let text = match format {
+        Format::Text => render_text(&report),
+        Format::Json => serde_json::to_string_pretty(&report)? + "\n",
+    };
+    crate::output::print_stdout(&text)?;
+    if let Some(e) = report.error {
+        bail!("{e}");
+    }
+    Ok(())
+}

@@ -1,0 +1,287 @@
+//! The functional check the kernel matrix runs on every kernel (inside a QEMU guest, or on
+//! the host): kstall traces the stand-in broker (`stand_in.rs`) through a cold, a prefetch and
+//! a warm phase, and its numbers are compared with what the stand-in itself saw. One run gives
+//! a JSON record; [`failures`] says what in it is wrong.
+use std::{
+    io::{BufRead, BufReader, Write},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+
+use crate::{
+    stand_in::{FETCH_CLIENT, PRODUCE_CLIENT},
+    support::{requests_of, spawn_until_ready},
+};
+
+/// kstall's line once it traces.
+const READY: &str = "tracing broker";
+/// A kstall that has not ended this long after SIGINT or SIGTERM hangs (the check records the
+/// real time; this only keeps a broken kstall from stalling the matrix).
+const SIGNAL_DEADLINE: Duration = Duration::from_secs(60);
+
+pub struct CheckOptions {
+    pub kstall: PathBuf,
+    /// Where the stand-in writes its segments: a real block device, not tmpfs.
+    pub data_dir: PathBuf,
+    /// Hide kprobes from kstall (KSTALL_NO_KPROBES): the tracepoint-only path of older kernels.
+    pub no_kprobes: bool,
+}
+
+fn kernel_log_problems(since_lines: usize) -> Vec<String> {
+    let log = crate::output(&mut Command::new("dmesg")).unwrap_or_default();
+    log.lines()
+        .skip(since_lines)
+        .filter(|l| ["WARNING", "Call Trace", "BUG", "taint", "Oops"].iter().any(|w| l.contains(w)))
+        .map(String::from)
+        .collect()
+}
+
+fn tainted() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/tainted").unwrap_or_default().trim().to_string()
+}
+
+fn kstall(opts: &CheckOptions) -> Command {
+    let mut cmd = Command::new(&opts.kstall);
+    if opts.no_kprobes {
+        cmd.env("KSTALL_NO_KPROBES", "1");
+    }
+    cmd
+}
+
+/// Sends `signal` to kstall and waits for it; returns how long it took to end.
+fn stop(child: &mut std::process::Child, signal: i32) -> Result<f64> {
+    let sent = Instant::now();
+    // SAFETY: kill(2) on our child.
+    unsafe { libc::kill(child.id() as i32, signal) };
+    loop {
+        if let Some(status) = child.try_wait()? {
+            if !status.success() {
+                bail!("kstall ended with {status} after signal {signal}");
+            }
+            return Ok(sent.elapsed().as_secs_f64());
+        }
+        if sent.elapsed() > SIGNAL_DEADLINE {
+            let _ = child.kill();
+            bail!("kstall did not end within {SIGNAL_DEADLINE:?} of signal {signal}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Counts of one (role, syscall, cache) row of a kstall summary; 0 without it.
+fn row(summary: &Value, syscall: &str, cache: &str, field: &str) -> u64 {
+    summary["rows"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["role"] == "network" && r["syscall"] == syscall && r["cache"] == cache)
+        .filter_map(|r| r[field].as_u64())
+        .sum()
+}
+
+/// Runs the check here and returns its record.
+pub fn run(opts: &CheckOptions) -> Result<Value> {
+    let dmesg_before = crate::output(&mut Command::new("dmesg")).unwrap_or_default().lines().count();
+    let taint_before = tainted();
+    let mut broker = Command::new(std::env::current_exe()?)
+        .args(["stand-in", "kafka.Kafka"])
+        .arg(&opts.data_dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("cannot start the stand-in broker")?;
+    let mut to_broker = broker.stdin.take().context("stdin")?;
+    let mut from_broker = BufReader::new(broker.stdout.take().context("stdout")?).lines();
+    let mut line = || -> Result<String> { from_broker.next().context("the stand-in ended")?.map_err(Into::into) };
+    if line()? != "ready" {
+        bail!("the stand-in did not start");
+    }
+    let pid = broker.id().to_string();
+    let mut phases = Vec::new();
+    let mut check = None;
+    for (phase, signal) in [("cold", libc::SIGINT), ("prefetch", libc::SIGINT), ("warm", libc::SIGTERM)] {
+        let out = opts.data_dir.join(format!("{phase}.json"));
+        let mut cmd = kstall(opts);
+        cmd.args(["report", "--pid", &pid, "--duration", "600s", "--out"]).arg(&out).stdout(Stdio::null());
+        let started = Instant::now();
+        let mut child = spawn_until_ready(cmd, READY)?;
+        let attach_s = started.elapsed().as_secs_f64();
+        writeln!(to_broker, "{phase}")?;
+        let truth: Value = serde_json::from_str(&line()?)?;
+        let exit_s = stop(&mut child, signal)?;
+        let report: Value = serde_json::from_slice(&std::fs::read(&out).context("report written")?)?;
+        let s = &report["summary"];
+        let pages_added_on_hits = row(s, "sendfile", "hit", "pages_added");
+        phases.push(json!({
+            "phase": phase,
+            "truth": truth,
+            "attach_s": attach_s,
+            "signal": if signal == libc::SIGINT { "SIGINT" } else { "SIGTERM" },
+            "exit_after_signal_s": exit_s,
+            "sendfile_hits": row(s, "sendfile", "hit", "count"),
+            "sendfile_misses": row(s, "sendfile", "miss", "count"),
+            "sendfile_none": row(s, "sendfile", "none", "count"),
+            "pages_added_on_hits": pages_added_on_hits,
+            "produce": requests_of(s, PRODUCE_CLIENT, "Produce"),
+            "fetch": requests_of(s, FETCH_CLIENT, "Fetch"),
+            "produce_stalled_by_miss": s["stalls"]["produce"]["stalled_by_miss"],
+            "top_cold_partition": s["stalls"]["cold_partitions"][0]["name"],
+            "top_cold_reader": s["stalls"]["cold_readers"][0]["name"],
+            "socket_wait_measured": s["protocol"]["socket_wait_measured"],
+            "lost": s["lost"],
+        }));
+        if check.is_none() {
+            check = Some(json!({
+                "probes_attached": report["context"]["probes_attached"],
+                "evidence": s["probes"]["evidence"],
+            }));
+        }
+    }
+    drop(to_broker);
+    broker.wait()?;
+
+    // A signal while kstall is still loading its probes (seconds on an emulated kernel): it
+    // must still end with its final output.
+    let mut cmd = kstall(opts);
+    cmd.args(["check", "--format", "json"]);
+    let checked = cmd.output()?;
+    let check_json: Value = serde_json::from_slice(&checked.stdout).unwrap_or(Value::Null);
+    let early = signal_while_attaching(opts)?;
+
+    Ok(json!({
+        "kernel": crate::output(Command::new("uname").arg("-r"))?.trim(),
+        "no_kprobes": opts.no_kprobes,
+        "check": check_json,
+        "run": check,
+        "phases": phases,
+        "early_signal": early,
+        "kernel_log_problems": kernel_log_problems(dmesg_before),
+        "taint_before": taint_before,
+        "taint_after": tainted(),
+    }))
+}
+
+/// True once `pid` handles SIGINT (its SigCgt mask has it).
+fn catches_sigint(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("SigCgt:")).and_then(|m| u64::from_str_radix(m.trim(), 16).ok()))
+        .is_some_and(|mask| mask & (1 << (libc::SIGINT - 1)) != 0)
+}
+
+/// SIGINT as soon as kstall handles it, which is before it loads its probes: on a slow kernel
+/// that is while it loads them. It ends with status 0 and its JSON summary.
+fn signal_while_attaching(opts: &CheckOptions) -> Result<Value> {
+    let mut sleeper = Command::new(std::env::current_exe()?)
+        .args(["stand-in", "kafka.Kafka"])
+        .arg(opts.data_dir.join("idle"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut ready = String::new();
+    BufReader::new(sleeper.stdout.as_mut().context("stdout")?).read_line(&mut ready)?;
+    let mut child = kstall(opts)
+        .args(["watch", "--pid", &sleeper.id().to_string(), "--format", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let started = Instant::now();
+    while !catches_sigint(child.id()) && started.elapsed() < SIGNAL_DEADLINE {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let after_start_s = started.elapsed().as_secs_f64();
+    let exit_s = stop(&mut child, libc::SIGINT);
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().context("stderr")?, &mut stderr)?;
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(child.stdout.as_mut().context("stdout")?, &mut stdout)?;
+    drop(sleeper.stdin.take());
+    sleeper.wait()?;
+    Ok(json!({
+        "signal_after_start_s": after_start_s,
+        // The signal came before kstall said it traces: it was still attaching.
+        "while_attaching": !stderr.contains(READY),
+        "exit_after_signal_s": exit_s.as_ref().ok(),
+        "error": exit_s.err().map(|e| e.to_string()),
+        "summary_printed": serde_json::from_str::<Value>(&stdout).is_ok_and(|v| v["rows"].is_array()),
+        // Or, when the signal stopped the verifier, said so.
+        "said_nothing_traced": stderr.contains("nothing was traced"),
+    }))
+}
+
+/// What is wrong in one record, as sentences; empty when it passes.
+pub fn failures(r: &Value) -> Vec<String> {
+    let mut bad = Vec::new();
+    let mut expect = |ok: bool, what: String| {
+        if !ok {
+            bad.push(what);
+        }
+    };
+    expect(r["kernel_log_problems"].as_array().is_some_and(|a| a.is_empty()), format!("kernel log: {}", r["kernel_log_problems"]));
+    expect(r["taint_before"] == r["taint_after"], format!("taint {} -> {}", r["taint_before"], r["taint_after"]));
+    expect(r["check"]["can_run"] == true, format!("kstall check: {}", r["check"]["error"]));
+    let early = &r["early_signal"];
+    expect(
+        early["error"].is_null() && (early["summary_printed"] == true || early["said_nothing_traced"] == true),
+        format!("SIGINT while attaching: {early}"),
+    );
+    for p in r["phases"].as_array().into_iter().flatten() {
+        let name = p["phase"].as_str().unwrap_or("?");
+        let t = &p["truth"];
+        let n = |v: &Value| v.as_u64().unwrap_or(u64::MAX);
+        let (hits, misses) = (n(&p["sendfile_hits"]), n(&p["sendfile_misses"]));
+        expect(p["produce"] == t["produces_sent"], format!("{name}: Produce {} counted, {} sent", p["produce"], t["produces_sent"]));
+        expect(p["fetch"] == t["fetches"], format!("{name}: Fetch {} counted, {} sent", p["fetch"], t["fetches"]));
+        expect(hits + misses == n(&t["sendfiles"]), format!("{name}: {hits} hits + {misses} misses, {} sendfiles", t["sendfiles"]));
+        match name {
+            // Every read waited for the disk.
+            "cold" => {
+                expect(misses == n(&t["sendfiles"]), format!("cold: {misses} misses of {} sendfiles", t["sendfiles"]));
+                expect(p["top_cold_partition"] == "cold-0", format!("cold: top cold partition {}", p["top_cold_partition"]));
+                expect(p["top_cold_reader"] == FETCH_CLIENT, format!("cold: top cold reader {}", p["top_cold_reader"]));
+            }
+            // Only the first Fetch (and the odd readahead still in flight) waits; the others
+            // hit pages the async prefetch added, which must not make them misses.
+            "prefetch" => {
+                expect(misses <= 3, format!("prefetch: {misses} misses (at most 3 expected), {hits} hits"));
+                expect(n(&p["pages_added_on_hits"]) > 0, format!("prefetch: no pages added on hits: {p}"));
+            }
+            "warm" => expect(misses == 0, format!("warm: {misses} misses")),
+            _ => {}
+        }
+        if name == "cold" && p["socket_wait_measured"] == true {
+            // Produce requests in flight during a cold sendfile waited behind a miss; kstall
+            // joins them from their arrival in the socket. The stand-in's window is a little
+            // wider (from its send to its receive), so kstall may find a few fewer.
+            let truth = n(&t["produces_overlapping_sendfile"]);
+            let found = n(&p["produce_stalled_by_miss"]);
+            expect(
+                found <= truth && found * 10 >= truth * 8 && found > 0,
+                format!("cold: {found} Produce attributed to misses, {truth} overlapped a cold sendfile"),
+            );
+        }
+        let exit = p["exit_after_signal_s"].as_f64().unwrap_or(f64::MAX);
+        expect(exit < SIGNAL_DEADLINE.as_secs_f64(), format!("{name}: {} took {exit} s", p["signal"]));
+    }
+    bad
+}
+
+/// The record's line in a guest's output: `KERNEL-CHECK <json>`.
+pub const RECORD_PREFIX: &str = "KERNEL-CHECK ";
+
+pub fn record_from_output(output: &str) -> Option<Value> {
+    output.lines().find_map(|l| l.strip_prefix(RECORD_PREFIX)).and_then(|j| serde_json::from_str(j).ok())
+}
+
+/// The check's data dir on this host: on the workspace's disk, not tmpfs.
+pub fn host_data_dir() -> PathBuf {
+    crate::workspace_root().join("target/kernel-check")
+}
+
+pub fn is_tmpfs(path: &Path) -> bool {
+    crate::output(Command::new("stat").args(["-f", "-c", "%T"]).arg(path)).is_ok_and(|t| t.trim() == "tmpfs")
+}

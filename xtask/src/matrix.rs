@@ -1,0 +1,185 @@
+//! The kernel matrix: the functional check of `kernel_check.rs` on this host and inside a
+//! QEMU guest per Debian kernel line (`guest.rs`), each guest with its data on a real
+//! (virtio) block device. On kernels where kstall gathers some evidence through kprobes, the
+//! check runs a second time with kprobes hidden, so the tracepoint-only path is proven too.
+use std::{path::PathBuf, time::Instant};
+
+use anyhow::Result;
+use serde_json::Value;
+
+use crate::{
+    guest::{self, DISK_MOUNT_POINT, GuestOptions, MOUNT_DISK},
+    kernel_check::{self, CheckOptions, RECORD_PREFIX},
+    workspace_root,
+};
+
+/// One (kernel, hooks) run of the check.
+pub struct Outcome {
+    pub name: String,
+    pub record: Option<Value>,
+    pub failures: Vec<String>,
+    pub seconds: f64,
+}
+
+pub fn uses_kprobes(record: &Value) -> bool {
+    record["run"]["evidence"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|e| e["hooks"].as_array().into_iter().flatten().any(|h| h.as_str().is_some_and(|h| h.starts_with("kprobe:"))))
+}
+
+fn outcome(name: String, record: Option<Value>, why_none: String, seconds: f64) -> Outcome {
+    let failures = match &record {
+        Some(r) => kernel_check::failures(r),
+        None => vec![why_none],
+    };
+    Outcome { name, record, failures, seconds }
+}
+
+/// The check on this machine's own kernel (kprobes as this kernel allows).
+fn on_host(kstall: &PathBuf) -> Outcome {
+    let started = Instant::now();
+    let data_dir = kernel_check::host_data_dir();
+    let record = std::fs::create_dir_all(&data_dir)
+        .map_err(anyhow::Error::from)
+        .and_then(|()| kernel_check::run(&CheckOptions { kstall: kstall.clone(), data_dir, no_kprobes: false }));
+    let (record, why) = match record {
+        Ok(r) => (Some(r), String::new()),
+        Err(e) => (None, format!("{e:#}")),
+    };
+    outcome("host".into(), record, why, started.elapsed().as_secs_f64())
+}
+
+/// Runs the matrix (`only`: the kernel lines to run, `host` among them; empty: all) and prints
+/// a table; every outcome is one test.
+pub fn run(kstall: &PathBuf, only: &[String]) -> Result<Vec<Outcome>> {
+    let wanted = |line: &str| only.is_empty() || only.iter().any(|o| o == line);
+    let mut outcomes = Vec::new();
+    if wanted("host") {
+        outcomes.push(on_host(kstall));
+        report(outcomes.last().expect("one"));
+    }
+    let xtask = std::env::current_exe()?;
+    let work = workspace_root().join("target/kernel-matrix");
+    std::fs::create_dir_all(&work)?;
+    for kernel in guest::kernels()?.into_iter().filter(|k| wanted(k.line)) {
+        let disk = work.join(format!("{}.img", kernel.line));
+        guest::make_ext4_image(&disk, 256)?;
+        // The check runs once more without kprobes where the first run used some.
+        let script = format!(
+            "{MOUNT_DISK}mkdir -p {DISK_MOUNT_POINT}/data\nKSTALL={} KSTALL_CHECK_DIR={DISK_MOUNT_POINT}/data {} kernel-check --also-without-kprobes\n",
+            kstall.display(),
+            xtask.display()
+        );
+        let started = Instant::now();
+        let name = format!("{} {}", kernel.line, kernel.release);
+        let opts = GuestOptions { disk: Some(disk.clone()), timeout: std::time::Duration::from_secs(900), ..GuestOptions::default() };
+        match guest::run_in_guest(&kernel, &script, &opts) {
+            Ok(run) => {
+                let records: Vec<Value> = run
+                    .output
+                    .lines()
+                    .filter_map(|l| l.strip_prefix(RECORD_PREFIX))
+                    .filter_map(|j| serde_json::from_str(j).ok())
+                    .collect();
+                let seconds = started.elapsed().as_secs_f64();
+                let mut first = records.iter().find(|r| r["no_kprobes"] == false).cloned();
+                let tail: String = run.output.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+                let why = format!("no record from the guest (script status {}):\n{tail}", run.status);
+                if first.is_none() {
+                    outcomes.push(outcome(name.clone(), None, why.clone(), seconds));
+                    report(outcomes.last().expect("pushed"));
+                    continue;
+                }
+                let with_kprobes = first.as_ref().is_some_and(uses_kprobes);
+                let label = if with_kprobes { format!("{name} (kprobes)") } else { name.clone() };
+                outcomes.push(outcome(label, first.take(), why.clone(), seconds));
+                report(outcomes.last().expect("pushed"));
+                if with_kprobes {
+                    let second = records.iter().find(|r| r["no_kprobes"] == true).cloned();
+                    outcomes.push(outcome(format!("{name} (tracepoints only)"), second, why, seconds));
+                    report(outcomes.last().expect("pushed"));
+                }
+            }
+            Err(e) => {
+                outcomes.push(outcome(name, None, format!("{e:#}"), started.elapsed().as_secs_f64()));
+                report(outcomes.last().expect("pushed"));
+            }
+        }
+        let _ = std::fs::remove_file(&disk);
+    }
+    print_table(&outcomes);
+    // Every record, for reading what the table sums up.
+    let records: String = outcomes.iter().filter_map(|o| o.record.as_ref()).map(|r| format!("{r}\n")).collect();
+    let path = work.join("records.jsonl");
+    std::fs::write(&path, records)?;
+    println!("kernel matrix: records in {}", path.display());
+    Ok(outcomes)
+}
+
+fn report(o: &Outcome) {
+    if o.failures.is_empty() {
+        println!("kernel matrix: {} ok ({:.0} s)", o.name, o.seconds);
+    } else {
+        for f in &o.failures {
+            println!("kernel matrix: {} FAILED: {f}", o.name);
+        }
+    }
+}
+
+/// Per kernel: hooks, verdicts per phase against the stand-in's truth, attribution.
+pub fn print_table(outcomes: &[Outcome]) {
+    println!("\n| kernel | probes | evidence | cold miss/calls | prefetch hit/miss (pages added on hits) | warm hit/calls | Produce counted/sent | stalled by miss / overlapping | socket wait | Ctrl-C s | Ctrl-C while loading | result |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for o in outcomes {
+        let Some(r) = &o.record else {
+            println!("| {} | | | | | | | | | | | FAILED |", o.name);
+            continue;
+        };
+        let phase = |n: &str| r["phases"].as_array().into_iter().flatten().find(|p| p["phase"] == n).cloned().unwrap_or(Value::Null);
+        let (cold, pre, warm) = (phase("cold"), phase("prefetch"), phase("warm"));
+        let evidence: Vec<String> = r["run"]["evidence"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| {
+                let how = match e["hooks"].as_array().and_then(|h| h.first()).and_then(|h| h.as_str()) {
+                    Some(h) if h.starts_with("kprobe:") => "kprobe",
+                    Some(_) => "tp",
+                    None => "-",
+                };
+                format!("{}:{how}", e["evidence"].as_str().unwrap_or("?"))
+            })
+            .collect();
+        let produce: (u64, u64) = ["cold", "prefetch", "warm"]
+            .iter()
+            .map(|n| phase(n))
+            .fold((0, 0), |(c, s), p| (c + p["produce"].as_u64().unwrap_or(0), s + p["truth"]["produces_sent"].as_u64().unwrap_or(0)));
+        println!(
+            "| {} | {} | {} | {}/{} | {}/{} ({}) | {}/{} | {}/{} | {}/{} | {} | {:.1} | {} | {} |",
+            o.name,
+            r["run"]["probes_attached"],
+            evidence.join(" "),
+            cold["sendfile_misses"],
+            cold["truth"]["sendfiles"],
+            pre["sendfile_hits"],
+            pre["sendfile_misses"],
+            pre["pages_added_on_hits"],
+            warm["sendfile_hits"],
+            warm["truth"]["sendfiles"],
+            produce.0,
+            produce.1,
+            cold["produce_stalled_by_miss"],
+            cold["truth"]["produces_overlapping_sendfile"],
+            if cold["socket_wait_measured"] == true { "measured" } else { "unknown" },
+            cold["exit_after_signal_s"].as_f64().unwrap_or(f64::NAN),
+            match &r["early_signal"] {
+                e if e["summary_printed"] == true => format!("summary, {:.1} s", e["exit_after_signal_s"].as_f64().unwrap_or(f64::NAN)),
+                e if e["said_nothing_traced"] == true => format!("nothing traced, {:.1} s", e["exit_after_signal_s"].as_f64().unwrap_or(f64::NAN)),
+                _ => "FAILED".into(),
+            },
+            if o.failures.is_empty() { "ok" } else { "FAILED" },
+        );
+    }
+}
