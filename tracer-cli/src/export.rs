@@ -17,7 +17,6 @@ use axum::{
 };
 use log::{info, warn};
 use prometheus_client::{encoding::text::encode, registry::Registry};
-use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     attach, discovery,
@@ -76,7 +75,7 @@ pub fn run(opts: ExportOptions) -> Result<()> {
             Err(e) => {
                 log_waiting(&state, &e);
                 pid = None;
-                if wait_or_signal(REDISCOVER_EVERY)? {
+                if crate::stop::sleep_unless_stopped(REDISCOVER_EVERY) {
                     break;
                 }
                 continue;
@@ -117,19 +116,6 @@ fn log_waiting(state: &Mutex<ExportState>, err: &anyhow::Error) {
         warn!("no broker to trace ({err:#}); looking again every {}s", REDISCOVER_EVERY.as_secs());
     }
     s.target_pid = None;
-}
-
-/// Sleeps `d`; true when SIGTERM or SIGINT came instead.
-fn wait_or_signal(d: Duration) -> Result<bool> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    runtime.block_on(async {
-        let mut sigterm = signal(SignalKind::terminate())?;
-        tokio::select! {
-            _ = tokio::time::sleep(d) => Ok(false),
-            _ = tokio::signal::ctrl_c() => Ok(true),
-            _ = sigterm.recv() => Ok(true),
-        }
-    })
 }
 
 fn scrape(registry: &Registry) -> String {

@@ -21,6 +21,7 @@ mod requests;
 mod roles;
 mod session;
 mod stalls;
+mod stop;
 mod timeline;
 mod tracefs;
 mod watch;
@@ -103,6 +104,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Before anything that takes time: a Ctrl-C from here on ends kstall with its output.
+    stop::install();
     let cli = Cli::parse();
     // Levels for `export`'s log (RUST_LOG overrides); the other commands print, not log.
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();

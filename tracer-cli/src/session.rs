@@ -8,9 +8,9 @@ use std::{
 };
 
 use anyhow::{Result, bail};
-use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::{
+    stop,
     aggregate::{Aggregator, Summary},
     attach::{self, Probes},
     discovery::{self, Broker},
@@ -79,39 +79,6 @@ impl JvmNames {
     }
 }
 
-/// SIGINT and SIGTERM, each one stream for the whole run, set up before the probes load: a
-/// signal that arrives while kstall attaches, refreshes or presents is kept until the loop
-/// looks (a future made anew on each loop turn would miss it), and the default action never
-/// ends kstall without its final output.
-struct StopSignals {
-    runtime: tokio::runtime::Runtime,
-    interrupt: Signal,
-    terminate: Signal,
-}
-
-impl StopSignals {
-    /// A signal came and was not yet taken.
-    fn pending(&mut self) -> bool {
-        let StopSignals { runtime, interrupt, terminate } = self;
-        runtime.block_on(async {
-            tokio::select! {
-                biased;
-                _ = interrupt.recv() => true,
-                _ = terminate.recv() => true,
-                _ = std::future::ready(()) => false,
-            }
-        })
-    }
-
-    fn install() -> Result<StopSignals> {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        let _context = runtime.enter();
-        let interrupt = signal(SignalKind::interrupt())?;
-        let terminate = signal(SignalKind::terminate())?;
-        Ok(StopSignals { runtime, interrupt, terminate })
-    }
-}
-
 /// SIGINT or SIGTERM came before the probes were attached: nothing was traced.
 #[derive(Debug)]
 pub struct Interrupted;
@@ -126,7 +93,6 @@ impl std::error::Error for Interrupted {}
 
 pub struct Session {
     pub broker: Broker,
-    signals: StopSignals,
     probes: Probes,
     agg: Aggregator,
     names: JvmNames,
@@ -150,15 +116,13 @@ impl Session {
                 humantime::format_duration(MIN_STALL_THRESHOLD)
             );
         }
-        let signals = StopSignals::install()?;
         attach::check_privileges()?;
         let broker = discovery::find_broker(opts.pid)?;
-        let mut signals = signals;
         let mut probes = match attach::attach(broker.pid, opts.stall_threshold) {
             Ok(probes) => probes,
             // The verifier gives up when a signal is pending (EAGAIN): that is the user's stop,
             // not an error.
-            Err(_) if signals.pending() => return Err(Interrupted.into()),
+            Err(_) if stop::requested() => return Err(Interrupted.into()),
             Err(e) => return Err(e),
         };
         let mut agg = Aggregator::new(broker.clone(), opts.stall_threshold);
@@ -173,14 +137,14 @@ impl Session {
             probes.attach_time.as_secs_f64() * 1e3
         );
         let names = JvmNames::start(broker.clone());
-        Ok(Session { broker, signals, probes, agg, names, opts })
+        Ok(Session { broker, probes, agg, names, opts })
     }
 
     /// Traces until the session ends, calling `on_refresh` with each interval's summary; then
     /// detaches and returns the final summary.
     pub fn run(mut self, mut on_refresh: impl FnMut(&Summary)) -> Result<Ended> {
-        let Session { broker, signals, probes, agg, names, opts } = &mut self;
-        let StopSignals { runtime, interrupt, terminate } = signals;
+        let Session { broker, probes, agg, names, opts } = &mut self;
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let broker_exited = runtime.block_on(async {
             let mut tick = tokio::time::interval(opts.interval);
             tick.tick().await;
@@ -194,10 +158,9 @@ impl Session {
             tokio::pin!(end);
             loop {
                 tokio::select! {
-                    // Signals first: on a slow machine the timers are always ready.
+                    // The stop first: on a slow machine the timers are always ready.
                     biased;
-                    _ = interrupt.recv() => return Ok(false),
-                    _ = terminate.recv() => return Ok(false),
+                    _ = stop::wait() => return Ok(false),
                     _ = drain.tick() => probes.drain_events(|e| agg.ingest(e)),
                     _ = tick.tick() => {
                         probes.drain_events(|e| agg.ingest(e));

@@ -377,12 +377,15 @@ pub fn make_ext4_image(path: &Path, size_mib: u64) -> Result<()> {
 /// /dev/null, in the caller's working directory. Fails, naming the kernel, on timeout (vng
 /// and QEMU killed) or when the guest ended without the script's status (the run dir under
 /// `kernels/runs` is then kept, as after a timeout); removes that dir otherwise.
-/// Bookworm's QEMU 7.2 sometimes segfaults before the guest prints anything (host dmesg:
-/// "qemu-system-x86[..]: segfault"; 2 of ~45 boots here): then nothing ran, and it boots once
-/// more.
+/// A guest that never reached the script boots again, twice at most: bookworm's QEMU 7.2
+/// sometimes segfaults before the guest prints anything (host dmesg: "qemu-system-x86[..]:
+/// segfault"; 2 of ~45 boots here), and sid's 7.2.13 once panicked during its boot initcalls
+/// (enqueue_task_fair, "Fatal exception in interrupt") under emulation. Either way nothing of
+/// the script ran (it had not created its output file).
 pub fn run_in_guest(kernel: &GuestKernel, script: &str, opts: &GuestOptions) -> Result<GuestRun> {
     let name = format!("{} ({})", kernel.line, kernel.release);
-    for attempt in 1..=2 {
+    const ATTEMPTS: u32 = 3;
+    for attempt in 1..=ATTEMPTS {
         let (dir, console, timed_out, exit, wall) = boot(kernel, script, opts)?;
         let tail = console.lines().rev().take(30).collect::<Vec<_>>();
         let tail = tail.into_iter().rev().collect::<Vec<_>>().join("\n");
@@ -405,10 +408,15 @@ pub fn run_in_guest(kernel: &GuestKernel, script: &str, opts: &GuestOptions) -> 
                 wall,
             });
         }
-        if attempt == 1 && !console.contains("Linux version") {
-            eprintln!(
-                "guest {name}: QEMU died before the kernel started (vng {exit}); booting again"
-            );
+        if attempt < ATTEMPTS && !dir.join("output").exists() {
+            let why = if console.contains("Kernel panic") {
+                "the kernel panicked while booting"
+            } else if console.contains("Linux version") {
+                "the guest stopped before the script"
+            } else {
+                "QEMU died before the kernel started"
+            };
+            eprintln!("guest {name}: {why} (vng {exit}); booting again");
             fs::remove_dir_all(&dir)?;
             continue;
         }
@@ -417,7 +425,7 @@ pub fn run_in_guest(kernel: &GuestKernel, script: &str, opts: &GuestOptions) -> 
             "guest {name} ended without the script's status (vng {exit}, see {dir}); console tail:\n{tail}"
         );
     }
-    unreachable!("the second attempt returns or fails")
+    unreachable!("the last attempt returns or fails")
 }
 
 /// One vng run: its run dir, console, whether it timed out, its exit status, wall time.
@@ -456,6 +464,11 @@ fn boot(
         "--memory",
         &opts.memory,
     ]);
+    // One host thread runs every vCPU in turn. With QEMU's default multi-threaded TCG, a vCPU
+    // could execute kernel text another vCPU was patching (a static key flipped as tracepoints
+    // are enabled): sid's 7.2.13 panicked that way, at boot and as kstall attached (RIP in
+    // enqueue_task_fair and trace_syscall_exit on a half-written 5-byte NOP), 3 boots in 8.
+    vng.arg("--qemu-opts=-accel tcg,thread=single");
     vng.arg("-r")
         .arg(&kernel.boot_image)
         .arg(format!("--rwdir={}", dir.display()));

