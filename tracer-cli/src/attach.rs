@@ -104,7 +104,7 @@ impl Evidence {
     pub const fn cost(self) -> &'static str {
         match self {
             Evidence::FileLookups => "read/readv page-cache hits get no verdict (sendfile and pread64 still do); stalls name their file by the fd, and a read() stall has no byte range",
-            Evidence::Readahead => "a miss is known only by waiting for page I/O; pages an async prefetch adds are not blamed on the call",
+            Evidence::Readahead => "a miss is known by its wait for page I/O or by pages added in the range a sendfile or pread64 asked for; pages an async prefetch adds elsewhere are not blamed on the call",
             Evidence::SocketReads => "no socket wait; eventfd wakeups go through the Kafka parser (they never parse)",
             Evidence::DataArrival => "no socket wait: request latency starts at the read, so a Produce that waited in its socket behind a stall is joined from its read",
         }
