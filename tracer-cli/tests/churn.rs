@@ -56,12 +56,27 @@ import os, sys, threading
 SLOTS, CALLS, THREADS = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 r, w = os.pipe()
 blocker, go = {}, threading.Event()
-def block():
+pid_max = int(open("/proc/sys/kernel/pid_max").read())
+# A task that holds the pid sharing the blocked thread's slot for the whole churn (with
+# pid_max 32768 there is one such pid: a JVM thread of a test running beside this one, say)
+# keeps the churn from ever reaching it: block on a thread whose slot partners are free.
+def partner_busy(tid):
+    return any(os.path.exists(f"/proc/{p}") for p in range(tid % SLOTS, min(pid_max, 4 * SLOTS), SLOTS) if p != tid)
+def block(decided):
     blocker["tid"] = threading.get_native_id()
+    decided.wait()
+    if not blocker["keep"]: return
     go.wait()
     os.read(r, 1)
-t = threading.Thread(target=block); t.start()
-while "tid" not in blocker: pass
+for _ in range(100):
+    blocker.clear()
+    decided = threading.Event()
+    t = threading.Thread(target=block, args=(decided,)); t.start()
+    while "tid" not in blocker: pass
+    blocker["keep"] = not partner_busy(blocker["tid"])
+    decided.set()
+    if blocker["keep"]: break
+    t.join()
 devnull = os.open("/dev/null", os.O_WRONLY)
 print("ready", flush=True)
 sys.stdin.readline()
