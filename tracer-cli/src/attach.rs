@@ -185,7 +185,7 @@ pub fn kernel_version(release: &str) -> Option<(u32, u32)> {
 
 /// Fails with the fix when this kernel is older than kstall's floor.
 fn check_kernel_version() -> Result<()> {
-    let release = procfs_release();
+    let release = kernel_release();
     match kernel_version(&release) {
         Some(v) if v < OLDEST_KERNEL => bail!(
             "kernel {release} is too old: kstall needs Linux {}.{} or later (BPF ring buffer); RHEL 8 and Ubuntu 20.04 have newer kernels in their HWE/UEK streams",
@@ -196,7 +196,8 @@ fn check_kernel_version() -> Result<()> {
     }
 }
 
-pub fn procfs_release() -> String {
+/// This kernel's release (`uname -r`).
+pub fn kernel_release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string()
 }
 
@@ -441,13 +442,15 @@ fn load_and_attach(
         })?;
 
     set_syscall_ids(&mut ebpf)?;
-    let optional: Vec<(Evidence, &Attachment)> =
-        plan.iter().flat_map(|(status, attachments)| attachments.iter().map(move |a| (status.evidence, a))).collect();
-    let all: Vec<&Attachment> = required.iter().chain(optional.iter().map(|(_, a)| *a)).collect();
-    load_programs(&mut ebpf, &all)?;
+    // Each attachment with the evidence it serves (None: required).
+    let all: Vec<(Option<Evidence>, &Attachment)> = required
+        .iter()
+        .map(|a| (None, a))
+        .chain(plan.iter().flat_map(|(status, attachments)| attachments.iter().map(move |a| (Some(status.evidence), a))))
+        .collect();
+    load_programs(&mut ebpf, &all.iter().map(|(_, a)| *a).collect::<Vec<_>>())?;
     let mut attached = Vec::new();
-    for a in &all {
-        let evidence = optional.iter().find(|(_, o)| std::ptr::eq(*o, *a)).map(|(e, _)| *e);
+    for &(evidence, a) in &all {
         let result = match &a.hook {
             Hook::Tracepoint { category, event } => {
                 let program: &mut TracePoint = program_mut(&mut ebpf, &a.program)?.try_into()?;

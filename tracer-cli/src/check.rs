@@ -34,7 +34,7 @@ pub struct CheckReport {
 
 pub fn check() -> CheckReport {
     let mut report = CheckReport {
-        kernel: attach::procfs_release(),
+        kernel: attach::kernel_release(),
         arch: std::env::consts::ARCH,
         can_run: false,
         error: None,

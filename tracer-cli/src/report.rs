@@ -123,7 +123,7 @@ pub fn build(ended: Ended, requested: Option<Duration>) -> Report {
         kstall_version: env!("CARGO_PKG_VERSION"),
         generated_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
         host: read("/proc/sys/kernel/hostname"),
-        kernel: read("/proc/sys/kernel/osrelease"),
+        kernel: crate::attach::kernel_release(),
         kafka_version: discovery::kafka_version(&s.broker),
         broker: s.broker.clone(),
         requested_seconds: requested.map(|d| d.as_secs_f64()),

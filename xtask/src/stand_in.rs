@@ -30,7 +30,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 
-use crate::kafka::request_frame;
+use crate::{kafka::request_frame, synthetic_broker::name_this_thread};
 
 pub const FETCH_CLIENT: &str = "cold-reader";
 pub const PRODUCE_CLIENT: &str = "sync-producer";
@@ -98,11 +98,6 @@ fn recv_all(fd: RawFd, buf: &mut [u8]) -> Result<()> {
     Ok(())
 }
 
-fn name_this_thread(name: &str) {
-    let name = std::ffi::CString::new(name).expect("no NUL");
-    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
-    unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
-}
 
 /// Writes a segment and drops it from the page cache.
 fn cold_segment(path: &Path, fill: u8) -> Result<std::fs::File> {

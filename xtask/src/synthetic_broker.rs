@@ -123,7 +123,8 @@ impl NetworkThread {
     }
 }
 
-fn name_this_thread(name: &str) {
+/// Sets this thread's comm, which decides the role kstall gives it.
+pub fn name_this_thread(name: &str) {
     let name = std::ffi::CString::new(name).expect("no NUL");
     // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
     unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
