@@ -3,7 +3,7 @@
 //! folded into their role's totals and removed from the kernel map, so the map stays bounded
 //! on brokers whose threads come and go.
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, VecDeque},
     time::{Duration, Instant},
 };
 
@@ -18,16 +18,19 @@ use crate::{
     attach::{Event, Probes},
     discovery::{self, Broker},
     findings::{self, Finding},
+    listeners::{self, BrokerConfig, Listener, ListenerInfo, Plane},
     protocol::PRODUCE,
-    requests::{RequestStats, RequestSummary},
+    requests::{ControllerApiRow, RequestStats, RequestSummary},
     roles::{self, Activity, Role, RoleSource},
     stalls::{Attribution, StallSummary},
     timeline::Timeline,
 };
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct RowKey {
     pub role: Role,
+    /// Network threads' rows are split per listener, when the thread's name tells it.
+    pub listener: Option<String>,
     pub syscall: Syscall,
     pub cache: CacheResult,
 }
@@ -39,6 +42,8 @@ pub struct ThreadInfo {
     pub jvm_name: Option<String>,
     pub role: Role,
     pub role_source: RoleSource,
+    /// The listener a network thread (or acceptor) serves, from its JVM name.
+    pub listener: Option<Listener>,
 }
 
 /// Percentiles in nanoseconds, from an hdrhistogram filled from the kernel's buckets.
@@ -62,6 +67,9 @@ pub struct BucketCount {
 #[derive(Clone, Debug, Serialize)]
 pub struct Row {
     pub role: Role,
+    /// The listener of a network-role row; null for other roles, and for network threads whose
+    /// name does not tell.
+    pub listener: Option<String>,
     pub syscall: &'static str,
     /// "hit", "miss", or "none" (no file data read).
     pub cache: &'static str,
@@ -125,6 +133,8 @@ pub struct Summary {
     /// Live threads seen doing traced syscalls, by role.
     pub roles: BTreeMap<Role, Vec<u32>>,
     pub threads: Vec<ThreadInfo>,
+    /// The broker's listeners, from its properties file and its network threads' names.
+    pub listeners: Vec<ListenerInfo>,
     /// Threads that exited during the trace; their calls stay in `rows`.
     pub exited_threads: u64,
     pub thread_names: &'static str,
@@ -132,11 +142,27 @@ pub struct Summary {
     pub lost: Lost,
     pub protocol: ProtocolHealth,
     pub requests: RequestSummary,
+    /// Requests answered by controller-plane network threads (the cluster's own traffic:
+    /// KRaft's BrokerHeartbeat, Vote, raft Fetch, ...): not in `requests`, attribution or findings.
+    pub controller_requests: Vec<ControllerApiRow>,
     pub stalls: StallSummary,
     pub findings: Vec<Finding>,
+    /// What the broker's properties file says, when kstall could read it.
+    #[serde(skip)]
+    pub broker_config: Option<BrokerConfig>,
 }
 
 impl Summary {
+    /// A thread's JVM name, else its comm, else its tid (threads that exited).
+    pub fn thread_name(&self, tid: u32) -> String {
+        self.threads.iter().find(|t| t.tid == tid).map_or(tid.to_string(), |t| t.jvm_name.clone().unwrap_or_else(|| t.comm.clone()))
+    }
+
+    /// The listener of this name, as the report describes it.
+    pub fn listener(&self, name: &str) -> Option<&ListenerInfo> {
+        self.listeners.iter().find(|l| l.name == name)
+    }
+
     /// Live threads whose role only a JVM name would settle: their comm is ambiguous and jcmd
     /// has not named them yet. (Unnamed threads whose comm decides do not justify a new jcmd,
     /// which costs the broker host a JVM start.)
@@ -167,8 +193,18 @@ pub fn cache_label(cache: CacheResult) -> &'static str {
     }
 }
 
+/// Records held while the first jcmd names the threads (seconds), so every request is put on
+/// its listener's plane from the start; past this many, the oldest go through unnamed.
+const HELD_MAX: usize = 16_384;
+
 pub struct Aggregator {
     broker: Broker,
+    config: Option<BrokerConfig>,
+    /// The listener of each thread whose JVM name tells one (exited threads kept: their
+    /// records may still be held).
+    thread_listeners: HashMap<u32, Listener>,
+    /// Records waiting for the first thread names; None once they came (or never will).
+    held: Option<VecDeque<Event>>,
     started: Instant,
     jvm_names: HashMap<u32, String>,
     /// Last comm seen per thread, so a thread that exits keeps its role when folded.
@@ -182,10 +218,13 @@ pub struct Aggregator {
 }
 
 impl Aggregator {
-    pub fn new(broker: Broker, stall_threshold: Duration) -> Aggregator {
+    pub fn new(broker: Broker, config: Option<BrokerConfig>, stall_threshold: Duration) -> Aggregator {
         Aggregator {
             attribution: Attribution::new(broker.pid, stall_threshold),
             broker,
+            config,
+            thread_listeners: HashMap::new(),
+            held: Some(VecDeque::new()),
             started: Instant::now(),
             jvm_names: HashMap::new(),
             comms: HashMap::new(),
@@ -202,18 +241,34 @@ impl Aggregator {
         &self.timeline
     }
 
-    /// One record from the kernel: an answered request or a stall.
+    /// One record from the kernel: an answered request or a stall. Held, in order, until the
+    /// first thread names come.
     pub fn ingest(&mut self, event: Event) {
+        if let Some(held) = &mut self.held {
+            held.push_back(event);
+            if held.len() > HELD_MAX
+                && let Some(oldest) = held.pop_front()
+            {
+                self.process(oldest);
+            }
+            return;
+        }
+        self.process(event);
+    }
+
+    fn process(&mut self, event: Event) {
         match event {
             Event::Stall(stall) => {
-                let cause = self.attribution.record_stall(&stall);
+                let cause = self.attribution.record_stall(&stall, self.thread_listeners.get(&stall.tid));
                 self.timeline.stall(stall.start_ns, stall.duration_ns, cause, stall.tid);
             }
             Event::Request(request) => {
                 self.requests_answered += 1;
-                let timing = self.requests.record(&request);
-                if request.id.api_key == PRODUCE {
-                    let stalled_by = self.attribution.record_produce(request.tid, &timing);
+                let listener = self.thread_listeners.get(&request.tid);
+                let timing = self.requests.record(&request, listener);
+                // The controller plane's requests are kept apart from the clients'.
+                if request.id.api_key == PRODUCE && listener.is_none_or(|l| l.plane == Plane::Data) {
+                    let stalled_by = self.attribution.record_produce(request.tid, listener, &timing);
                     self.timeline.produce(timing.start_ns(), timing.total_ns(), stalled_by);
                 }
             }
@@ -222,7 +277,21 @@ impl Aggregator {
 
     /// Full JVM thread names, as they arrive from jcmd.
     pub fn add_jvm_names(&mut self, names: HashMap<u32, String>) {
+        for (tid, name) in &names {
+            match listeners::thread_listener(name, self.config.as_ref()) {
+                Some(l) => self.thread_listeners.insert(*tid, l),
+                None => self.thread_listeners.remove(tid),
+            };
+        }
         self.jvm_names.extend(names);
+        self.release_held();
+    }
+
+    /// No thread names will come (jcmd failed), or the session ends: held records go through.
+    pub fn release_held(&mut self) {
+        for event in self.held.take().unwrap_or_default() {
+            self.process(event);
+        }
     }
 
     /// Reads the kernel's histograms and produces a summary of everything since attach.
@@ -230,7 +299,7 @@ impl Aggregator {
         let entries = probes.histograms()?;
         let comms = discovery::thread_comms(self.broker.pid);
         self.comms.extend(comms.iter().map(|(tid, comm)| (*tid, comm.clone())));
-        let threads = assign_roles(&entries, &self.comms, &self.jvm_names);
+        let threads = assign_roles(&entries, &self.comms, &self.jvm_names, &self.thread_listeners);
         probes.set_network_threads(&network_threads(&threads, &comms, &self.jvm_names))?;
 
         // Fold exited threads (no longer in /proc) into their role's totals. A listing of
@@ -242,7 +311,7 @@ impl Aggregator {
         for (key, hist) in entries {
             match threads.get(&key.tid) {
                 Some(t) if comms.contains_key(&key.tid) || discovery::thread_is_alive(self.broker.pid, key.tid) => {
-                    live_entries.push((t.role, key, hist))
+                    live_entries.push((t.role, row_listener(t), key, hist))
                 }
                 Some(_) => exited_keys.push(key),
                 None => {}
@@ -252,7 +321,7 @@ impl Aggregator {
             // Folded as taken out, not as read above: a new thread with a reused tid may have
             // counted calls in between.
             for (key, hist) in probes.take_histograms(&exited_keys)? {
-                if let Some(k) = threads.get(&key.tid).and_then(|t| row_key(t.role, &key)) {
+                if let Some(k) = threads.get(&key.tid).and_then(|t| row_key(t.role, row_listener(t), &key)) {
                     self.retired.entry(k).or_insert(LatencyHist::ZERO).merge(&hist);
                 }
             }
@@ -266,9 +335,9 @@ impl Aggregator {
         }
 
         let mut merged = self.retired.clone();
-        for (role, key, hist) in &live_entries {
-            if let Some(k) = row_key(*role, key) {
-                merged.entry(k).or_insert(LatencyHist::ZERO).merge(hist);
+        for (role, listener, key, hist) in live_entries {
+            if let Some(k) = row_key(role, listener, &key) {
+                merged.entry(k).or_insert(LatencyHist::ZERO).merge(&hist);
             }
         }
         let live: Vec<ThreadInfo> =
@@ -277,6 +346,9 @@ impl Aggregator {
         for t in &live {
             roles.entry(t.role).or_default().push(t.tid);
         }
+        let network_listeners: Vec<&Listener> =
+            live.iter().filter(|t| t.role == Role::Network).filter_map(|t| t.listener.as_ref()).collect();
+        let listeners = listeners::describe(self.config.as_ref(), &network_listeners);
         let counters = probes.counters()?;
         let elapsed_seconds = self.started.elapsed().as_secs_f64();
         let mut summary = Summary {
@@ -286,6 +358,7 @@ impl Aggregator {
             roles,
             thread_names: if self.jvm_names.is_empty() { "comm" } else { "jvm" },
             threads: live,
+            listeners,
             exited_threads: self.exited_threads,
             probes: ProbeInfo {
                 attached: probes.attached.clone(),
@@ -307,16 +380,23 @@ impl Aggregator {
                 socket_wait_measured: probes.have_socket_wait,
             },
             requests: self.requests.summary(elapsed_seconds),
+            controller_requests: self.requests.controller_summary(elapsed_seconds),
             stalls: self.attribution.summary(),
             findings: Vec::new(),
+            broker_config: self.config.clone(),
         };
         summary.findings = findings::findings(&summary);
         Ok(summary)
     }
 }
 
-fn row_key(role: Role, key: &HistKey) -> Option<RowKey> {
-    Some(RowKey { role, syscall: Syscall::from_u8(key.syscall)?, cache: CacheResult::from_u8(key.cache)? })
+fn row_key(role: Role, listener: Option<String>, key: &HistKey) -> Option<RowKey> {
+    Some(RowKey { role, listener, syscall: Syscall::from_u8(key.syscall)?, cache: CacheResult::from_u8(key.cache)? })
+}
+
+/// The listener a thread's rows are split by: network threads' only.
+fn row_listener(t: &ThreadInfo) -> Option<String> {
+    t.listener.as_ref().filter(|_| t.role == Role::Network).map(|l| l.name.clone())
 }
 
 /// Role of every thread that has histograms, from its names and what its histograms show it doing.
@@ -324,6 +404,7 @@ pub fn assign_roles(
     entries: &[(HistKey, LatencyHist)],
     comms: &HashMap<u32, String>,
     jvm_names: &HashMap<u32, String>,
+    thread_listeners: &HashMap<u32, Listener>,
 ) -> BTreeMap<u32, ThreadInfo> {
     let mut activity: BTreeMap<u32, Activity> = BTreeMap::new();
     for (key, hist) in entries {
@@ -344,7 +425,8 @@ pub fn assign_roles(
             let comm = comms.get(&tid).cloned().unwrap_or_default();
             let jvm_name = jvm_names.get(&tid).cloned();
             let (role, role_source) = roles::classify(jvm_name.as_deref(), &comm, &a);
-            (tid, ThreadInfo { tid, comm, jvm_name, role, role_source })
+            let listener = thread_listeners.get(&tid).cloned();
+            (tid, ThreadInfo { tid, comm, jvm_name, role, role_source, listener })
         })
         .collect()
 }
@@ -417,6 +499,7 @@ pub fn row(key: RowKey, hist: LatencyHist) -> Row {
         .collect();
     Row {
         role: key.role,
+        listener: key.listener.clone(),
         syscall: key.syscall.name(),
         cache: cache_label(key.cache),
         count: hist.count,
@@ -431,10 +514,42 @@ pub fn row(key: RowKey, hist: LatencyHist) -> Row {
     }
 }
 
+/// A summary of nothing, for tests to fill in.
+#[cfg(test)]
+pub fn empty_summary() -> Summary {
+    Summary {
+        broker: Broker {
+            pid: 1,
+            main_class: "kafka.Kafka".into(),
+            command_line: "java kafka.Kafka server.properties".into(),
+            args: Vec::new(),
+            exe: None,
+        },
+        elapsed_seconds: 10.0,
+        rows: Vec::new(),
+        roles: BTreeMap::new(),
+        threads: Vec::new(),
+        listeners: Vec::new(),
+        exited_threads: 0,
+        thread_names: "jvm",
+        probes: ProbeInfo { attached: Vec::new(), unavailable: Vec::new(), evidence: Vec::new(), attach_ms: 0.0 },
+        lost: Lost::default(),
+        protocol: ProtocolHealth::default(),
+        requests: RequestSummary::default(),
+        controller_requests: Vec::new(),
+        stalls: StallSummary::default(),
+        findings: Vec::new(),
+        broker_config: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kstall_ebpf::bucket_index;
+    use kstall_ebpf::{
+        bucket_index,
+        events::RequestEvent,
+    };
 
     fn hist_of(latencies_ns: &[u64]) -> LatencyHist {
         let mut h = LatencyHist::ZERO;
@@ -503,14 +618,113 @@ mod tests {
                 .into_iter()
                 .map(|(t, c)| (t, c.to_string()))
                 .collect();
-        let roles = assign_roles(&entries, &comms, &HashMap::new());
+        let roles = assign_roles(&entries, &comms, &HashMap::new(), &HashMap::new());
         assert_eq!(roles[&10].role, Role::Network);
         assert_eq!(roles[&10].role_source, RoleSource::Behaviour);
         assert_eq!(roles[&11].role, Role::RequestHandler);
         // A named non-Kafka thread stays "other" whatever it does.
         assert_eq!(roles[&12].role, Role::Other);
         let names: HashMap<u32, String> = [(11, "data-plane-kafka-network-thread-0".to_string())].into();
-        let roles = assign_roles(&entries, &comms, &names);
+        let roles = assign_roles(&entries, &comms, &names, &HashMap::new());
         assert_eq!((roles[&11].role, roles[&11].role_source), (Role::Network, RoleSource::JvmName));
+    }
+
+    fn request(tid: u32, fd: u32, api_key: i16, client: &str, arrival: u64, done: u64) -> RequestEvent {
+        crate::requests::tests::request_event(tid, fd, api_key, client, arrival, arrival + 5_000, done)
+    }
+
+    /// The parts of a summary the records make (refresh adds the kernel's histograms).
+    fn summary_of(agg: &Aggregator) -> Summary {
+        let mut s = empty_summary();
+        s.threads = agg
+            .thread_listeners
+            .iter()
+            .map(|(&tid, l)| ThreadInfo {
+                tid,
+                comm: "data-plane-kafk".into(),
+                jvm_name: agg.jvm_names.get(&tid).cloned(),
+                role: Role::Network,
+                role_source: RoleSource::JvmName,
+                listener: Some(l.clone()),
+            })
+            .collect();
+        let network: Vec<&Listener> = s.threads.iter().filter_map(|t| t.listener.as_ref()).collect();
+        s.listeners = listeners::describe(agg.config.as_ref(), &network);
+        s.requests = agg.requests.summary(s.elapsed_seconds);
+        s.controller_requests = agg.requests.controller_summary(s.elapsed_seconds);
+        s.stalls = agg.attribution.summary();
+        s.findings = findings::findings(&s);
+        s
+    }
+
+    #[test]
+    fn controller_plane_requests_stay_out_of_client_rows_and_findings() {
+        let text = "process.roles=broker,controller\nnode.id=1\nlisteners=PLAINTEXT://127.0.0.1:39092,CONTROLLER://127.0.0.1:39093\ncontroller.listener.names=CONTROLLER\n";
+        let config = BrokerConfig::from_properties("server.properties", &listeners::parse_properties(text));
+        let mut agg = Aggregator::new(empty_summary().broker, Some(config), Duration::from_millis(1));
+        let (controller_tid, data_tid) = (20, 21);
+        let ms = 1_000_000;
+        // One request at a time on each connection: the broker's own heartbeats (and, to be
+        // sure nothing of the controller plane reaches sync-producer detection or attribution,
+        // Produce requests) to its CONTROLLER listener; a client's Produce to PLAINTEXT.
+        let mut done = [0u64; 2];
+        for i in 0..30u64 {
+            for (n, (tid, fd, client)) in [(controller_tid, 5, "raft-client-1"), (data_tid, 6, "app")].into_iter().enumerate() {
+                let arrival = if i == 0 { 10 * ms } else { done[n] + 50_000 };
+                done[n] = arrival + 2 * ms;
+                let api = if tid == controller_tid && i % 2 == 0 { 63 } else { PRODUCE };
+                agg.ingest(Event::Request(request(tid, fd, api, client, arrival, done[n])));
+            }
+        }
+        // Held until the threads are named.
+        assert!(agg.requests.summary(1.0).apis.is_empty());
+        agg.add_jvm_names(HashMap::from([
+            (controller_tid, "data-plane-kafka-network-thread-1-CONTROLLER-PLAINTEXT-0".to_string()),
+            (data_tid, "data-plane-kafka-network-thread-1-PLAINTEXT-PLAINTEXT-0".to_string()),
+        ]));
+        let s = summary_of(&agg);
+        let clients: Vec<(&str, Option<&str>, &str, u64)> =
+            s.requests.clients.iter().map(|c| (c.client_id.as_str(), c.listener.as_deref(), c.api, c.count)).collect();
+        assert_eq!(clients, [("app", Some("PLAINTEXT"), "Produce", 30)]);
+        assert_eq!(s.requests.apis.iter().map(|a| (a.api, a.count)).collect::<Vec<_>>(), [("Produce", 30)]);
+        let controller: Vec<(&str, &str, u64)> = s.controller_requests.iter().map(|c| (c.listener.as_str(), c.api, c.count)).collect();
+        assert_eq!(controller, [("CONTROLLER", "Produce", 15), ("CONTROLLER", "BrokerHeartbeat", 15)]);
+        assert_eq!(s.stalls.produce.requests, 30, "only the clients' Produce is attributed");
+        assert_eq!(agg.timeline().produce_seen, 30);
+        assert_eq!(s.requests.sync_producers.iter().map(|p| p.client_id.as_str()).collect::<Vec<_>>(), ["app"]);
+        let findings: Vec<&Finding> = s.findings.iter().filter(|f| f.id == "synchronous_producer").collect();
+        assert_eq!(findings.len(), 1);
+        assert!(findings[0].title.contains("\"app\""));
+        assert!(s.findings.iter().all(|f| !f.detail.contains("raft-client") && !f.title.contains("raft-client")), "{:?}", s.findings);
+        let planes: Vec<(&str, Plane)> = s.listeners.iter().map(|l| (l.name.as_str(), l.plane)).collect();
+        assert_eq!(planes, [("PLAINTEXT", Plane::Data), ("CONTROLLER", Plane::Controller)]);
+        // Once named, records go straight through.
+        agg.ingest(Event::Request(request(data_tid, 6, 3, "app", 500 * ms, 501 * ms)));
+        assert_eq!(agg.requests.summary(1.0).apis.len(), 2);
+    }
+
+    #[test]
+    fn network_rows_split_by_listener() {
+        let key = |tid, s: Syscall| HistKey { tid, syscall: s as u8, cache: CacheResult::NoFileRead as u8, _pad: [0; 2] };
+        let entries = vec![
+            (key(30, Syscall::Read), hist_of(&[3_000])),
+            (key(31, Syscall::Read), hist_of(&[3_000])),
+            (key(32, Syscall::Read), hist_of(&[3_000])),
+        ];
+        let comms: HashMap<u32, String> = [30, 31, 32].into_iter().map(|t| (t, "data-plane-kafk".to_string())).collect();
+        let names: HashMap<u32, String> = HashMap::from([
+            (30, "data-plane-kafka-network-thread-1-PLAINTEXT-PLAINTEXT-0".to_string()),
+            (31, "data-plane-kafka-network-thread-1-SSL-SSL-1".to_string()),
+            (32, "data-plane-kafka-request-handler-0".to_string()),
+        ]);
+        let thread_listeners: HashMap<u32, Listener> =
+            names.iter().filter_map(|(tid, n)| Some((*tid, listeners::thread_listener(n, None)?))).collect();
+        let threads = assign_roles(&entries, &comms, &names, &thread_listeners);
+        let keys: Vec<RowKey> =
+            entries.iter().filter_map(|(k, _)| row_key(threads[&k.tid].role, row_listener(&threads[&k.tid]), k)).collect();
+        let labels: Vec<String> = keys.into_iter().map(|k| crate::output::role_cell(&row(k, hist_of(&[1])))).collect();
+        assert_eq!(labels, ["network PLAINTEXT", "network SSL", "request-handler"]);
+        let json = serde_json::to_value(row(row_key(Role::Network, Some("SSL".into()), &entries[0].0).unwrap(), hist_of(&[1]))).unwrap();
+        assert_eq!(json["listener"], "SSL");
     }
 }

@@ -11,6 +11,8 @@ use anyhow::{Result, bail};
 use procfs::process::Process;
 use serde::Serialize;
 
+use crate::listeners::{self, BrokerConfig};
+
 /// Main classes a Kafka broker JVM runs (Apache Kafka, ZooKeeper or KRaft mode alike).
 const BROKER_MAIN_CLASSES: [&str; 2] = ["kafka.Kafka", "io.confluent.support.metrics.SupportedKafka"];
 
@@ -19,6 +21,9 @@ pub struct Broker {
     pub pid: u32,
     pub main_class: String,
     pub command_line: String,
+    /// The command line's arguments, one by one.
+    #[serde(skip)]
+    pub args: Vec<String>,
     #[serde(skip)]
     pub exe: Option<PathBuf>,
 }
@@ -35,6 +40,7 @@ fn broker_from(process: &Process) -> Option<Broker> {
         main_class: main_class.to_string(),
         command_line: cmdline.join(" "),
         exe: process.exe().ok(),
+        args: cmdline,
     })
 }
 
@@ -183,6 +189,42 @@ pub fn kafka_jar_version(file_name: &str) -> Option<String> {
     (plain && version.starts_with(|c: char| c.is_ascii_digit())).then(|| version.to_string())
 }
 
+/// The properties file a broker command line names (the argument after the main class) and
+/// the `--override key=value` pairs after it.
+pub fn config_args(args: &[String]) -> Option<(&str, Vec<(String, String)>)> {
+    let main = args.iter().position(|a| BROKER_MAIN_CLASSES.contains(&a.as_str()))?;
+    let file = args.get(main + 1).filter(|a| !a.starts_with('-'))?;
+    let mut overrides = Vec::new();
+    let mut rest = args[main + 2..].iter();
+    while let Some(arg) = rest.next() {
+        if arg == "--override"
+            && let Some((k, v)) = rest.next().and_then(|kv| kv.split_once('='))
+        {
+            overrides.push((k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    Some((file.as_str(), overrides))
+}
+
+/// Largest properties file read.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// The broker's listener settings from its properties file, read through /proc/PID/root (or
+/// /proc/PID/cwd for a relative path) so a broker in another mount namespace (a container)
+/// is read as it sees its file. None when there is no file argument or it cannot be read.
+pub fn broker_config(broker: &Broker) -> Option<BrokerConfig> {
+    let (file, overrides) = config_args(&broker.args)?;
+    let path = match file.strip_prefix('/') {
+        Some(absolute) => format!("/proc/{}/root/{absolute}", broker.pid),
+        None => format!("/proc/{}/cwd/{file}", broker.pid),
+    };
+    let mut text = String::new();
+    std::fs::File::open(path).ok()?.take(MAX_CONFIG_BYTES).read_to_string(&mut text).ok()?;
+    let mut pairs = listeners::parse_properties(&text);
+    pairs.extend(overrides);
+    Some(BrokerConfig::from_properties(file, &pairs))
+}
+
 /// A file as the kernel names it in tracepoints: device and inode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FileId {
@@ -263,6 +305,48 @@ JNI global refs: 15, weak refs: 0
         assert_eq!(broker_main_class(&args("java -Xmx1G -cp /k/libs/* kafka.Kafka server.properties")), Some("kafka.Kafka"));
         assert_eq!(broker_main_class(&args("java -cp /k/libs/* kafka.tools.ConsoleConsumer")), None);
         assert_eq!(broker_main_class(&args("grep kafka.Kafka.log")), None);
+    }
+
+    #[test]
+    fn config_file_is_the_argument_after_the_main_class() {
+        let args = |s: &str| s.split(' ').map(String::from).collect::<Vec<_>>();
+        let a = args("java -Xmx1G -cp /k/libs/* kafka.Kafka config/server.properties --override listeners=PLAINTEXT://:9092 --override broker.id=3");
+        let (file, overrides) = config_args(&a).unwrap();
+        assert_eq!(file, "config/server.properties");
+        assert_eq!(overrides, [("listeners".to_string(), "PLAINTEXT://:9092".to_string()), ("broker.id".into(), "3".into())]);
+        assert_eq!(config_args(&args("java -cp x kafka.Kafka")), None);
+        assert_eq!(config_args(&args("java -cp x kafka.Kafka --version")), None);
+        assert_eq!(config_args(&args("java -cp x Other server.properties")), None);
+    }
+
+    #[test]
+    fn unreadable_config_is_none() {
+        let broker = |args: &str| Broker {
+            pid: std::process::id(),
+            main_class: "kafka.Kafka".into(),
+            command_line: args.into(),
+            args: args.split(' ').map(String::from).collect(),
+            exe: None,
+        };
+        assert_eq!(broker_config(&broker("java kafka.Kafka /nonexistent/server.properties")), None);
+        assert_eq!(broker_config(&broker("java kafka.Kafka")), None);
+        // A relative path resolves against the broker's working directory.
+        let dir = std::env::temp_dir().join(format!("kstall-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("s.properties"), "listeners=SSL://:9093\nnode.id=4\n").unwrap();
+        let absolute = format!("java kafka.Kafka {}", dir.join("s.properties").display());
+        let c = broker_config(&broker(&absolute)).unwrap();
+        assert_eq!((c.listeners[0].name.as_str(), c.node_id), ("SSL", Some(4)));
+        let cwd = std::env::current_dir().unwrap();
+        let relative = pathdiff(&dir.join("s.properties"), &cwd);
+        assert_eq!(broker_config(&broker(&format!("java kafka.Kafka {relative}"))).map(|c| c.node_id), Some(Some(4)));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// `target` relative to `base` (both absolute).
+    fn pathdiff(target: &Path, base: &Path) -> String {
+        let ups = base.components().count() - 1;
+        format!("{}{}", "../".repeat(ups), target.strip_prefix("/").unwrap().display())
     }
 
     #[test]

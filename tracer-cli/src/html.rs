@@ -230,14 +230,15 @@ pub fn report(r: &Report) -> String {
     }
     out += "<h2>Charts</h2>";
     out += &stall_timeline(&r.timeline, c.traced_seconds);
+    // Every listener's network rows together.
     let sendfile: Vec<Series> = [("hit", HIT), ("miss", MISS)]
         .into_iter()
         .filter_map(|(cache, color)| {
-            let row = s.rows.iter().find(|row| row.role == Role::Network && row.syscall == "sendfile" && row.cache == cache)?;
-            Some(Series {
-                label: format!("page-cache {cache} ({} calls)", row.count),
+            let rows: Vec<_> = s.rows.iter().filter(|row| row.role == Role::Network && row.syscall == "sendfile" && row.cache == cache).collect();
+            (!rows.is_empty()).then(|| Series {
+                label: format!("page-cache {cache} ({} calls)", rows.iter().map(|r| r.count).sum::<u64>()),
                 color,
-                buckets: row.buckets.iter().map(|b| (b.lower_ns, b.count)).collect(),
+                buckets: rows.iter().flat_map(|r| r.buckets.iter().map(|b| (b.lower_ns, b.count))).collect(),
             })
         })
         .collect();
@@ -282,7 +283,9 @@ pub fn report(r: &Report) -> String {
         .iter()
         .map(|(role, names)| (format!("{role} threads ({})", names.len()), names.join(", ")))
         .collect();
+    context_rows.extend(c.listeners.iter().map(|l| (format!("listener {}", l.name), crate::listeners::label(l))));
     context_rows.extend([
+        ("broker config".into(), c.broker_config.as_ref().map_or("not read".into(), crate::output::config_line)),
         ("thread names from".into(), c.thread_names_from.into()),
         ("probes".into(), format!("{} hooks attached in {:.0} ms", c.probes_attached, c.attach_ms)),
         ("unavailable tracepoints".into(), if c.probes_unavailable.is_empty() { "none".into() } else { c.probes_unavailable.join(", ") }),

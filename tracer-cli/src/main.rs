@@ -2,7 +2,8 @@
 //!
 //! One data path: `discovery` (which process, which threads) -> `attach` (load the kernel-side
 //! probes) -> `aggregate` (kernel histograms to per-role summaries; `requests` and `stalls`
-//! for the ring-buffer records, `protocol` for Kafka's names, `findings` for conclusions) ->
+//! for the ring-buffer records, `protocol` for Kafka's names, `listeners` for which listener
+//! and plane a network thread serves, `findings` for conclusions) ->
 //! `output` (tables, JSON), `report` and `html` (the report), `metrics` (Prometheus).
 //! `session` runs the path once; `watch`, `report` and `export` present it.
 mod aggregate;
@@ -13,6 +14,7 @@ mod export;
 mod findings;
 mod html;
 mod latency;
+mod listeners;
 mod metrics;
 mod output;
 mod protocol;

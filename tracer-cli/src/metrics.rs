@@ -135,8 +135,18 @@ impl Collector for KstallCollector {
             &evidence,
         )?;
 
+        // Network rows of a known listener carry it; other rows have no listener label.
+        let with_listener = |mut labels: Labels, listener: &Option<String>| -> Labels {
+            if let Some(l) = listener {
+                labels.push(("listener", l.clone()));
+            }
+            labels
+        };
         let row_labels = |r: &crate::aggregate::Row| -> Labels {
-            vec![("role", r.role.label().replace('-', "_")), ("syscall", r.syscall.into()), ("cache", r.cache.into())]
+            with_listener(
+                vec![("role", r.role.label().replace('-', "_")), ("syscall", r.syscall.into()), ("cache", r.cache.into())],
+                &r.listener,
+            )
         };
         let rows: Vec<_> = s
             .rows
@@ -157,7 +167,7 @@ impl Collector for KstallCollector {
             .rows
             .iter()
             .filter(|r| r.cache == "miss")
-            .map(|r| (vec![("role", r.role.label().replace('-', "_")), ("syscall", r.syscall.to_string())], r.count))
+            .map(|r| (with_listener(vec![("role", r.role.label().replace('-', "_")), ("syscall", r.syscall.to_string())], &r.listener), r.count))
             .collect();
         counter(&mut enc, "kstall_page_cache_misses", "File reads that missed the page cache.", &misses)?;
 
@@ -167,27 +177,42 @@ impl Collector for KstallCollector {
             .iter()
             .map(|c| {
                 let buckets = prometheus_buckets(c.buckets.iter().map(|b| (b.upper_ns, b.count)));
-                (vec![("api", c.api.to_string()), ("client_id", c.client_id.clone())], c.sum_ns as f64 / 1e9, c.count, buckets)
+                (with_listener(vec![("api", c.api.to_string()), ("client_id", c.client_id.clone())], &c.listener), c.sum_ns as f64 / 1e9, c.count, buckets)
             })
             .collect();
-        histogram(&mut enc, "kstall_request_duration_seconds", "Kafka request latency (socket wait + broker time) by API and client.id (64 ids tracked, then \"(other)\").", &requests)?;
+        histogram(&mut enc, "kstall_request_duration_seconds", "Kafka request latency (socket wait + broker time) of clients by API, client.id (64 ids tracked, then \"(other)\") and listener; controller-plane requests are not in it.", &requests)?;
+        let controller: Vec<_> = s
+            .controller_requests
+            .iter()
+            .map(|c| {
+                let buckets = prometheus_buckets(c.buckets.iter().map(|b| (b.upper_ns, b.count)));
+                (vec![("api", c.api.to_string()), ("listener", c.listener.clone())], c.sum_ns as f64 / 1e9, c.count, buckets)
+            })
+            .collect();
+        histogram(&mut enc, "kstall_controller_request_duration_seconds", "Latency (socket wait + broker time) of requests answered on controller-plane listeners (the cluster's own traffic: KRaft heartbeats, raft Fetch and Vote), by API and listener.", &controller)?;
 
         let p = &s.stalls.produce;
         counter(&mut enc, "kstall_produce_requests", "Produce requests answered.", &[(none.clone(), p.requests)])?;
         counter(&mut enc, "kstall_produce_stalled_requests", "Produce requests whose latency a network-thread stall overlapped.", &[(none.clone(), p.stalled_requests)])?;
         counter(&mut enc, "kstall_produce_stalled_by_miss_requests", "Produce requests whose latency a page-cache miss on their network thread overlapped.", &[(none.clone(), p.stalled_by_miss)])?;
         counter_f64(&mut enc, "kstall_produce_stall_added_seconds", "Time stalls overlapped Produce latency, summed over requests.", p.stall_ns_added as f64 / 1e9)?;
-        let thread_name = |tid: u32| {
-            s.threads.iter().find(|t| t.tid == tid).map_or(tid.to_string(), |t| t.jvm_name.clone().unwrap_or_else(|| t.comm.clone()))
-        };
-        let stall_labels = |t: &crate::stalls::ThreadStalls| -> Labels {
-            vec![("thread", thread_name(t.tid)), ("cause", format!("{:?}", t.cause).to_lowercase())]
-        };
-        let stalls: Vec<_> = s.stalls.by_thread.iter().map(|t| (stall_labels(t), t.stalls)).collect();
-        counter(&mut enc, "kstall_stalls", "Network-thread stalls (page-cache misses, calls over the stall threshold) by thread and cause.", &stalls)?;
-        let mut family = enc.encode_descriptor("kstall_stall_seconds", "Time network threads spent stalled, by thread and cause.", None, MetricType::Counter)?;
+        // Threads named only by comm share a name: one series each name, summed.
+        let mut stall_series: Vec<(Labels, u64, u64)> = Vec::new();
         for t in &s.stalls.by_thread {
-            family.encode_family(&stall_labels(t))?.encode_counter::<NoLabelSet, _, u64>(&(t.stall_ns as f64 / 1e9), None)?;
+            let labels = with_listener(vec![("thread", s.thread_name(t.tid)), ("cause", format!("{:?}", t.cause).to_lowercase())], &t.listener);
+            match stall_series.iter_mut().find(|(l, _, _)| *l == labels) {
+                Some(series) => {
+                    series.1 += t.stalls;
+                    series.2 += t.stall_ns;
+                }
+                None => stall_series.push((labels, t.stalls, t.stall_ns)),
+            }
+        }
+        let stalls: Vec<_> = stall_series.iter().map(|(labels, n, _)| (labels.clone(), *n)).collect();
+        counter(&mut enc, "kstall_stalls", "Network-thread stalls (page-cache misses, calls over the stall threshold) by thread, cause and listener.", &stalls)?;
+        let mut family = enc.encode_descriptor("kstall_stall_seconds", "Time network threads spent stalled, by thread, cause and listener.", None, MetricType::Counter)?;
+        for (labels, _, ns) in &stall_series {
+            family.encode_family(labels)?.encode_counter::<NoLabelSet, _, u64>(&(*ns as f64 / 1e9), None)?;
         }
 
         counter(&mut enc, "kstall_events_lost", "Request and stall records lost because the ring buffer was full.", &[(none.clone(), s.lost.events)])?;
@@ -266,5 +291,59 @@ mod tests {
         assert!(text.contains("kstall_target_up 0.0\n"), "{text}");
         assert!(text.contains("kstall_build_info{version=\"") && text.ends_with("# EOF\n"));
         assert!(!text.contains("kstall_syscall_duration_seconds_bucket"));
+    }
+
+    #[test]
+    fn listener_labels_and_controller_requests_have_their_own_series() {
+        use kstall_ebpf::{CacheResult, LatencyHist, Syscall};
+
+        use crate::{
+            aggregate::{RowKey, empty_summary, row},
+            roles::Role,
+            stalls::{Cause, ThreadStalls},
+        };
+        let mut s = empty_summary();
+        let mut hist = LatencyHist::ZERO;
+        hist.buckets[40] = 3;
+        hist.count = 3;
+        for (role, listener) in [(Role::Network, Some("PLAINTEXT")), (Role::Network, Some("CONTROLLER")), (Role::Network, None), (Role::Other, None)] {
+            let key = RowKey { role, listener: listener.map(String::from), syscall: Syscall::Read, cache: CacheResult::Miss };
+            s.rows.push(row(key, hist));
+        }
+        // Two comm-named threads: one series for their name.
+        for tid in [5, 6] {
+            s.stalls.by_thread.push(ThreadStalls { tid, listener: None, cause: Cause::OffCpu, stalls: 1, stall_ns: 2_000_000 });
+        }
+        s.stalls.by_thread.push(ThreadStalls { tid: 7, listener: Some("SSL".into()), cause: Cause::PageCacheMiss, stalls: 2, stall_ns: 9_000_000 });
+        s.controller_requests.push(crate::requests::ControllerApiRow {
+            listener: "CONTROLLER".into(),
+            api: "BrokerHeartbeat",
+            api_key: 63,
+            count: 7,
+            rate_per_s: 0.5,
+            total: Default::default(),
+            broker: Default::default(),
+            buckets: vec![crate::aggregate::BucketCount { lower_ns: 1 << 20, upper_ns: Some(1 << 21), count: 7 }],
+            sum_ns: 14_000_000,
+        });
+        let state = SharedState::default();
+        state.lock().unwrap().summary = Some(s);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry(state)).unwrap();
+        let series: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.rsplit_once(' ').map(|(k, _)| k)).collect();
+        let mut unique = series.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), series.len(), "duplicate series in\n{text}");
+        for expected in [
+            r#"kstall_page_cache_misses_total{role="network",syscall="read",listener="PLAINTEXT"}"#,
+            r#"kstall_page_cache_misses_total{role="network",syscall="read"}"#,
+            r#"kstall_syscall_duration_seconds_count{role="network",syscall="read",cache="miss",listener="CONTROLLER"}"#,
+            r#"kstall_controller_request_duration_seconds_count{api="BrokerHeartbeat",listener="CONTROLLER"}"#,
+            r#"kstall_stalls_total{thread="5",cause="offcpu"}"#,
+            r#"kstall_stalls_total{thread="7",cause="pagecachemiss",listener="SSL"}"#,
+        ] {
+            assert!(series.contains(&expected), "{expected} in\n{text}");
+        }
     }
 }

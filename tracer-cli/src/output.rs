@@ -75,6 +75,14 @@ pub fn percentile(ns: u64) -> String {
     if ns < 1 << MIN_POW { "<1us".to_string() } else { duration(ns) }
 }
 
+/// The role column: `network PLAINTEXT` for a network row of a known listener.
+pub fn role_cell(row: &Row) -> String {
+    match &row.listener {
+        Some(l) => format!("{} {l}", row.role.label()),
+        None => row.role.label().to_string(),
+    }
+}
+
 fn row_cells(row: &Row) -> Vec<Cell> {
     let p = &row.percentiles;
     let right = |s: String| Cell::new(s).set_alignment(CellAlignment::Right);
@@ -83,7 +91,7 @@ fn row_cells(row: &Row) -> Vec<Cell> {
         verdict => verdict.to_string(),
     };
     vec![
-        Cell::new(row.role.label()),
+        Cell::new(role_cell(row)),
         Cell::new(row.syscall),
         Cell::new(cache),
         right(row.count.to_string()),
@@ -116,6 +124,13 @@ pub fn table(summary: &Summary) -> String {
         let more = if tids.len() > names.len() { ", ..." } else { "" };
         out += &format!("  {:<16} {:>3} threads: {}{more}\n", role.label(), tids.len(), names.join(", "));
     }
+    if !summary.listeners.is_empty() {
+        let listeners: Vec<String> = summary.listeners.iter().map(crate::listeners::label).collect();
+        out += &format!("  listeners: {}\n", listeners.join("; "));
+    }
+    if let Some(c) = &summary.broker_config {
+        out += &format!("  config: {}\n", config_line(c));
+    }
     let mut table = Table::new();
     table
         .load_preset(UTF8_FULL_CONDENSED)
@@ -145,6 +160,21 @@ pub fn table(summary: &Summary) -> String {
     out += &evidence_sections(summary);
     out += &findings_section(summary);
     out
+}
+
+/// `/etc/kafka/server.properties (process.roles broker,controller, node.id 1)`.
+pub fn config_line(c: &crate::listeners::BrokerConfig) -> String {
+    let mut notes = Vec::new();
+    if !c.process_roles.is_empty() {
+        let roles: Vec<&str> = c.process_roles.iter().map(|r| r.as_str()).collect();
+        notes.push(format!("process.roles {}", roles.join(",")));
+    } else {
+        notes.push("ZooKeeper mode".to_string());
+    }
+    if let Some(id) = c.node_id {
+        notes.push(format!("node.id {id}"));
+    }
+    format!("{} ({})", c.path, notes.join(", "))
 }
 
 /// The evidence tables (all but the syscall one, drawn above with its bars), each after a
@@ -221,7 +251,7 @@ pub fn evidence_tables(s: &Summary) -> Vec<EvidenceTable> {
             .map(|r| {
                 let p = &r.percentiles;
                 vec![
-                    r.role.label().to_string(),
+                    role_cell(r),
                     r.syscall.to_string(),
                     if r.cache == "none" { String::new() } else { r.cache.to_string() },
                     r.count.to_string(),
@@ -265,7 +295,7 @@ pub fn evidence_tables(s: &Summary) -> Vec<EvidenceTable> {
     });
     tables.push(EvidenceTable {
         title: "Kafka requests per client.id",
-        header: vec!["client.id", "api", "requests", "per s", "p50", "p99", "max", "connections", "in flight max", "in flight mean"],
+        header: vec!["client.id", "listener", "api", "requests", "per s", "p50", "p99", "max", "connections", "in flight max", "in flight mean"],
         rows: s
             .requests
             .clients
@@ -273,6 +303,7 @@ pub fn evidence_tables(s: &Summary) -> Vec<EvidenceTable> {
             .map(|c| {
                 vec![
                     if c.client_id.is_empty() { "(none)".into() } else { c.client_id.clone() },
+                    c.listener.clone().unwrap_or_default(),
                     c.api.to_string(),
                     c.count.to_string(),
                     format!("{:.1}", c.rate_per_s),
@@ -285,8 +316,34 @@ pub fn evidence_tables(s: &Summary) -> Vec<EvidenceTable> {
                 ]
             })
             .collect(),
-        numeric_from: 2,
+        numeric_from: 3,
     });
+    // Only for brokers with a controller plane (KRaft combined mode, control.plane.listener.name).
+    let controller_plane = s.listeners.iter().any(|l| l.plane == crate::listeners::Plane::Controller);
+    if controller_plane || !s.controller_requests.is_empty() {
+        tables.push(EvidenceTable {
+            title: "Controller-plane requests (the cluster's own traffic; not in the client tables, attribution or findings)",
+            header: vec!["listener", "api", "requests", "per s", "p50", "p99", "max", "broker p50", "broker p99"],
+            rows: s
+                .controller_requests
+                .iter()
+                .map(|a| {
+                    vec![
+                        a.listener.clone(),
+                        a.api.to_string(),
+                        a.count.to_string(),
+                        format!("{:.1}", a.rate_per_s),
+                        duration(a.total.p50_ns),
+                        duration(a.total.p99_ns),
+                        duration(a.total.max_ns),
+                        duration(a.broker.p50_ns),
+                        duration(a.broker.p99_ns),
+                    ]
+                })
+                .collect(),
+            numeric_from: 2,
+        });
+    }
     let p = &s.stalls.produce;
     tables.push(EvidenceTable {
         title: "Produce latency, stalled and not",
@@ -313,21 +370,24 @@ pub fn evidence_tables(s: &Summary) -> Vec<EvidenceTable> {
             numeric_from: 1,
         });
     }
-    let thread_name = |tid: u32| {
-        s.threads.iter().find(|t| t.tid == tid).map_or(tid.to_string(), |t| t.jvm_name.clone().unwrap_or_else(|| t.comm.clone()))
-    };
     tables.push(EvidenceTable {
         title: "Longest network-thread stalls",
-        header: vec!["call", "took", "thread", "cause", "file", "serving", "delayed Produce", "delay added"],
+        header: vec!["call", "took", "thread", "listener", "cause", "file", "serving", "delayed Produce", "delay added"],
         rows: s
             .stalls
             .worst
             .iter()
             .map(|w| {
+                let (delayed, added) = if w.delayed_produce_known {
+                    (w.delayed_produce.to_string(), duration(w.delayed_produce_ns))
+                } else {
+                    ("unknown inside TLS".to_string(), "-".to_string())
+                };
                 vec![
                     w.syscall.to_string(),
                     duration(w.duration_ns),
-                    thread_name(w.tid),
+                    s.thread_name(w.tid),
+                    w.listener.clone().unwrap_or_default(),
                     w.cause.label().to_string(),
                     match (&w.topic_partition, &w.segment, &w.file) {
                         (Some(tp), Some(seg), _) => format!("{tp} {seg}"),
@@ -335,12 +395,31 @@ pub fn evidence_tables(s: &Summary) -> Vec<EvidenceTable> {
                         _ => String::new(),
                     },
                     w.request.as_ref().map_or(String::new(), |r| format!("{} {} #{}", r.api, r.client_id, r.correlation_id)),
-                    w.delayed_produce.to_string(),
-                    duration(w.delayed_produce_ns),
+                    delayed,
+                    added,
                 ]
             })
             .collect(),
-        numeric_from: 6,
+        numeric_from: 7,
+    });
+    tables.push(EvidenceTable {
+        title: "Network-thread stalls per thread",
+        header: vec!["thread", "listener", "cause", "stalls", "stall time"],
+        rows: s
+            .stalls
+            .by_thread
+            .iter()
+            .map(|t| {
+                vec![
+                    s.thread_name(t.tid),
+                    t.listener.clone().unwrap_or_default(),
+                    t.cause.label().to_string(),
+                    t.stalls.to_string(),
+                    duration(t.stall_ns),
+                ]
+            })
+            .collect(),
+        numeric_from: 3,
     });
     tables
 }
@@ -359,6 +438,26 @@ fn findings_section(summary: &Summary) -> String {
 
 pub fn json(summary: &Summary) -> String {
     serde_json::to_string_pretty(summary).expect("summary serializes")
+}
+
+
+/// Writes `text` to stdout. A reader that went away (`kstall report | head`) ends the output
+/// quietly, as with other Unix tools, instead of a panic.
+pub fn print_stdout(text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
+
+/// One kind of kernel evidence in words: its hooks, or what is missing and what that costs.
+pub fn evidence_line(e: &crate::attach::EvidenceStatus) -> String {
+    match &e.missing {
+        None => format!("{}: {}", e.evidence.as_str(), e.hooks.join(", ")),
+        Some(why) => format!("{}: missing ({why}); without it, {}", e.evidence.as_str(), e.cost),
+    }
 }
 
 #[cfg(test)]
@@ -388,24 +487,5 @@ mod tests {
         assert_eq!(bar.iter().filter(|c| **c != ' ').count(), 2);
         assert_eq!(bar_axis().chars().count(), BAR_COLUMNS);
         assert_eq!(bar_axis().find("1ms"), Some(11));
-    }
-}
-
-/// Writes `text` to stdout. A reader that went away (`kstall report | head`) ends the output
-/// quietly, as with other Unix tools, instead of a panic.
-pub fn print_stdout(text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        other => other,
-    }
-}
-
-/// One kind of kernel evidence in words: its hooks, or what is missing and what that costs.
-pub fn evidence_line(e: &crate::attach::EvidenceStatus) -> String {
-    match &e.missing {
-        None => format!("{}: {}", e.evidence.as_str(), e.hooks.join(", ")),
-        Some(why) => format!("{}: missing ({why}); without it, {}", e.evidence.as_str(), e.cost),
     }
 }

@@ -7,9 +7,10 @@ use kstall_ebpf::events::RequestId;
 pub const PRODUCE: i16 = 0;
 pub const FETCH: i16 = 1;
 
-/// Name of a Kafka API key (the protocol guide's request names).
+/// Name of a Kafka API key (the names of `org.apache.kafka.common.protocol.ApiKeys` in
+/// kafka-clients 4.4.0; key 74 was ListClientMetricsResources in earlier releases).
 pub fn api_name(api_key: i16) -> &'static str {
-    const NAMES: [&str; 75] = [
+    const NAMES: [&str; 95] = [
         "Produce", "Fetch", "ListOffsets", "Metadata", "LeaderAndIsr", "StopReplica",
         "UpdateMetadata", "ControlledShutdown", "OffsetCommit", "OffsetFetch", "FindCoordinator",
         "JoinGroup", "Heartbeat", "LeaveGroup", "SyncGroup", "DescribeGroups", "ListGroups",
@@ -27,7 +28,13 @@ pub fn api_name(api_key: i16) -> &'static str {
         "BrokerRegistration", "BrokerHeartbeat", "UnregisterBroker", "DescribeTransactions",
         "ListTransactions", "AllocateProducerIds", "ConsumerGroupHeartbeat",
         "ConsumerGroupDescribe", "ControllerRegistration", "GetTelemetrySubscriptions",
-        "PushTelemetry", "AssignReplicasToDirs", "ListClientMetricsResources",
+        "PushTelemetry", "AssignReplicasToDirs", "ListConfigResources", "DescribeTopicPartitions",
+        "ShareGroupHeartbeat", "ShareGroupDescribe", "ShareFetch", "ShareAcknowledge",
+        "AddRaftVoter", "RemoveRaftVoter", "UpdateRaftVoter", "InitializeShareGroupState",
+        "ReadShareGroupState", "WriteShareGroupState", "DeleteShareGroupState",
+        "ReadShareGroupStateSummary", "StreamsGroupHeartbeat", "StreamsGroupDescribe",
+        "DescribeShareGroupOffsets", "AlterShareGroupOffsets", "DeleteShareGroupOffsets",
+        "StreamsGroupTopologyDescriptionUpdate", "UnregisterController",
     ];
     usize::try_from(api_key).ok().and_then(|k| NAMES.get(k)).copied().unwrap_or("Unknown")
 }
@@ -84,8 +91,10 @@ mod tests {
         assert_eq!(api_name(3), "Metadata");
         assert_eq!(api_name(8), "OffsetCommit");
         assert_eq!(api_name(18), "ApiVersions");
-        assert_eq!(api_name(74), "ListClientMetricsResources");
-        assert_eq!(api_name(75), "Unknown");
+        assert_eq!(api_name(63), "BrokerHeartbeat");
+        assert_eq!(api_name(74), "ListConfigResources");
+        assert_eq!(api_name(94), "UnregisterController");
+        assert_eq!(api_name(95), "Unknown");
         assert_eq!(api_name(-1), "Unknown");
     }
 

@@ -15,6 +15,7 @@ use crate::{
     discovery::{self, Broker},
     findings::{Finding, Severity},
     html,
+    listeners::{BrokerConfig, ListenerInfo},
     output::{duration, evidence_tables},
     session::{Ended, Session, SessionOptions},
     timeline::Timeline,
@@ -66,6 +67,10 @@ pub struct Context {
     pub stall_threshold_ns: u64,
     /// Thread names (JVM name, else comm) per role.
     pub thread_roles: BTreeMap<&'static str, Vec<String>>,
+    /// The broker's listeners: name, security protocol, plane, address.
+    pub listeners: Vec<ListenerInfo>,
+    /// What kstall read from the broker's properties file; null when it could not.
+    pub broker_config: Option<BrokerConfig>,
     pub thread_names_from: &'static str,
     pub probes_attached: usize,
     pub probes_unavailable: Vec<String>,
@@ -131,6 +136,8 @@ pub fn build(ended: Ended, requested: Option<Duration>) -> Report {
         broker_exited: ended.broker_exited,
         stall_threshold_ns: s.stalls.threshold_ns,
         thread_roles,
+        listeners: s.listeners.clone(),
+        broker_config: s.broker_config.clone(),
         thread_names_from: s.thread_names,
         probes_attached: s.probes.attached.len(),
         probes_unavailable: s.probes.unavailable.clone(),
@@ -196,6 +203,10 @@ pub fn markdown(report: &Report) -> String {
     for (role, names) in &c.thread_roles {
         out += &format!("- {role} threads ({}): {}\n", names.len(), names.join(", "));
     }
+    for l in &c.listeners {
+        out += &format!("- listener {}\n", crate::listeners::label(l));
+    }
+    out += &format!("- broker config: {}\n", c.broker_config.as_ref().map_or("not read".into(), crate::output::config_line));
     for e in &c.evidence {
         out += &format!("- evidence {}\n", crate::output::evidence_line(e));
     }

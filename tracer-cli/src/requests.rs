@@ -1,5 +1,7 @@
 //! Kafka request latency from the network threads' own reads and writes: per API, per
-//! client.id (capped), and per connection, where strictly one-at-a-time producers show up.
+//! client.id (capped) and listener, and per connection, where strictly one-at-a-time producers
+//! show up. Requests answered on controller-plane listeners (the cluster's own traffic) are
+//! kept apart, per listener and API.
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use kstall_ebpf::events::RequestEvent;
@@ -8,6 +10,7 @@ use serde::Serialize;
 use crate::{
     aggregate::{BucketCount, Percentiles},
     latency::LatencyRecorder,
+    listeners::{Listener, Plane},
     protocol::{self, PRODUCE},
 };
 
@@ -75,7 +78,8 @@ struct ApiTrack {
 
 #[derive(Clone, Debug, Default)]
 struct ClientTrack {
-    by_api: BTreeMap<i16, LatencyRecorder>,
+    /// By the listener the requests came in on (None: not known) and API.
+    by_api: BTreeMap<(Option<String>, i16), LatencyRecorder>,
     connections: Vec<u32>,
     requests: u64,
     in_flight_sum: u64,
@@ -84,8 +88,8 @@ struct ClientTrack {
 
 impl ClientTrack {
     fn merge(&mut self, other: &ClientTrack) {
-        for (api, r) in &other.by_api {
-            self.by_api.entry(*api).or_default().merge(r);
+        for (key, r) in &other.by_api {
+            self.by_api.entry(key.clone()).or_default().merge(r);
         }
         self.connections.extend(&other.connections);
         self.requests += other.requests;
@@ -131,6 +135,8 @@ pub struct ApiRow {
 #[derive(Clone, Debug, Serialize)]
 pub struct ClientRow {
     pub client_id: String,
+    /// The listener these requests came in on; null when its network threads' names do not tell.
+    pub listener: Option<String>,
     pub api: &'static str,
     pub count: u64,
     pub rate_per_s: f64,
@@ -142,6 +148,24 @@ pub struct ClientRow {
     /// `total` per power of two of nanoseconds, and its sum (for metrics; not in JSON).
     #[serde(skip)]
     pub buckets: Vec<BucketCount>,
+    #[serde(skip)]
+    pub sum_ns: u64,
+}
+
+/// Requests of one API on one controller-plane listener.
+#[derive(Clone, Debug, Serialize)]
+pub struct ControllerApiRow {
+    pub listener: String,
+    pub api: &'static str,
+    pub api_key: i16,
+    pub count: u64,
+    pub rate_per_s: f64,
+    /// Socket wait + broker time.
+    pub total: Percentiles,
+    pub broker: Percentiles,
+    /// `total` per power of two of nanoseconds.
+    pub buckets: Vec<BucketCount>,
+    /// Sum of `total` (for metrics; not in JSON).
     #[serde(skip)]
     pub sum_ns: u64,
 }
@@ -179,12 +203,22 @@ pub struct RequestStats {
     clients: HashMap<String, ClientTrack>,
     untracked_client_requests: u64,
     connections: HashMap<u32, ConnectionTrack>,
+    /// Controller-plane requests by (listener, API key).
+    controller: BTreeMap<(String, i16), ApiTrack>,
 }
 
 impl RequestStats {
-    /// Accounts one answered request; returns its timing.
-    pub fn record(&mut self, e: &RequestEvent) -> RequestTiming {
+    /// Accounts one answered request, served by a network thread of `listener` (None: not
+    /// known); returns its timing. A controller-plane listener's requests go to their own
+    /// table only.
+    pub fn record(&mut self, e: &RequestEvent, listener: Option<&Listener>) -> RequestTiming {
         let t = RequestTiming::of(e);
+        if let Some(l) = listener.filter(|l| l.plane == Plane::Controller) {
+            let track = self.controller.entry((l.name.clone(), e.id.api_key)).or_default();
+            track.total.record(t.total_ns());
+            track.broker.record(t.broker_ns());
+            return t;
+        }
         let api = self.apis.entry(e.id.api_key).or_default();
         api.total.record(t.total_ns());
         api.broker.record(t.broker_ns());
@@ -219,7 +253,7 @@ impl RequestStats {
             OTHER_CLIENTS.to_string()
         };
         let c = self.clients.entry(key).or_default();
-        c.by_api.entry(e.id.api_key).or_default().record(t.total_ns());
+        c.by_api.entry((listener.map(|l| l.name.clone()), e.id.api_key)).or_default().record(t.total_ns());
         if !c.connections.contains(&e.fd) && c.connections.len() < 64 {
             c.connections.push(e.fd);
         }
@@ -278,9 +312,10 @@ impl RequestStats {
         let rows_of = |client_id: &str, c: &ClientTrack| -> Vec<ClientRow> {
             c.by_api
                 .iter()
-                .map(|(&api_key, r)| ClientRow {
+                .map(|((listener, api_key), r)| ClientRow {
                     client_id: client_id.to_string(),
-                    api: protocol::api_name(api_key),
+                    listener: listener.clone(),
+                    api: protocol::api_name(*api_key),
                     count: r.count(),
                     rate_per_s: rate(r.count()),
                     total: r.percentiles(),
@@ -326,14 +361,40 @@ impl RequestStats {
             sync_producers,
         }
     }
+
+    /// The controller plane's requests, per listener and API.
+    pub fn controller_summary(&self, elapsed_s: f64) -> Vec<ControllerApiRow> {
+        let rate = |n: u64| if elapsed_s > 0.0 { n as f64 / elapsed_s } else { 0.0 };
+        self.controller
+            .iter()
+            .map(|((listener, api_key), a)| ControllerApiRow {
+                listener: listener.clone(),
+                api: protocol::api_name(*api_key),
+                api_key: *api_key,
+                count: a.total.count(),
+                rate_per_s: rate(a.total.count()),
+                total: a.total.percentiles(),
+                broker: a.broker.percentiles(),
+                buckets: a.total.log2_buckets(),
+                sum_ns: a.total.sum_ns(),
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use kstall_ebpf::events::{RequestId, kind};
 
+    use crate::listeners::SecurityProtocol;
+
     fn event(fd: u32, api_key: i16, client: &str, arrival: u64, read: u64, done: u64) -> RequestEvent {
+        request_event(7, fd, api_key, client, arrival, read, done)
+    }
+
+    /// An answered request as the kernel reports it (for this module's tests and aggregate's).
+    pub(crate) fn request_event(tid: u32, fd: u32, api_key: i16, client: &str, arrival: u64, read: u64, done: u64) -> RequestEvent {
         let mut id = RequestId::NONE;
         id.api_key = api_key;
         id.known = 1;
@@ -341,7 +402,7 @@ mod tests {
         id.client_id_len = client.len() as u16;
         RequestEvent {
             kind: kind::REQUEST,
-            tid: 7,
+            tid,
             fd,
             request_bytes: 100,
             response_bytes: 50,
@@ -374,12 +435,12 @@ mod tests {
         for i in 0..30u64 {
             let arrival = if i == 0 { 10 * ms } else { done + 50_000 };
             done = arrival + 2 * ms;
-            stats.record(&event(5, PRODUCE, "sync-producer", arrival, arrival + 10_000, done));
+            stats.record(&event(5, PRODUCE, "sync-producer", arrival, arrival + 10_000, done), None);
         }
         // Pipelined: five requests in flight at once.
         for i in 0..30u64 {
             let arrival = 100 * ms + i * ms;
-            stats.record(&event(6, PRODUCE, "async-producer", arrival, arrival + 10_000, arrival + 5 * ms));
+            stats.record(&event(6, PRODUCE, "async-producer", arrival, arrival + 10_000, arrival + 5 * ms), None);
         }
         let s = stats.summary(1.0);
         assert_eq!(s.sync_producers.len(), 1, "{:?}", s.sync_producers);
@@ -392,6 +453,45 @@ mod tests {
         assert_eq!(sync_row.max_in_flight, 1);
     }
 
+    fn listener(name: &str, protocol: SecurityProtocol, plane: Plane) -> Listener {
+        Listener { name: name.into(), security_protocol: protocol, plane }
+    }
+
+    #[test]
+    fn controller_plane_requests_are_kept_apart_from_clients() {
+        let data = listener("PLAINTEXT", SecurityProtocol::Plaintext, Plane::Data);
+        let controller = listener("CONTROLLER", SecurityProtocol::Plaintext, Plane::Controller);
+        let mut stats = RequestStats::default();
+        let ms = 1_000_000;
+        // The broker's own heartbeats (api 63) and raft fetches, one at a time on one connection,
+        // and, to be sure nothing on the controller plane reaches sync-producer detection, a
+        // run of strictly sequential Produce requests there too.
+        let mut done = 0;
+        for i in 0..40u64 {
+            let arrival = if i == 0 { 10 * ms } else { done + 50_000 };
+            done = arrival + 2 * ms;
+            let api = [63, 1, PRODUCE][i as usize % 3];
+            stats.record(&event(9, api, "raft-client-1", arrival, arrival + 10_000, done), Some(&controller));
+        }
+        for i in 0..5u64 {
+            stats.record(&event(11, PRODUCE, "app", i * ms, i * ms + 10_000, i * ms + 500_000), Some(&data));
+            stats.record(&event(12, 3, "app", i * ms, i * ms + 10_000, i * ms + 300_000), None);
+        }
+        let s = stats.summary(1.0);
+        assert!(s.clients.iter().all(|c| c.client_id == "app"), "{:?}", s.clients);
+        assert!(s.all_clients.iter().all(|c| c.client_id == "app"));
+        assert!(s.sync_producers.is_empty(), "{:?}", s.sync_producers);
+        let apis: Vec<(&str, u64)> = s.apis.iter().map(|a| (a.api, a.count)).collect();
+        assert_eq!(apis, [("Produce", 5), ("Metadata", 5)]);
+        // Client rows say which listener they came in on (null when not known).
+        let rows: Vec<(Option<&str>, &str, u64)> = s.clients.iter().map(|c| (c.listener.as_deref(), c.api, c.count)).collect();
+        assert_eq!(rows, [(None, "Metadata", 5), (Some("PLAINTEXT"), "Produce", 5)]);
+        let c = stats.controller_summary(1.0);
+        let rows: Vec<(&str, &str, u64)> = c.iter().map(|r| (r.listener.as_str(), r.api, r.count)).collect();
+        assert_eq!(rows, [("CONTROLLER", "Produce", 13), ("CONTROLLER", "Fetch", 13), ("CONTROLLER", "BrokerHeartbeat", 14)]);
+        assert!(c[2].total.p50_ns >= 1_900_000, "{:?}", c[2].total);
+    }
+
     #[test]
     fn client_ids_are_capped() {
         let mut stats = RequestStats::default();
@@ -399,7 +499,7 @@ mod tests {
             let client = format!("client-{i}");
             let n = if i < 3 { 10 } else { 1 };
             for _ in 0..n {
-                stats.record(&event(i, 3, &client, 0, 1_000_000, 2_000_000));
+                stats.record(&event(i, 3, &client, 0, 1_000_000, 2_000_000), None);
             }
         }
         let s = stats.summary(1.0);

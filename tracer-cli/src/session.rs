@@ -14,6 +14,7 @@ use crate::{
     aggregate::{Aggregator, Summary},
     attach::{self, Probes},
     discovery::{self, Broker},
+    roles,
     timeline::Timeline,
 };
 
@@ -37,6 +38,9 @@ struct JvmNames {
     last_start: Instant,
     gave_up: bool,
 }
+
+/// How long the start waits for the JVM's thread names when comms cannot tell the roles.
+const NAMES_AT_START: Duration = Duration::from_secs(5);
 
 impl JvmNames {
     const RERUN: Duration = Duration::from_secs(30);
@@ -68,8 +72,16 @@ impl JvmNames {
         match result {
             Ok(names) => agg.add_jvm_names(names),
             // Thread names then come from comm and behaviour; the summary says which.
-            Err(_) => self.gave_up = true,
+            Err(_) => {
+                self.gave_up = true;
+                agg.release_held();
+            }
         }
+    }
+
+    /// A jcmd is running.
+    fn waiting(&self) -> bool {
+        self.pending.is_some()
     }
 
     fn maybe_rerun(&mut self, threads_needing_names: usize) {
@@ -118,6 +130,10 @@ impl Session {
         }
         attach::check_privileges()?;
         let broker = discovery::find_broker(opts.pid)?;
+        // jcmd runs while the probes load: modern Kafka's threads all have the comm
+        // `data-plane-kafk`, so its network threads are known only by their JVM names, and the
+        // kernel follows requests only on threads it knows as network threads.
+        let mut names = JvmNames::start(broker.clone());
         let mut probes = match attach::attach(broker.pid, opts.stall_threshold) {
             Ok(probes) => probes,
             // The verifier gives up when a signal is pending (EAGAIN): that is the user's stop,
@@ -125,10 +141,21 @@ impl Session {
             Err(_) if stop::requested() => return Err(Interrupted.into()),
             Err(e) => return Err(e),
         };
-        let mut agg = Aggregator::new(broker.clone(), opts.stall_threshold);
+        // Which listeners the broker has and which carry controller traffic.
+        let config = discovery::broker_config(&broker);
+        let mut agg = Aggregator::new(broker.clone(), config, opts.stall_threshold);
         // Tells the kernel the network threads known by name now, so requests are followed from
-        // the moment kstall says it is tracing.
+        // the moment kstall says it is tracing: by comm (Kafka before 1.0), else by the JVM
+        // names jcmd gives (about a second; bounded, and a Ctrl-C does not wait for it).
         agg.refresh(&mut probes)?;
+        let comms = discovery::thread_comms(broker.pid);
+        if comms.values().any(|comm| roles::role_from_name(comm).is_none()) {
+            let deadline = Instant::now() + NAMES_AT_START;
+            while names.waiting() && Instant::now() < deadline && !stop::requested() {
+                names.poll(&mut agg, Duration::from_millis(50));
+            }
+            agg.refresh(&mut probes)?;
+        }
         eprintln!(
             "kstall: tracing broker pid {} ({}): {} probes attached in {:.0} ms; Ctrl-C to stop",
             broker.pid,
@@ -136,7 +163,6 @@ impl Session {
             probes.attached.len(),
             probes.attach_time.as_secs_f64() * 1e3
         );
-        let names = JvmNames::start(broker.clone());
         Ok(Session { broker, probes, agg, names, opts })
     }
 
@@ -181,6 +207,7 @@ impl Session {
         // Names make the final roles exact; give a running jcmd a moment.
         let Session { broker, mut probes, mut agg, mut names, .. } = self;
         names.poll(&mut agg, Duration::from_secs(3));
+        agg.release_held();
         probes.drain_events(|e| agg.ingest(e));
         let summary = agg.refresh(&mut probes)?;
         drop(probes); // detach before presenting: the broker runs untraced from here

@@ -20,6 +20,7 @@ use crate::{
     aggregate::{Percentiles, cache_label},
     discovery::{self, FileId},
     latency::LatencyRecorder,
+    listeners::Listener,
     protocol::{self, FETCH},
     requests::RequestTiming,
 };
@@ -80,6 +81,8 @@ pub struct RequestRef {
 #[derive(Clone, Debug, Serialize)]
 pub struct Stall {
     pub tid: u32,
+    /// The listener of the stalled network thread; null when its name does not tell.
+    pub listener: Option<String>,
     pub syscall: &'static str,
     pub cache: &'static str,
     pub cause: Cause,
@@ -99,6 +102,9 @@ pub struct Stall {
     /// Produce requests whose latency window this stall overlapped, and the time it overlapped.
     pub delayed_produce: u64,
     pub delayed_produce_ns: u64,
+    /// False on a TLS listener's thread: its requests cannot be seen, so `delayed_produce`
+    /// (0) does not mean none were delayed.
+    pub delayed_produce_known: bool,
 }
 
 impl Stall {
@@ -136,6 +142,7 @@ pub struct CauseTotals {
 #[derive(Clone, Debug, Serialize)]
 pub struct ThreadStalls {
     pub tid: u32,
+    pub listener: Option<String>,
     pub cause: Cause,
     pub stalls: u64,
     pub stall_ns: u64,
@@ -157,6 +164,18 @@ pub struct ProduceAttribution {
     /// Time stalls overlapped Produce latency windows, summed over requests.
     pub stall_ns_added: u64,
     pub miss_ns_added: u64,
+    /// The same counts per listener the Produce requests came in on.
+    pub by_listener: Vec<ListenerProduce>,
+}
+
+/// Produce requests of one listener's clients, and how many stalls delayed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ListenerProduce {
+    /// Null: served by network threads whose listener is not known.
+    pub listener: Option<String>,
+    pub requests: u64,
+    pub stalled_requests: u64,
+    pub stalled_by_miss: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -222,7 +241,8 @@ pub struct Attribution {
     recent: HashMap<u32, VecDeque<Stall>>,
     worst: Vec<Stall>,
     by_cause: BTreeMap<Cause, CauseTotals>,
-    by_thread: BTreeMap<(u32, Cause), (u64, u64)>,
+    by_thread: BTreeMap<(u32, Cause), (u64, u64, Option<String>)>,
+    produce_by_listener: BTreeMap<Option<String>, ListenerProduce>,
     partitions: HashMap<String, MissTotals>,
     readers: HashMap<String, MissTotals>,
     produce_all: LatencyRecorder,
@@ -242,6 +262,7 @@ impl Attribution {
             worst: Vec::new(),
             by_cause: BTreeMap::new(),
             by_thread: BTreeMap::new(),
+            produce_by_listener: BTreeMap::new(),
             partitions: HashMap::new(),
             readers: HashMap::new(),
             produce_all: LatencyRecorder::default(),
@@ -253,11 +274,13 @@ impl Attribution {
         }
     }
 
-    pub fn record_stall(&mut self, e: &StallEvent) -> Cause {
+    /// One stall of a network thread serving `listener` (None: not known).
+    pub fn record_stall(&mut self, e: &StallEvent, listener: Option<&Listener>) -> Cause {
         let file = self.files.of_stall(e);
         let segment = file.as_deref().and_then(protocol::segment);
         let stall = Stall {
             tid: e.tid,
+            listener: listener.map(|l| l.name.clone()),
             syscall: Syscall::from_u8(e.syscall).map_or("?", Syscall::name),
             cache: CacheResult::from_u8(e.cache).map_or("?", cache_label),
             cause: Cause::of(e),
@@ -274,6 +297,7 @@ impl Attribution {
             request: request_ref(&e.request),
             delayed_produce: 0,
             delayed_produce_ns: 0,
+            delayed_produce_known: !listener.is_some_and(Listener::is_encrypted),
         };
         let totals = self.by_cause.entry(stall.cause).or_default();
         totals.cause = Some(stall.cause);
@@ -283,6 +307,7 @@ impl Attribution {
         let per_thread = self.by_thread.entry((e.tid, stall.cause)).or_default();
         per_thread.0 += 1;
         per_thread.1 += stall.duration_ns;
+        per_thread.2.clone_from(&stall.listener);
         if stall.cause == Cause::PageCacheMiss {
             let place = stall
                 .topic_partition
@@ -305,9 +330,10 @@ impl Attribution {
         cause
     }
 
-    /// Joins an answered Produce against the stalls of the thread that served it; returns what
-    /// stalled it: a page-cache miss if any overlapping stall was one, else the other cause.
-    pub fn record_produce(&mut self, tid: u32, t: &RequestTiming) -> Option<Cause> {
+    /// Joins an answered Produce against the stalls of the thread that served it (a network
+    /// thread of `listener`); returns what stalled it: a page-cache miss if any overlapping
+    /// stall was one, else the other cause.
+    pub fn record_produce(&mut self, tid: u32, listener: Option<&Listener>, t: &RequestTiming) -> Option<Cause> {
         let (from, to) = (t.start_ns(), t.response_done_ns);
         let mut added = 0;
         let mut by_miss = 0;
@@ -327,6 +353,12 @@ impl Attribution {
         }
         let total = t.total_ns();
         self.produce_all.record(total);
+        let name = listener.map(|l| l.name.clone());
+        let per_listener =
+            self.produce_by_listener.entry(name.clone()).or_insert_with(|| ListenerProduce { listener: name, ..Default::default() });
+        per_listener.requests += 1;
+        per_listener.stalled_requests += (added > 0) as u64;
+        per_listener.stalled_by_miss += (by_miss > 0) as u64;
         if added > 0 {
             self.produce_stalled.record(total);
             self.stall_ns_added += added;
@@ -353,7 +385,13 @@ impl Attribution {
             by_thread: self
                 .by_thread
                 .iter()
-                .map(|(&(tid, cause), &(stalls, stall_ns))| ThreadStalls { tid, cause, stalls, stall_ns })
+                .map(|(&(tid, cause), (stalls, stall_ns, listener))| ThreadStalls {
+                    tid,
+                    listener: listener.clone(),
+                    cause,
+                    stalls: *stalls,
+                    stall_ns: *stall_ns,
+                })
                 .collect(),
             produce: ProduceAttribution {
                 requests: self.produce_all.count(),
@@ -366,6 +404,7 @@ impl Attribution {
                 slowest_1pct_stalled: if p99 > 0 { self.produce_stalled.count_at_or_above(p99) } else { 0 },
                 stall_ns_added: self.stall_ns_added,
                 miss_ns_added: self.miss_ns_added,
+                by_listener: self.produce_by_listener.values().cloned().collect(),
             },
             cold_partitions: top(&self.partitions),
             cold_readers: top(&self.readers),
@@ -407,6 +446,8 @@ fn keep_worst(worst: &mut Vec<Stall>, s: Stall) {
 mod tests {
     use super::*;
     use kstall_ebpf::{events::kind, framing::CLIENT_ID_CAP};
+
+    use crate::listeners::{Plane, SecurityProtocol};
 
     fn stall(tid: u32, start_ms: u64, dur_ms: u64, miss: bool, fetch_client: Option<&str>) -> StallEvent {
         let mut request = RequestId::NONE;
@@ -451,14 +492,14 @@ mod tests {
     #[test]
     fn produce_overlapping_a_miss_on_its_thread_is_stalled() {
         let mut a = Attribution::new(std::process::id(), Duration::from_millis(1));
-        a.record_stall(&stall(1, 100, 8, true, Some("cold-reader")));
+        a.record_stall(&stall(1, 100, 8, true, Some("cold-reader")), None);
         // Arrived during the miss, on the same thread: stalled by 5 ms of it.
-        a.record_produce(1, &produce(103, 109));
+        a.record_produce(1, None, &produce(103, 109));
         // Same time, another thread: not stalled.
-        a.record_produce(2, &produce(103, 104));
+        a.record_produce(2, None, &produce(103, 104));
         // Same thread, after the miss: not stalled.
         for i in 0..97 {
-            a.record_produce(1, &produce(200 + i, 200 + i + 1));
+            a.record_produce(1, None, &produce(200 + i, 200 + i + 1));
         }
         let s = a.summary();
         assert_eq!(s.produce.requests, 99);
@@ -473,8 +514,8 @@ mod tests {
     #[test]
     fn slow_call_without_miss_is_a_stall_of_another_cause() {
         let mut a = Attribution::new(std::process::id(), Duration::from_millis(1));
-        a.record_stall(&stall(1, 100, 3, false, None));
-        a.record_produce(1, &produce(99, 104));
+        a.record_stall(&stall(1, 100, 3, false, None), None);
+        a.record_produce(1, None, &produce(99, 104));
         let s = a.summary();
         assert_eq!((s.produce.stalled_requests, s.produce.stalled_by_miss), (1, 0));
         assert!(s.cold_readers.is_empty() && s.cold_partitions.is_empty());
@@ -485,12 +526,36 @@ mod tests {
     fn worst_list_stays_bounded_and_sorted() {
         let mut a = Attribution::new(std::process::id(), Duration::from_millis(1));
         for i in 0..(STALLS_PER_THREAD as u64 * 3) {
-            a.record_stall(&stall(1, i * 100, 1 + i % 37, true, None));
+            a.record_stall(&stall(1, i * 100, 1 + i % 37, true, None), None);
         }
         let s = a.summary();
         assert_eq!(s.worst.len(), WORST_STALLS);
         assert!(s.worst.windows(2).all(|w| w[0].duration_ns >= w[1].duration_ns));
         assert_eq!(s.worst[0].duration_ns, 37_000_000);
         assert!(a.recent[&1].len() <= STALLS_PER_THREAD);
+    }
+
+    #[test]
+    fn stalls_carry_their_threads_listener() {
+        let plaintext = Listener { name: "PLAINTEXT".into(), security_protocol: SecurityProtocol::Plaintext, plane: Plane::Data };
+        let ssl = Listener { name: "SSL".into(), security_protocol: SecurityProtocol::Ssl, plane: Plane::Data };
+        let mut a = Attribution::new(std::process::id(), Duration::from_millis(1));
+        a.record_stall(&stall(1, 100, 8, true, Some("cold-reader")), Some(&plaintext));
+        a.record_stall(&stall(2, 100, 20, true, None), Some(&ssl));
+        a.record_produce(1, Some(&plaintext), &produce(103, 109));
+        a.record_produce(1, Some(&plaintext), &produce(200, 201));
+        let s = a.summary();
+        let worst: Vec<(Option<&str>, u64, bool)> =
+            s.worst.iter().map(|w| (w.listener.as_deref(), w.delayed_produce, w.delayed_produce_known)).collect();
+        // The TLS listener's stall is the longest; what it delayed is unknown, not none.
+        assert_eq!(worst, [(Some("SSL"), 0, false), (Some("PLAINTEXT"), 1, true)]);
+        let threads: Vec<(u32, Option<&str>)> = s.by_thread.iter().map(|t| (t.tid, t.listener.as_deref())).collect();
+        assert_eq!(threads, [(1, Some("PLAINTEXT")), (2, Some("SSL"))]);
+        assert_eq!(
+            s.produce.by_listener,
+            [ListenerProduce { listener: Some("PLAINTEXT".into()), requests: 2, stalled_requests: 1, stalled_by_miss: 1 }]
+        );
+        let json = serde_json::to_value(&s.worst[0]).unwrap();
+        assert_eq!((&json["listener"], &json["delayed_produce_known"]), (&"SSL".into(), &false.into()));
     }
 }

@@ -1,13 +1,15 @@
-//! kstall against a real Kafka 0.9.0.1 broker with real clients (kcat): a cold read of evicted
-//! segments must show page-cache misses on the network thread, a second read of the same data
-//! must be all hits, and kstall's sendfile count must match strace's for the same window.
+//! kstall against a real Kafka broker (4.x by default, `KSTALL_KAFKA` for 3.9 or 0.9) with real
+//! clients: with kcat, a cold read of evicted segments must show page-cache misses on the
+//! network thread, a second read of the same data must be all hits, and kstall's sendfile
+//! count must match strace's for the same window; with the official Java client (flexible
+//! request headers), every Produce is counted and timed as the client timed it.
 //! Needs root (eBPF, strace), as CI has.
 use std::process::{Command, Stdio};
 
 use serde_json::Value;
 use xtask::{
-    kafka::DemoBroker,
-    support::{ScratchDir, interrupt, spawn_until_ready},
+    kafka::{DemoBroker, KAFKA_4, KafkaVersion},
+    support::{ScratchDir, interrupt, requests_of, spawn_until_ready},
 };
 
 const KSTALL: &str = env!("CARGO_BIN_EXE_kstall");
@@ -135,7 +137,7 @@ impl Drop for PinnedInCache {
 fn cold_read_misses_then_warm_read_hits() {
     let scratch = ScratchDir::new("kstall-it");
     let dir = scratch.0.clone();
-    let broker = DemoBroker::start(&dir.join("broker")).expect("start Kafka 0.9 broker");
+    let broker = DemoBroker::start(&dir.join("broker")).expect("start Kafka");
     let message_bytes = 1024;
     let total = 48 << 20;
     broker.produce(TOPIC, total, message_bytes).expect("produce");
@@ -152,7 +154,8 @@ fn cold_read_misses_then_warm_read_hits() {
     assert!(sum(&rows, "miss", "pages_added") > 0, "misses brought pages into the page cache");
     assert!(sum(&rows, "miss", "bytes") + sum(&rows, "hit", "bytes") >= total as u64);
     let names = network_thread_names(&cold.summary);
-    assert!(names.iter().any(|n| n.starts_with("kafka-network-t")), "network thread found: {names:?}");
+    // `kafka-network-thread-0-PLAINTEXT-0` (0.9), `data-plane-kafka-network-thread-1-...` (3.x, 4.x).
+    assert!(names.iter().any(|n| n.contains("kafka-network-t")), "network thread found: {names:?}");
     assert_counts_agree(&cold);
 
     // Warm: the same data, read into the page cache and pinned there.
@@ -169,5 +172,72 @@ fn cold_read_misses_then_warm_read_hits() {
     assert!(sum(&rows, "hit", "bytes") >= total as u64, "warm sendfile bytes cover the topic");
     assert_counts_agree(&warm);
 
+    broker.stop();
+}
+
+/// The official Java client of the broker's own version (KRaft brokers; Kafka 4.x when the
+/// run is for 0.9, which this client no longer speaks to): a synchronous producer sends 300
+/// records, each awaited, so 300 Produce requests with flexible headers; a group consumer reads
+/// them back. kstall counts every Produce, times them as the client did, and names the
+/// consumer's group requests (flexible headers too) by its client.id.
+#[test]
+fn java_client_requests_are_parsed() {
+    let scratch = ScratchDir::new("kstall-java");
+    let version = match KafkaVersion::from_env() {
+        v @ KafkaVersion::Kraft(_) => v,
+        KafkaVersion::Zk0_9 => KAFKA_4,
+    };
+    let options = xtask::kafka::BrokerOptions { version, ..Default::default() };
+    let broker = DemoBroker::start_with(&scratch.0.join("broker"), options).expect("start Kafka");
+    broker.produce("java", 1000, 100).expect("create the topic with 10 records");
+    let mut kstall_cmd = Command::new(KSTALL);
+    kstall_cmd.args(["watch", "--pid", &broker.pid().to_string(), "--format", "json", "--interval", "500ms"]);
+    kstall_cmd.stdout(Stdio::piped());
+    let kstall = spawn_until_ready(kstall_cmd, "tracing broker pid").expect("kstall");
+
+    const RECORDS: u64 = 300;
+    let client = |args: &[&str]| -> Value {
+        let out = broker.java_client(args).expect("java client").stderr(Stdio::inherit()).output().expect("run java");
+        assert!(out.status.success(), "KstallClient {args:?}: {:?}", out.status);
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+    };
+    let produced = client(&["produce", &broker.bootstrap(), "java", &RECORDS.to_string(), "java-producer"]);
+    let consumed = client(&["consume", &broker.bootstrap(), "java", &(RECORDS + 10).to_string(), "java-consumer"]);
+    interrupt(&kstall);
+    let out = kstall.wait_with_output().expect("kstall output");
+    assert!(out.status.success(), "kstall exit: {:?}", out.status);
+    let summary: Value = serde_json::from_slice(&out.stdout).expect("kstall prints JSON");
+
+    assert_eq!(produced["sent"], RECORDS);
+    assert_eq!(consumed["consumed"], RECORDS + 10, "the consumer read the topic");
+    assert_eq!(requests_of(&summary, "java-producer", "Produce"), RECORDS, "{}", summary["requests"]["clients"]);
+    let row = summary["requests"]["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["client_id"] == "java-producer" && c["api"] == "Produce")
+        .unwrap();
+    // The client's clock holds its own send and completion path (a JVM's future, a GC pause),
+    // so only kstall's side of the bound is tight: never slower than the client (plus kstall's
+    // histogram resolution, 1% + 20 us).
+    for (field, theirs) in [("p50_ns", &produced["p50_ns"]), ("p99_ns", &produced["p99_ns"])] {
+        let (ours, theirs) = (row["total"][field].as_u64().unwrap(), theirs.as_u64().unwrap());
+        eprintln!("Java producer {field}: kstall {:.3} ms, client {:.3} ms", ours as f64 / 1e6, theirs as f64 / 1e6);
+        assert!(ours <= theirs + theirs / 100 + 20_000, "{field}: kstall {ours} above the client's {theirs}");
+        assert!(theirs <= 2 * ours + 5_000_000, "{field}: the client's {theirs} far above kstall's {ours}");
+    }
+    let consumer_apis: Vec<&str> = summary["requests"]["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["client_id"] == "java-consumer")
+        .map(|c| c["api"].as_str().unwrap())
+        .collect();
+    eprintln!("java-consumer APIs: {consumer_apis:?}");
+    for api in ["Fetch", "FindCoordinator", "OffsetFetch"] {
+        assert!(consumer_apis.contains(&api), "{api} from the Java consumer: {consumer_apis:?}");
+    }
+    assert!(requests_of(&summary, "java-consumer", "Fetch") >= 1);
+    assert_eq!(summary["protocol"]["framing_errors"], 0, "{}", summary["protocol"]);
     broker.stop();
 }

@@ -10,7 +10,8 @@ use std::{
 
 use serde_json::Value;
 use xtask::{
-    kafka::{DemoBroker, SyncProducer, request_frame},
+    kafka::DemoBroker,
+    kafka_protocol::metadata_request,
     support::{ScratchDir, interrupt, proc_status_bytes, requests_of, spawn_until_ready},
 };
 
@@ -150,11 +151,11 @@ fn thousands_of_threads_come_and_go() {
     assert!(rss_late <= rss_early + (4 << 20), "kstall RSS grew from {rss_early} to {rss_late} bytes");
 }
 
-/// A Metadata v0 request for all topics on a fresh connection, its response read, closed.
-fn metadata_on_new_connection(bootstrap: &str, correlation_id: i32) {
+/// A Metadata request for all topics (v0 to Kafka 0.9, v4 to brokers that list it) on a fresh
+/// connection, its response read, closed.
+fn metadata_on_new_connection(bootstrap: &str, version: i16, correlation_id: i32) {
     let mut stream = TcpStream::connect(bootstrap).unwrap();
-    // Metadata v0 (api_key 3) for no topic in particular: all of them.
-    stream.write_all(&request_frame(3, 0, correlation_id, "churn-client", &0i32.to_be_bytes())).unwrap();
+    stream.write_all(&metadata_request(version, correlation_id, "churn-client")).unwrap();
     let mut size = [0u8; 4];
     stream.read_exact(&mut size).unwrap();
     let mut response = vec![0u8; u32::from_be_bytes(size) as usize];
@@ -169,13 +170,13 @@ fn thousands_of_connections_come_and_go() {
     let broker = DemoBroker::start(&scratch.0.join("broker")).expect("start Kafka");
     broker.produce("hot", 1024, 100).expect("create the topic");
     let kstall = kstall_watch(broker.pid());
-    let mut producer = SyncProducer::connect(&broker.bootstrap(), "steady-producer").unwrap();
+    let mut producer = broker.sync_producer("steady-producer").unwrap();
     let mut produced = 0;
     let mut rss_early = 0;
     // More connections than the connection map holds (8192): the LRU drops the oldest, and
     // every close drops its own.
     for i in 1..=CONNECTIONS {
-        metadata_on_new_connection(&broker.bootstrap(), i);
+        metadata_on_new_connection(&broker.bootstrap(), producer.metadata_version(), i);
         if i % 100 == 0 {
             producer.produce("hot", b"steady").unwrap();
             produced += 1;

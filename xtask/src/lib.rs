@@ -3,6 +3,8 @@
 pub mod bench;
 pub mod guest;
 pub mod kafka;
+pub mod kafka_protocol;
+pub mod kafka_maven;
 pub mod kernel_check;
 pub mod matrix;
 pub mod setup;

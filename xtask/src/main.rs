@@ -1,12 +1,14 @@
 //! `cargo xtask <command>`:
 //!   setup   install the BPF toolchain, test tools and the Kafka distribution (idempotent)
 //!   build   setup, then build kstall (release)
-//!   test    setup, then run every test (unit, real-broker integration, bad input, fuzzing,
-//!           the kernel matrix)
-//!   demo    setup, build, start a real Kafka 0.9 broker on a slow disk with a synchronous
-//!           producer, a tail consumer and a cold reader, run `kstall watch` on it for 30 s,
-//!           stop everything
+//!   test    setup, then run every test (unit, real-broker integration on Kafka 4.x and again
+//!           on 0.9 and 3.9, bad input, fuzzing, the kernel matrix)
+//!   demo    setup, build, start a real Kafka 4.x broker (KRaft) on a slow disk with a
+//!           synchronous producer, a tail consumer and a cold reader, run `kstall watch` on it
+//!           for 30 s, stop everything
 //!   broker  start the demo broker and keep it running until Enter (for trying kstall by hand)
+//!   --kafka VERSION (with demo, broker, test): 4.4.0 (default), 3.9.1 or 0.9.0.1; also
+//!           KSTALL_KAFKA
 //!   bench-export [MINUTES] [RATE]
 //!           run `kstall export` against the demo broker under a paced Produce load (RATE
 //!           requests/s, default 1000) plus a tail consumer, scraping it every 5 s, for
@@ -39,7 +41,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use xtask::{
     cache_dir,
-    kafka::{DemoBroker, SyncProducer},
+    kafka::{self, DemoBroker, KafkaVersion, SyncProducer},
     run,
     setup::setup,
     slow_disk::SlowDisk,
@@ -91,15 +93,24 @@ fn build_release() -> Result<PathBuf> {
     Ok(workspace_root().join("target/release/kstall"))
 }
 
-/// Runs every test target (no doc tests: there are none) and ends with one plain total line.
-fn test(extra: &[String]) -> Result<()> {
-    setup()?;
+/// What one `cargo test` run counted.
+struct CargoTests {
+    passed: u64,
+    failed: u64,
+    ok: bool,
+}
+
+/// Runs `cargo test` with `args`, the broker `KSTALL_KAFKA` names, passing its output through
+/// and counting its `test result:` lines.
+fn cargo_test(label: &str, args: &[&str], kafka: Option<KafkaVersion>, extra: &[String]) -> Result<CargoTests> {
     let started = Instant::now();
-    let mut child = cargo()
-        .args(["test", "--workspace", "--lib", "--bins", "--tests"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .spawn()?;
+    let mut cmd = cargo();
+    cmd.arg("test").args(args).args(extra).stdout(Stdio::piped());
+    match kafka {
+        Some(v) => cmd.env("KSTALL_KAFKA", v.as_str()),
+        None => cmd.env_remove("KSTALL_KAFKA"),
+    };
+    let mut child = cmd.spawn()?;
     let (mut passed, mut failed) = (0u64, 0u64);
     for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
         let line = line?;
@@ -117,7 +128,33 @@ fn test(extra: &[String]) -> Result<()> {
         }
     }
     let status = child.wait()?;
-    println!("xtask test: cargo test took {:.0}s", started.elapsed().as_secs_f64());
+    println!("xtask test: {label} took {:.0}s ({passed} passed, {failed} failed)", started.elapsed().as_secs_f64());
+    Ok(CargoTests { passed, failed, ok: status.success() })
+}
+
+/// The real-broker integration tests that run once more on Kafka 0.9 (the default run is on
+/// Kafka 4.x), and the one that also runs on 3.9 (its `ListenerName(...)` thread names).
+const ON_KAFKA_0_9: [&str; 5] = ["broker", "stalls", "export", "faults", "churn"];
+const ON_KAFKA_3: [&str; 2] = ["broker", "tls"];
+
+/// Runs every test target (no doc tests: there are none) and ends with one plain total line.
+fn test(extra: &[String]) -> Result<()> {
+    setup()?;
+    let mut runs = vec![cargo_test("cargo test (Kafka 4.x)", &["--workspace", "--lib", "--bins", "--tests"], None, extra)?];
+    for (version, targets) in [(kafka::KAFKA_3, &ON_KAFKA_3[..]), (kafka::KAFKA_0_9, &ON_KAFKA_0_9[..])] {
+        let mut args = vec!["--package", "kstall"];
+        for t in targets {
+            args.extend(["--test", t]);
+        }
+        // The Java client test runs on KRaft brokers only (on 0.9 it would start 4.x again).
+        if version == kafka::KAFKA_0_9 {
+            args.extend(["--", "--skip", "java_client"]);
+        }
+        runs.push(cargo_test(&format!("integration tests on Kafka {}", version.as_str()), &args, Some(version), extra)?);
+    }
+    let mut passed: u64 = runs.iter().map(|r| r.passed).sum();
+    let mut failed: u64 = runs.iter().map(|r| r.failed).sum();
+    let all_ok = runs.iter().all(|r| r.ok);
     let seconds = std::env::var("KSTALL_FUZZ_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(30);
     let crashed = FUZZ_TARGETS.iter().filter(|(target, share)| !fuzz(target, seconds * share / 30)).count() as u64;
     passed += FUZZ_TARGETS.len() as u64 - crashed;
@@ -126,8 +163,8 @@ fn test(extra: &[String]) -> Result<()> {
     passed += matrix_passed;
     failed += matrix_failed;
     println!("tests: {passed} passed, {failed} failed");
-    if !status.success() {
-        bail!("cargo test failed: {status}");
+    if !all_ok {
+        bail!("cargo test failed");
     }
     if crashed > 0 {
         bail!("{crashed} fuzz target(s) failed");
@@ -233,7 +270,7 @@ fn demo(seconds: u64) -> Result<()> {
         .ok();
     let log_dir = disk.as_ref().map_or(dir.join("broker/kafka-logs"), |d| d.mount_point.join("kafka-logs"));
     let broker = DemoBroker::start_with_log_dir(&dir.join("broker"), &log_dir)?;
-    eprintln!("demo: Kafka 0.9.0.1 broker pid {} on {}, logs in {}", broker.pid(), broker.bootstrap(), log_dir.display());
+    eprintln!("demo: Kafka {} broker pid {} on {}, logs in {}", broker.version.as_str(), broker.pid(), broker.bootstrap(), log_dir.display());
     eprintln!("demo: writing 96 MiB to topic `cold`, then dropping it from the page cache");
     broker.produce("cold", 96 << 20, 1024)?;
     broker.produce("hot", 64 << 10, 200)?;
@@ -241,9 +278,9 @@ fn demo(seconds: u64) -> Result<()> {
     let broker = Arc::new(broker);
 
     // A service producing to `hot` synchronously: one small acks=1 request at a time.
-    let bootstrap = broker.bootstrap();
+    let (bootstrap, handshake) = (broker.bootstrap(), broker.version.handshake());
     let producer = Load::spawn(move |stop| {
-        let Ok(mut producer) = SyncProducer::connect(&bootstrap, "orders-service") else { return };
+        let Ok(mut producer) = SyncProducer::connect(&bootstrap, "orders-service", handshake) else { return };
         while !stop.load(Ordering::Relaxed) {
             if producer.produce("hot", b"order-created {\"id\": 42, \"amount\": 17}").is_err() {
                 break;
@@ -304,9 +341,9 @@ fn bench_export(minutes: f64, rate: u32) -> Result<()> {
     let kstall = build_release()?;
     let broker = Arc::new(DemoBroker::start(&cache_dir().join("bench"))?);
     broker.produce("hot", 64 << 10, 200)?;
-    let bootstrap = broker.bootstrap();
+    let (bootstrap, handshake) = (broker.bootstrap(), broker.version.handshake());
     let producer = Load::spawn(move |stop| {
-        let Ok(mut producer) = SyncProducer::connect(&bootstrap, "bench-producer") else { return };
+        let Ok(mut producer) = SyncProducer::connect(&bootstrap, "bench-producer", handshake) else { return };
         let started = Instant::now();
         let mut sent = 0u64;
         while !stop.load(Ordering::Relaxed) {
@@ -407,7 +444,13 @@ fn bench(repeats: usize, requests: u64) -> Result<()> {
 fn broker_until_ctrl_c() -> Result<()> {
     setup()?;
     let broker = DemoBroker::start(&cache_dir().join("broker"))?;
-    println!("broker pid {} on {} (log dirs {}); press Enter to stop it", broker.pid(), broker.bootstrap(), broker.log_dir.display());
+    println!(
+        "Kafka {} broker pid {} on {} (log dirs {}); press Enter to stop it",
+        broker.version.as_str(),
+        broker.pid(),
+        broker.bootstrap(),
+        broker.log_dir.display()
+    );
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     thread::spawn(move || {
@@ -421,8 +464,26 @@ fn broker_until_ctrl_c() -> Result<()> {
     Ok(())
 }
 
+fn kafka_versions() -> String {
+    kafka::VERSIONS.iter().map(|v| v.as_str()).collect::<Vec<_>>().join(", ")
+}
+
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    // `--kafka VERSION` anywhere: the broker the demo, `broker` and the tests start.
+    if let Some(at) = args.iter().position(|a| a == "--kafka") {
+        let Some(version) = args.get(at + 1).cloned() else {
+            eprintln!("xtask: --kafka needs a version ({})", kafka_versions());
+            return ExitCode::from(2);
+        };
+        let Some(version) = KafkaVersion::parse(&version) else {
+            eprintln!("xtask: --kafka {version}: none of the versions setup caches ({})", kafka_versions());
+            return ExitCode::from(2);
+        };
+        // SAFETY: single-threaded still; the tests and brokers started later read it.
+        unsafe { std::env::set_var("KSTALL_KAFKA", version.as_str()) };
+        args.drain(at..at + 2);
+    }
     let result = match args.first().map(String::as_str) {
         Some("setup") => setup(),
         Some("build") => setup().and_then(|_| build_release().map(|_| ())),

@@ -14,13 +14,15 @@ const CARGO_FUZZ_VERSION: &str = "0.13.2";
 const VIRTME_NG_VERSION: &str = "1.42";
 
 /// Commands the tests and demo use, and the Debian package that provides each.
-const TOOLS: [(&str, &str); 6] = [
+const TOOLS: [(&str, &str); 8] = [
     ("kcat", "kcat"),
     ("strace", "strace"),
     ("setpriv", "util-linux"),
     ("java", "openjdk-17-jdk-headless"),
     ("jcmd", "openjdk-17-jdk-headless"),
+    ("keytool", "openjdk-17-jdk-headless"),
     ("npm", "npm"),
+    ("mvn", "maven"),
 ];
 
 fn installed(package: &str) -> bool {
@@ -140,7 +142,19 @@ pub fn setup() -> Result<()> {
     if !PathBuf::from("/usr/lib/rustlib/src/rust/library/core").is_dir() {
         bail!("rust-web-src did not install the library source under /usr/lib/rustlib/src");
     }
-    kafka::kafka_home()?;
-    eprintln!("setup: ok in {:.1}s (Debian rustc with LLVM {llvm}, bpf-linker {BPF_LINKER_VERSION}, Kafka 0.9.0.1 cached)", started.elapsed().as_secs_f64());
+    // The brokers the demo and the tests run (Kafka 4.x and 3.9 from Maven Central, 0.9 from
+    // npm) and the Java client built against 4.x's kafka-clients: fetched once, then offline.
+    for version in kafka::VERSIONS {
+        version.ensure_cached()?;
+    }
+    if let kafka::KafkaVersion::Kraft(v) = kafka::KAFKA_4 {
+        crate::kafka_maven::java_client(v)?;
+    }
+    let versions: Vec<&str> = kafka::VERSIONS.iter().map(|v| v.as_str()).collect();
+    eprintln!(
+        "setup: ok in {:.1}s (Debian rustc with LLVM {llvm}, bpf-linker {BPF_LINKER_VERSION}, Kafka {} cached)",
+        started.elapsed().as_secs_f64(),
+        versions.join(", ")
+    );
     Ok(())
 }
