@@ -4,6 +4,7 @@
 //! on brokers whose threads come and go.
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
+    path::PathBuf,
     time::{Duration, Instant},
 };
 
@@ -204,7 +205,7 @@ pub struct Aggregator {
     /// records may still be held).
     thread_listeners: HashMap<u32, Listener>,
     /// Records waiting for the first thread names; None once they came (or never will).
-    held: Option<VecDeque<Event>>,
+    held: Option<VecDeque<(Event, Option<PathBuf>)>>,
     started: Instant,
     jvm_names: HashMap<u32, String>,
     /// Last comm seen per thread, so a thread that exits keeps its role when folded.
@@ -242,24 +243,29 @@ impl Aggregator {
     }
 
     /// One record from the kernel: an answered request or a stall. Held, in order, until the
-    /// first thread names come.
+    /// first thread names come; a stall's file is named at once, while its fd is still open.
     pub fn ingest(&mut self, event: Event) {
+        let file = match &event {
+            Event::Stall(stall) => self.attribution.file_of(stall),
+            Event::Request(_) => None,
+        };
         if let Some(held) = &mut self.held {
-            held.push_back(event);
+            held.push_back((event, file));
             if held.len() > HELD_MAX
-                && let Some(oldest) = held.pop_front()
+                && let Some((oldest, file)) = held.pop_front()
             {
-                self.process(oldest);
+                self.process(oldest, file);
             }
             return;
         }
-        self.process(event);
+        self.process(event, file);
     }
 
-    fn process(&mut self, event: Event) {
+    /// `file`: what a stall read, named at ingest.
+    fn process(&mut self, event: Event, file: Option<PathBuf>) {
         match event {
             Event::Stall(stall) => {
-                let cause = self.attribution.record_stall(&stall, self.thread_listeners.get(&stall.tid));
+                let cause = self.attribution.record_named_stall(&stall, file, self.thread_listeners.get(&stall.tid));
                 self.timeline.stall(stall.start_ns, stall.duration_ns, cause, stall.tid);
             }
             Event::Request(request) => {
@@ -289,8 +295,8 @@ impl Aggregator {
 
     /// No thread names will come (jcmd failed), or the session ends: held records go through.
     pub fn release_held(&mut self) {
-        for event in self.held.take().unwrap_or_default() {
-            self.process(event);
+        for (event, file) in self.held.take().unwrap_or_default() {
+            self.process(event, file);
         }
     }
 

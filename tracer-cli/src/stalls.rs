@@ -274,9 +274,21 @@ impl Attribution {
         }
     }
 
-    /// One stall of a network thread serving `listener` (None: not known).
+    /// The file a stall read, named while the fd the call used is still open (a stall recorded
+    /// later, once its thread's listener is known, takes it from here).
+    pub fn file_of(&mut self, e: &StallEvent) -> Option<PathBuf> {
+        self.files.of_stall(e)
+    }
+
+    /// One stall of a network thread serving `listener` (None: not known), its file named now.
+    #[cfg(test)]
     pub fn record_stall(&mut self, e: &StallEvent, listener: Option<&Listener>) -> Cause {
         let file = self.files.of_stall(e);
+        self.record_named_stall(e, file, listener)
+    }
+
+    /// As [`Attribution::record_stall`], with the file named earlier ([`Attribution::file_of`]).
+    pub fn record_named_stall(&mut self, e: &StallEvent, file: Option<PathBuf>, listener: Option<&Listener>) -> Cause {
         let segment = file.as_deref().and_then(protocol::segment);
         let stall = Stall {
             tid: e.tid,

@@ -217,14 +217,18 @@ fn java_client_requests_are_parsed() {
         .iter()
         .find(|c| c["client_id"] == "java-producer" && c["api"] == "Produce")
         .unwrap();
-    // The client's clock holds its own send and completion path (a JVM's future, a GC pause),
-    // so only kstall's side of the bound is tight: never slower than the client (plus kstall's
-    // histogram resolution, 1% + 20 us).
+    // The client's clock holds its own send and completion path (the producer's I/O thread, a
+    // future, a GC pause or a JIT compile: 3 of 300 requests make its p99), so only kstall's
+    // side of the bound is tight: never slower than the client (plus kstall's histogram
+    // resolution, 1% + 20 us). The median also has a loose upper bound (seen: client 3.2-4.6 ms
+    // where kstall saw 1.7-2.6 ms; the p99s 15-63 ms against 9-27 ms).
     for (field, theirs) in [("p50_ns", &produced["p50_ns"]), ("p99_ns", &produced["p99_ns"])] {
         let (ours, theirs) = (row["total"][field].as_u64().unwrap(), theirs.as_u64().unwrap());
         eprintln!("Java producer {field}: kstall {:.3} ms, client {:.3} ms", ours as f64 / 1e6, theirs as f64 / 1e6);
         assert!(ours <= theirs + theirs / 100 + 20_000, "{field}: kstall {ours} above the client's {theirs}");
-        assert!(theirs <= 2 * ours + 5_000_000, "{field}: the client's {theirs} far above kstall's {ours}");
+        if field == "p50_ns" {
+            assert!(theirs <= 2 * ours + 5_000_000, "{field}: the client's {theirs} far above kstall's {ours}");
+        }
     }
     let consumer_apis: Vec<&str> = summary["requests"]["clients"]
         .as_array()

@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use crate::{cache_dir, output, run, workspace_root};
+use crate::{cache_dir, output, workspace_root};
 
 /// The log4j 2 binding for the slf4j 1.7 API Kafka 3.9 and 4.x log through (the broker jars
 /// name the API only; Apache's distribution ships a binding beside them).
@@ -48,11 +48,20 @@ pub fn kafka_libs(version: &str) -> Result<PathBuf> {
     );
     fs::write(dir.join("pom.xml"), pom)?;
     eprintln!("setup: Kafka {version} from Maven Central (mvn dependency:copy-dependencies)");
-    run(Command::new("mvn")
+    // Quiet, and its output kept for a failure: Maven 3.8 prints colour resets even with -q.
+    let out = Command::new("mvn")
         .args(["-q", "-B", "dependency:copy-dependencies", "-DincludeScope=runtime"])
         .arg(format!("-DoutputDirectory={}", libs.display()))
-        .current_dir(&dir))
-    .with_context(|| format!("cannot resolve org.apache.kafka:kafka_2.13:{version} with Maven (needs mvn and Maven Central)"))?;
+        .current_dir(&dir)
+        .output()
+        .context("cannot run mvn (apt-get install maven)")?;
+    if !out.status.success() {
+        bail!(
+            "cannot resolve org.apache.kafka:kafka_2.13:{version} with Maven (needs Maven Central): {}{}",
+            String::from_utf8_lossy(&out.stdout).trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
     let broker_jar = libs.join(format!("kafka_2.13-{version}.jar"));
     if !broker_jar.exists() {
         bail!("Maven resolved Kafka {version} but {} is missing", broker_jar.display());

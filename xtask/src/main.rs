@@ -105,7 +105,8 @@ struct CargoTests {
 fn cargo_test(label: &str, args: &[&str], kafka: Option<KafkaVersion>, extra: &[String]) -> Result<CargoTests> {
     let started = Instant::now();
     let mut cmd = cargo();
-    cmd.arg("test").args(args).args(extra).stdout(Stdio::piped());
+    // Every test binary runs even when one fails, so the total counts them all.
+    cmd.args(["test", "--no-fail-fast"]).args(args).args(extra).stdout(Stdio::piped());
     match kafka {
         Some(v) => cmd.env("KSTALL_KAFKA", v.as_str()),
         None => cmd.env_remove("KSTALL_KAFKA"),
