@@ -105,17 +105,18 @@ fn cold_reads_through_tls_are_misses_attributed_by_thread_and_file() {
     let ssl_stalls: Vec<&Value> = stalls["worst"].as_array().unwrap().iter().filter(|s| s["listener"] == "SSL").collect();
     assert!(!ssl_stalls.is_empty(), "stalls on the SSL thread: {}", stalls["worst"]);
     for s in &ssl_stalls {
-        // Other files can miss there too: the JVM loads its TLS classes from the JDK's
-        // `lib/modules` on that thread at the first handshake (seen in a CI run).
-        assert_eq!(s["cause"], "page_cache_miss", "{s}");
+        // Other stalls happen there too, and are reported as they are: misses of other files
+        // (the JVM loads its TLS classes from the JDK's `lib/modules` on that thread at the
+        // first handshake) and a hit that lost its CPU for 12 ms (off_cpu), both seen in CI.
         assert!(s["topic_partition"].is_null() || s["topic_partition"] == "cold-0", "{s}");
         assert_eq!(s["delayed_produce_known"], false, "{s}");
         let thread = summary["threads"].as_array().unwrap().iter().find(|t| t["tid"] == s["tid"]).expect("stall thread known");
         assert_eq!(thread["role"], "network");
         assert!(thread["jvm_name"].as_str().unwrap().contains("-SSL-"), "{thread}");
     }
-    let segment_stalls: Vec<&&Value> = ssl_stalls.iter().filter(|s| s["topic_partition"] == "cold-0").collect();
-    assert!(!segment_stalls.is_empty(), "segment reads among the SSL thread's longest stalls: {ssl_stalls:?}");
+    let segment_stalls: Vec<&&Value> =
+        ssl_stalls.iter().filter(|s| s["topic_partition"] == "cold-0" && s["cause"] == "page_cache_miss").collect();
+    assert!(!segment_stalls.is_empty(), "segment misses among the SSL thread's longest stalls: {ssl_stalls:?}");
     assert!(segment_stalls.iter().all(|s| s["syscall"] == "pread64" && s["segment"].as_str().is_some_and(|f| f.ends_with(".log"))), "{segment_stalls:?}");
     assert_eq!(stalls["cold_partitions"][0]["name"], "cold-0");
     eprintln!("SSL stalls: {} shown of {}", ssl_stalls.len(), stalls["by_cause"]);
