@@ -550,14 +550,14 @@ pub fn empty_summary() -> Summary {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use kstall_ebpf::{
         bucket_index,
         events::RequestEvent,
     };
 
-    fn hist_of(latencies_ns: &[u64]) -> LatencyHist {
+    pub(crate) fn hist_of(latencies_ns: &[u64]) -> LatencyHist {
         let mut h = LatencyHist::ZERO;
         for &ns in latencies_ns {
             h.buckets[bucket_index(ns)] += 1;

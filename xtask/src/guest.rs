@@ -377,7 +377,7 @@ pub fn make_ext4_image(path: &Path, size_mib: u64) -> Result<()> {
 /// /dev/null, in the caller's working directory. Fails, naming the kernel, on timeout (vng
 /// and QEMU killed) or when the guest ended without the script's status (the run dir under
 /// `kernels/runs` is then kept, as after a timeout); removes that dir otherwise.
-/// A guest that never reached the script boots again, twice at most: bookworm's QEMU 7.2
+/// A guest that never reached the script (or hangs before it) boots again, twice at most: bookworm's QEMU 7.2
 /// sometimes segfaults before the guest prints anything (host dmesg: "qemu-system-x86[..]:
 /// segfault"; 2 of ~45 boots here), and sid's 7.2.13 once panicked during its boot initcalls
 /// (enqueue_task_fair, "Fatal exception in interrupt") under emulation. Either way nothing of
@@ -411,12 +411,15 @@ pub fn run_in_guest(kernel: &GuestKernel, script: &str, opts: &GuestOptions) -> 
         if attempt < ATTEMPTS && !dir.join("output").exists() {
             let why = if console.contains("Kernel panic") {
                 "the kernel panicked while booting"
+            } else if wall > BOOT_DEADLINE {
+                "the guest hung before the script"
             } else if console.contains("Linux version") {
                 "the guest stopped before the script"
             } else {
                 "QEMU died before the kernel started"
             };
-            eprintln!("guest {name}: {why} (vng {exit}); booting again");
+            let last: Vec<&str> = console.lines().rev().take(3).collect();
+            eprintln!("guest {name}: {why} (vng {exit}, console ends {:?}); booting again", last.into_iter().rev().collect::<Vec<_>>());
             fs::remove_dir_all(&dir)?;
             continue;
         }
@@ -428,7 +431,12 @@ pub fn run_in_guest(kernel: &GuestKernel, script: &str, opts: &GuestOptions) -> 
     unreachable!("the last attempt returns or fails")
 }
 
-/// One vng run: its run dir, console, whether it timed out, its exit status, wall time.
+/// How long a guest may take to reach its script (they take 20-60 s under TCG here).
+const BOOT_DEADLINE: Duration = Duration::from_secs(150);
+
+/// One vng run: its run dir, console, whether it timed out, its exit status, wall time. A guest
+/// that has not reached its script by BOOT_DEADLINE is killed and reported as not timed out
+/// (nothing of the script ran: it may boot again).
 fn boot(
     kernel: &GuestKernel,
     script: &str,
@@ -496,12 +504,19 @@ fn boot(
         String::from_utf8_lossy(&log).into_owned()
     });
     let mut exit = child.try_wait()?;
+    let mut stuck_booting = false;
     while exit.is_none() && started.elapsed() < opts.timeout {
         std::thread::sleep(Duration::from_millis(100));
         exit = child.try_wait()?;
+        // The script creates its output file first thing: a guest without one by now hangs
+        // in its boot (sid's once did for the whole 300 s under emulation, in CI).
+        if exit.is_none() && started.elapsed() > BOOT_DEADLINE && !dir.join("output").exists() {
+            stuck_booting = true;
+            break;
+        }
     }
-    let timed_out = exit.is_none();
-    if timed_out {
+    let timed_out = exit.is_none() && !stuck_booting;
+    if exit.is_none() {
         // SAFETY: vng is not reaped yet, so its process group (QEMU included) is still ours.
         unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
     }
