@@ -47,6 +47,13 @@ pub struct ThreadInfo {
     pub listener: Option<Listener>,
 }
 
+impl ThreadInfo {
+    /// Its JVM name, else its comm.
+    pub fn name(&self) -> &str {
+        self.jvm_name.as_deref().unwrap_or(&self.comm)
+    }
+}
+
 /// Percentiles in nanoseconds, from an hdrhistogram filled from the kernel's buckets.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Percentiles {
@@ -156,7 +163,7 @@ pub struct Summary {
 impl Summary {
     /// A thread's JVM name, else its comm, else its tid (threads that exited).
     pub fn thread_name(&self, tid: u32) -> String {
-        self.threads.iter().find(|t| t.tid == tid).map_or(tid.to_string(), |t| t.jvm_name.clone().unwrap_or_else(|| t.comm.clone()))
+        self.threads.iter().find(|t| t.tid == tid).map_or(tid.to_string(), |t| t.name().to_string())
     }
 
     /// The listener of this name, as the report describes it.
@@ -279,6 +286,12 @@ impl Aggregator {
                 }
             }
         }
+    }
+
+    /// Some thread seen so far has a comm that cannot tell its role (modern
+    /// Kafka's are all `data-plane-kafk`) and no JVM name yet.
+    pub fn comms_need_jvm_names(&self) -> bool {
+        self.comms.iter().any(|(tid, comm)| !self.jvm_names.contains_key(tid) && roles::role_from_name(comm).is_none())
     }
 
     /// Full JVM thread names, as they arrive from jcmd.

@@ -4,7 +4,12 @@ use serde::Serialize;
 
 use kstall_ebpf::Syscall;
 
-use crate::{aggregate::Summary, listeners::ListenerInfo, output::duration, stalls::Cause};
+use crate::{
+    aggregate::Summary,
+    listeners::ListenerInfo,
+    output::{duration, plural},
+    stalls::Cause,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -26,10 +31,6 @@ pub struct Finding {
 
 fn percent(part: u64, whole: u64) -> String {
     if whole == 0 { "0%".into() } else { format!("{:.1}%", part as f64 * 100.0 / whole as f64) }
-}
-
-fn plural(n: u64) -> &'static str {
-    if n == 1 { "" } else { "s" }
 }
 
 /// A network thread's stalls: its name, how many, how long.
@@ -95,7 +96,7 @@ fn listener_sentences(
             format!("{of} ({}{more})", shown.join("; "))
         })
         .collect();
-    let mut out = format!(" The {} were on the network thread{} of {}.", what.1, if threads == 1 { "" } else { "s" }, groups.join(" and of "));
+    let mut out = format!(" The {} were on the network thread{} of {}.", what.1, plural(threads as u64), groups.join(" and of "));
     let clients: Vec<String> = s
         .stalls
         .produce
@@ -174,7 +175,7 @@ pub fn findings(s: &Summary) -> Vec<Finding> {
                 "{} Produce requests overlapped a slow network-thread call that was not a page-cache miss; stalls by cause: {}.{}",
                 other_stalls,
                 causes.join(", "),
-                listener_sentences(s, ("slow call", "slow calls"), |c| c != Cause::PageCacheMiss, |p| p.stalled_requests - p.stalled_by_miss.min(p.stalled_requests)),
+                listener_sentences(s, ("slow call", "slow calls"), |c| c != Cause::PageCacheMiss, |p| p.stalled_requests.saturating_sub(p.stalled_by_miss)),
             ),
             fix: "Off-CPU stalls point at CPU contention on the broker host; blocked-in-kernel ones at I/O or locks outside the page cache.".into(),
         });
@@ -205,7 +206,7 @@ pub fn findings(s: &Summary) -> Vec<Finding> {
             detail: format!(
                 "{} connection{} of the network threads carried TLS records, which kstall cannot parse from the broker's syscalls. Their syscall latency and page-cache misses (TLS brokers read log segments with pread on the network thread) are still shown; their request latency and client attribution are not.",
                 s.protocol.tls_connections,
-                if s.protocol.tls_connections == 1 { "" } else { "s" }
+                plural(s.protocol.tls_connections)
             ),
             fix: "Trace a PLAINTEXT or SASL_PLAINTEXT listener for request-level attribution.".into(),
         });
@@ -313,7 +314,7 @@ fn tls_listener_finding(s: &Summary, encrypted: &[&ListenerInfo]) -> Finding {
             .threads
             .iter()
             .filter(|t| t.listener.as_ref().is_some_and(|tl| tl.name == l.name) && t.role == crate::roles::Role::Network)
-            .map(|t| t.jvm_name.clone().unwrap_or_else(|| t.comm.clone()))
+            .map(|t| t.name().to_string())
             .collect();
         let on_threads = if threads.is_empty() {
             "its network threads".to_string()

@@ -389,7 +389,8 @@ pub fn describe(config: Option<&BrokerConfig>, network_threads: &[&Listener]) ->
     out
 }
 
-/// `PLAINTEXT`, or `CONTROLLER (controller plane)` when the name does not say it.
+/// `CONTROLLER (PLAINTEXT, controller plane, 127.0.0.1:9093, 1 network thread)`: the security
+/// protocol when the name is not it, the plane, the address and thread count when known.
 pub fn label(info: &ListenerInfo) -> String {
     let mut s = info.name.clone();
     let mut notes = Vec::new();
@@ -401,7 +402,7 @@ pub fn label(info: &ListenerInfo) -> String {
         notes.push(a.clone());
     }
     if info.network_threads > 0 {
-        notes.push(format!("{} network thread{}", info.network_threads, if info.network_threads == 1 { "" } else { "s" }));
+        notes.push(format!("{} network thread{}", info.network_threads, crate::output::plural(info.network_threads as u64)));
     }
     s += &format!(" ({})", notes.join(", "));
     s

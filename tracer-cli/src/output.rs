@@ -75,6 +75,11 @@ pub fn percentile(ns: u64) -> String {
     if ns < 1 << MIN_POW { "<1us".to_string() } else { duration(ns) }
 }
 
+/// "s" to make a count's noun plural: `format!("{n} thread{}", plural(n))`.
+pub fn plural(n: u64) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
 /// The role column: `network PLAINTEXT` for a network row of a known listener.
 pub fn role_cell(row: &Row) -> String {
     match &row.listener {
@@ -119,7 +124,7 @@ pub fn table(summary: &Summary) -> String {
             .iter()
             .filter(|t| t.role == *role)
             .take(4)
-            .map(|t| t.jvm_name.clone().unwrap_or_else(|| t.comm.clone()))
+            .map(|t| t.name().to_string())
             .collect();
         let more = if tids.len() > names.len() { ", ..." } else { "" };
         out += &format!("  {:<16} {:>3} threads: {}{more}\n", role.label(), tids.len(), names.join(", "));

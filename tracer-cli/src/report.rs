@@ -121,7 +121,7 @@ pub fn build(ended: Ended, requested: Option<Duration>) -> Report {
     let s = &ended.summary;
     let mut thread_roles: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
     for t in &s.threads {
-        thread_roles.entry(t.role.label()).or_default().push(t.jvm_name.clone().unwrap_or_else(|| t.comm.clone()));
+        thread_roles.entry(t.role.label()).or_default().push(t.name().to_string());
     }
     let read = |path: &str| std::fs::read_to_string(path).map(|s| s.trim().to_string()).unwrap_or_default();
     let context = Context {

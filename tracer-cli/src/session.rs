@@ -14,7 +14,6 @@ use crate::{
     aggregate::{Aggregator, Summary},
     attach::{self, Probes},
     discovery::{self, Broker},
-    roles,
     timeline::Timeline,
 };
 
@@ -148,8 +147,7 @@ impl Session {
         // the moment kstall says it is tracing: by comm (Kafka before 1.0), else by the JVM
         // names jcmd gives (about a second; bounded, and a Ctrl-C does not wait for it).
         agg.refresh(&mut probes)?;
-        let comms = discovery::thread_comms(broker.pid);
-        if comms.values().any(|comm| roles::role_from_name(comm).is_none()) {
+        if agg.comms_need_jvm_names() {
             let deadline = Instant::now() + NAMES_AT_START;
             while names.waiting() && Instant::now() < deadline && !stop::requested() {
                 names.poll(&mut agg, Duration::from_millis(50));

@@ -8,8 +8,8 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 use xtask::{
-    kafka::{DemoBroker, KAFKA_4, KafkaVersion},
-    support::{ScratchDir, interrupt, requests_of, spawn_until_ready},
+    kafka::{DemoBroker, KafkaVersion},
+    support::{ScratchDir, cache_total, interrupt, requests_of, spawn_until_ready},
 };
 
 const KSTALL: &str = env!("CARGO_BIN_EXE_kstall");
@@ -23,10 +23,6 @@ struct Window {
 
 fn sendfile_rows(summary: &Value) -> Vec<&Value> {
     summary["rows"].as_array().unwrap().iter().filter(|r| r["syscall"] == "sendfile").collect()
-}
-
-fn sum(rows: &[&Value], cache: &str, field: &str) -> u64 {
-    rows.iter().filter(|r| r["cache"] == cache).map(|r| r[field].as_u64().unwrap()).sum()
 }
 
 fn traced_consume(broker: &DemoBroker, expected_messages: u64, dir: &std::path::Path) -> Window {
@@ -150,9 +146,9 @@ fn cold_read_misses_then_warm_read_hits() {
     eprintln!("cold sendfile: {}", describe(&rows));
     assert!(!rows.is_empty());
     assert!(rows.iter().all(|r| r["role"] == "network"), "sendfile only on network threads: {rows:?}");
-    assert!(sum(&rows, "miss", "count") > 0, "cold read shows misses");
-    assert!(sum(&rows, "miss", "pages_added") > 0, "misses brought pages into the page cache");
-    assert!(sum(&rows, "miss", "bytes") + sum(&rows, "hit", "bytes") >= total as u64);
+    assert!(cache_total(&rows, "miss", "count") > 0, "cold read shows misses");
+    assert!(cache_total(&rows, "miss", "pages_added") > 0, "misses brought pages into the page cache");
+    assert!(cache_total(&rows, "miss", "bytes") + cache_total(&rows, "hit", "bytes") >= total as u64);
     let names = network_thread_names(&cold.summary);
     // `kafka-network-thread-0-PLAINTEXT-0` (0.9), `data-plane-kafka-network-thread-1-...` (3.x, 4.x).
     assert!(names.iter().any(|n| n.contains("kafka-network-t")), "network thread found: {names:?}");
@@ -164,12 +160,12 @@ fn cold_read_misses_then_warm_read_hits() {
     let warm = traced_consume(&broker, messages, &dir);
     let rows = sendfile_rows(&warm.summary);
     assert!(rows.iter().all(|r| r["role"] == "network"));
-    let (hits, misses) = (sum(&rows, "hit", "count"), sum(&rows, "miss", "count"));
+    let (hits, misses) = (cache_total(&rows, "hit", "count"), cache_total(&rows, "miss", "count"));
     eprintln!("warm sendfile: {}", describe(&rows));
     assert!(hits > 10, "warm read is served from the page cache");
     assert_eq!(misses, 0, "nothing to miss on a cached re-read");
     // Every byte of the topic went out by sendfile (payload plus per-message overhead).
-    assert!(sum(&rows, "hit", "bytes") >= total as u64, "warm sendfile bytes cover the topic");
+    assert!(cache_total(&rows, "hit", "bytes") >= total as u64, "warm sendfile bytes cover the topic");
     assert_counts_agree(&warm);
 
     broker.stop();
@@ -183,11 +179,7 @@ fn cold_read_misses_then_warm_read_hits() {
 #[test]
 fn java_client_requests_are_parsed() {
     let scratch = ScratchDir::new("kstall-java");
-    let version = match KafkaVersion::from_env() {
-        v @ KafkaVersion::Kraft(_) => v,
-        KafkaVersion::Zk0_9 => KAFKA_4,
-    };
-    let options = xtask::kafka::BrokerOptions { version, ..Default::default() };
+    let options = xtask::kafka::BrokerOptions { version: KafkaVersion::kraft_from_env(), ..Default::default() };
     let broker = DemoBroker::start_with(&scratch.0.join("broker"), options).expect("start Kafka");
     broker.produce("java", 1000, 100).expect("create the topic with 10 records");
     let mut kstall_cmd = Command::new(KSTALL);

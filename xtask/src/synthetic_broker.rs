@@ -31,7 +31,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use crate::kafka::request_frame;
+use crate::kafka_protocol::request_frame;
 
 /// Traced syscalls per request (two reads, a write, a sendfile).
 pub const TRACED_CALLS_PER_REQUEST: u64 = 4;
