@@ -24,7 +24,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use kstall_ebpf::Syscall;
+use kstall_common::Syscall;
 use serde_json::Value;
 
 use crate::{

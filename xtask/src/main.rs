@@ -189,14 +189,14 @@ fn matrix_tests(kstall: &std::path::Path, only: &[String]) -> Result<(u64, u64)>
     Ok((outcomes.len() as u64 - failed, failed))
 }
 
-/// The framing parser's fuzz targets (tracer-ebpf/fuzz) and their share of 30 s of fuzzing.
+/// The framing parser's fuzz targets (crates/kstall-common/fuzz) and their share of 30 s of fuzzing.
 const FUZZ_TARGETS: [(&str, u64); 2] = [("framing", 25), ("response_start", 5)];
 
 /// Builds and runs one fuzz target for `seconds` (cargo-fuzz on the stable toolchain, its
 /// nightly flags let through by RUSTC_BOOTSTRAP; overflow checks on). Its output goes to
 /// `artifacts/<target>.log`; on failure the log's end and the crashing input are printed.
 fn fuzz(target: &str, seconds: u64) -> bool {
-    let dir = workspace_root().join("tracer-ebpf/fuzz");
+    let dir = workspace_root().join("crates/kstall-common/fuzz");
     let log = dir.join("artifacts").join(format!("{target}.log"));
     let status = std::fs::create_dir_all(dir.join("artifacts"))
         .and_then(|_| std::fs::File::create(&log))

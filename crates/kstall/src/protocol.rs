@@ -2,7 +2,7 @@
 //! as topic-partitions.
 use std::path::Path;
 
-use kstall_ebpf::events::RequestId;
+use kstall_common::events::RequestId;
 
 pub const PRODUCE: i16 = 0;
 pub const FETCH: i16 = 1;
@@ -82,7 +82,7 @@ pub fn segment(path: &Path) -> Option<Segment> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kstall_ebpf::framing::CLIENT_ID_CAP;
+    use kstall_common::framing::CLIENT_ID_CAP;
 
     #[test]
     fn api_names_follow_the_protocol_guide() {
@@ -109,7 +109,7 @@ mod tests {
 
     #[test]
     fn client_ids_are_printable_and_cut_visibly() {
-        let mut id = kstall_ebpf::events::RequestId::NONE;
+        let mut id = kstall_common::events::RequestId::NONE;
         id.client_id[..8].copy_from_slice(b"rdk\x01afka");
         id.client_id_len = 8;
         assert_eq!(client_id(&id), "rdk?afka");

@@ -1,4 +1,4 @@
-//! Fuzzes the Kafka request framing parser (`kstall_ebpf::framing`) the way the probes drive
+//! Fuzzes the Kafka request framing parser (`kstall_common::framing`) the way the probes drive
 //! it: one connection's bytes, cut into socket reads, each fed through `feed_request_bytes`
 //! with the state kept between reads, every request found read back with `client_id`.
 //!
@@ -28,7 +28,7 @@
 //! requests to it (`seed-*` files, written once).
 #![no_main]
 
-use kstall_ebpf::framing::{
+use kstall_common::framing::{
     ByteSource, CLIENT_ID_CAP, FIXED_HEADER, Feed, HEADER_CAPTURE, MAX_API_KEY, MAX_API_VERSION, MAX_REQUEST_SIZE,
     MAX_STEPS_PER_READ, RequestFraming, RequestHeader, client_id, feed_request_bytes, looks_like_tls,
     parse_request_header, state,

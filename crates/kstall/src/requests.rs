@@ -4,7 +4,7 @@
 //! kept apart, per listener and API.
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use kstall_ebpf::events::RequestEvent;
+use kstall_common::events::RequestEvent;
 use serde::Serialize;
 
 use crate::{
@@ -385,7 +385,7 @@ impl RequestStats {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use kstall_ebpf::events::{RequestId, kind};
+    use kstall_common::events::{RequestId, kind};
 
     use crate::listeners::SecurityProtocol;
 

@@ -2,7 +2,7 @@
 //! numbers, and what fixes it.
 use serde::Serialize;
 
-use kstall_ebpf::Syscall;
+use kstall_common::Syscall;
 
 use crate::{
     aggregate::Summary,
@@ -413,7 +413,7 @@ mod tests {
     /// An fsync row of `fast` calls of 2 us and `slow` of 20 ms.
     fn fsync_row(fast: usize, slow: usize) -> crate::aggregate::Row {
         let latencies: Vec<u64> = std::iter::repeat_n(2_000, fast).chain(std::iter::repeat_n(20_000_000, slow)).collect();
-        let key = crate::aggregate::RowKey { role: Role::Other, listener: None, syscall: Syscall::Fsync, cache: kstall_ebpf::CacheResult::NoFileRead };
+        let key = crate::aggregate::RowKey { role: Role::Other, listener: None, syscall: Syscall::Fsync, cache: kstall_common::CacheResult::NoFileRead };
         crate::aggregate::row(key, crate::aggregate::tests::hist_of(&latencies))
     }
 

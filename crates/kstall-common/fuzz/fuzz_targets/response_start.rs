@@ -5,7 +5,7 @@
 //! when the size field cannot be a Kafka response's.
 #![no_main]
 
-use kstall_ebpf::framing::parse_response_start;
+use kstall_common::framing::parse_response_start;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -14,7 +14,7 @@ use aya::{
     programs::{KProbe, TracePoint},
 };
 use serde::Serialize;
-use kstall_ebpf::{
+use kstall_common::{
     HistKey, LatencyHist, Syscall, counter,
     events::{RequestEvent, StallEvent, kind},
     global, map, thread_slot,
@@ -644,7 +644,7 @@ impl Probes {
         }
     }
 
-    /// Diagnostic counters summed over CPUs, indexed by `kstall_ebpf::counter`.
+    /// Diagnostic counters summed over CPUs, indexed by `kstall_common::counter`.
     pub fn counters(&self) -> Result<[u64; counter::COUNT as usize]> {
         let m = self.ebpf.map(map::COUNTERS).context("counter map missing")?;
         let counters: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(m)?;

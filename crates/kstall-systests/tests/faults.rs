@@ -24,7 +24,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use kstall_ebpf::framing::{FIXED_HEADER, MAX_API_KEY, MAX_API_VERSION, MAX_REQUEST_SIZE, looks_like_tls};
+use kstall_common::framing::{FIXED_HEADER, MAX_API_KEY, MAX_API_VERSION, MAX_REQUEST_SIZE, looks_like_tls};
 use serde_json::Value;
 use xtask::{
     kafka::DemoBroker,

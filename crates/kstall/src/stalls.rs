@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use kstall_ebpf::{
+use kstall_common::{
     CacheResult, Syscall,
     events::{RequestId, StallEvent},
 };
@@ -457,7 +457,7 @@ fn keep_worst(worst: &mut Vec<Stall>, s: Stall) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kstall_ebpf::{events::kind, framing::CLIENT_ID_CAP};
+    use kstall_common::{events::kind, framing::CLIENT_ID_CAP};
 
     use crate::listeners::{Plane, SecurityProtocol};
 

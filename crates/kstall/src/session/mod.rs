@@ -1,6 +1,9 @@
 //! One tracing session, shared by every presenter: check, discover, attach, then drain and
 //! refresh the aggregation core until Ctrl-C, SIGTERM, the end of the duration, or the
 //! broker's exit; then detach and hand over the final summary.
+pub mod attach;
+pub mod discover;
+pub mod tracefs;
 use std::{
     collections::HashMap,
     sync::mpsc::{self, Receiver},
@@ -9,11 +12,13 @@ use std::{
 
 use anyhow::{Result, bail};
 
+use self::{
+    attach::Probes,
+    discover::{self as discovery, Broker},
+};
 use crate::{
     stop,
     aggregate::{Aggregator, Summary},
-    attach::{self, Probes},
-    discovery::{self, Broker},
     timeline::Timeline,
 };
 

@@ -7,26 +7,23 @@
 //! `output` (tables, JSON), `report` and `html` (the report), `metrics` (Prometheus).
 //! `session` runs the path once; `watch`, `report` and `export` present it.
 mod aggregate;
-mod attach;
-mod check;
-mod discovery;
-mod export;
+mod commands;
 mod findings;
-mod html;
 mod latency;
 mod listeners;
-mod metrics;
-mod output;
+mod present;
 mod protocol;
-mod report;
 mod requests;
 mod roles;
 mod session;
 mod stalls;
 mod stop;
 mod timeline;
-mod tracefs;
-mod watch;
+
+// Transitional paths while the core moves out.
+use commands::{check, export, report, watch};
+use present::{html, prometheus as metrics, table as output};
+use session::{attach, discover as discovery, tracefs};
 
 use std::{process::ExitCode, time::Duration};
 

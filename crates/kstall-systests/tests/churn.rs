@@ -16,8 +16,8 @@ use xtask::{
 };
 
 const KSTALL: &str = env!("CARGO_BIN_EXE_kstall");
-/// kstall_ebpf::IN_FLIGHT_SLOTS: tids equal modulo this share a slot for calls in progress.
-const SLOTS: u64 = kstall_ebpf::IN_FLIGHT_SLOTS as u64;
+/// kstall_common::IN_FLIGHT_SLOTS: tids equal modulo this share a slot for calls in progress.
+const SLOTS: u64 = kstall_common::IN_FLIGHT_SLOTS as u64;
 
 /// Resident memory of a process now, in bytes.
 fn rss(pid: u32) -> u64 {

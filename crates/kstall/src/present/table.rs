@@ -1,6 +1,6 @@
 //! Presenting a [`Summary`]: comfy-table text for people, JSON for scripts.
 use comfy_table::{Cell, CellAlignment, ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
-use kstall_ebpf::{BUCKETS, LatencyHist, MIN_POW, SUB_BUCKETS};
+use kstall_common::{BUCKETS, LatencyHist, MIN_POW, SUB_BUCKETS};
 
 use crate::aggregate::{Row, Summary};
 
@@ -468,7 +468,7 @@ pub fn evidence_line(e: &crate::attach::EvidenceStatus) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kstall_ebpf::bucket_index;
+    use kstall_common::bucket_index;
 
     #[test]
     fn durations_read_naturally() {

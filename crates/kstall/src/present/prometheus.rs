@@ -4,7 +4,7 @@
 //! line up with the kernel's buckets, so their counts are exact.
 use std::sync::{Arc, Mutex};
 
-use kstall_ebpf::{BUCKETS, bucket_upper_ns};
+use kstall_common::{BUCKETS, bucket_upper_ns};
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, NoLabelSet},
@@ -295,7 +295,7 @@ mod tests {
 
     #[test]
     fn listener_labels_and_controller_requests_have_their_own_series() {
-        use kstall_ebpf::{CacheResult, LatencyHist, Syscall};
+        use kstall_common::{CacheResult, LatencyHist, Syscall};
 
         use crate::{
             aggregate::{RowKey, empty_summary, row},

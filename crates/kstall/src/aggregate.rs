@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::Result;
 use hdrhistogram::Histogram;
-use kstall_ebpf::{
+use kstall_common::{
     BUCKETS, CacheResult, HistKey, LatencyHist, Syscall, bucket_lower_ns, bucket_upper_ns, counter,
 };
 use serde::Serialize;
@@ -565,7 +565,7 @@ pub fn empty_summary() -> Summary {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use kstall_ebpf::{
+    use kstall_common::{
         bucket_index,
         events::RequestEvent,
     };

@@ -23,7 +23,7 @@ mod probes {
         maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
         programs::{ProbeContext, TracePointContext},
     };
-    use kstall_ebpf::{
+    use kstall_common::{
         CONNECTIONS_MAX_ENTRIES, CacheResult, CallEvidence, EVENTS_BYTES, HIST_MAX_ENTRIES, HistKey,
         IN_FLIGHT_MAX_ENTRIES, IN_FLIGHT_SLOTS, LatencyHist, PENDING_MAX_ENTRIES,
         SOCKETS_MAX_ENTRIES, SYSCALL_NR_LIMIT, Syscall, bucket_index, classify_file_read, counter, thread_slot,
@@ -38,7 +38,7 @@ mod probes {
         },
     };
 
-    // Set by user space at load time (see kstall_ebpf::global).
+    // Set by user space at load time (see kstall_common::global).
     #[unsafe(no_mangle)]
     static TARGET_TGID: u32 = 0;
     #[unsafe(no_mangle)]
@@ -149,7 +149,7 @@ mod probes {
     #[map]
     static ZERO_HIST: Array<LatencyHist> = Array::with_max_entries(1, 0);
 
-    /// Syscall number -> kstall_ebpf::Syscall as u8 + 1 (0: not traced), filled by user
+    /// Syscall number -> kstall_common::Syscall as u8 + 1 (0: not traced), filled by user
     /// space: one program serves the entry of every traced syscall, which the kernel then
     /// verifies once instead of once per syscall.
     #[map]
