@@ -27,7 +27,7 @@ use anyhow::{Context, Result, bail};
 use kstall_common::Syscall;
 use serde_json::Value;
 
-use crate::{
+use kstall_testbed::{
     kafka::DemoBroker,
     support::{proc_status_bytes, requests_of},
     synthetic_broker::{BROKER_MAIN_CLASS, CLIENT_ID, THREADS, TRACED_CALLS_PER_REQUEST},
@@ -411,7 +411,7 @@ fn sync_produce(broker: &DemoBroker, requests: usize) -> Result<(f64, f64)> {
 pub fn real_broker(kstall: &Path, work_dir: &Path, repeats: usize) -> Result<()> {
     // Kafka 0.9, whose distribution brings ProducerPerformance (the KRaft brokers are cached as
     // the broker's jars only), so the numbers stay comparable with docs/performance.md's.
-    let options = crate::kafka::BrokerOptions { version: crate::kafka::KAFKA_0_9, ..Default::default() };
+    let options = kstall_testbed::kafka::BrokerOptions { version: kstall_testbed::kafka::KAFKA_0_9, ..Default::default() };
     let broker = DemoBroker::start_with(work_dir, options)?;
     broker.produce("perf", 64 << 10, 100)?;
     // The JIT and the page cache first.

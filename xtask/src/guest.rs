@@ -29,7 +29,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 
-use crate::{cache_dir, output, run};
+use kstall_testbed::{cache_dir, output, run};
 
 /// Where the newest kernel of each line is (bookworm-security has a newer 6.1 than bookworm).
 const SOURCES: [&str; 5] = [

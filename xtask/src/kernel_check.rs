@@ -1,7 +1,17 @@
 //! The functional check the kernel matrix runs on every kernel (inside a QEMU guest, or on
-//! the host): kstall traces the stand-in broker (`stand_in.rs`) through a cold, a prefetch and
-//! a warm phase, and its numbers are compared with what the stand-in itself saw. One run gives
-//! a JSON record; [`failures`] says what in it is wrong.
+//! the host): `kstall report` traces the testbed's stand-in broker (`kstall_testbed::stand_in`:
+//! a `kafka-network-t` thread behind `epoll_wait` serving a Fetch client with `sendfile` and a
+//! synchronous Produce client) through three phases, and its numbers are compared with what the
+//! stand-in itself saw: a cold segment read with readahead off (every sendfile a miss), a cold
+//! segment read paced with readahead on (only the first a miss; the others hit pages the async
+//! prefetch added), the first segment again, locked in memory (every sendfile a hit).
+//!
+//! Checked: Produce and Fetch counts are exact; where socket wait is measured, the Produce
+//! requests kstall blames on misses are at least two thirds of those in flight during a cold
+//! sendfile, and never more; the top cold partition and reader are named; `kstall check` can
+//! run; nothing new in `dmesg` (no WARNING, no call trace) and the taint flags unchanged; SIGINT
+//! and SIGTERM end each trace with its report, also a SIGINT that comes while the probes load.
+//! One run gives a JSON record; [`failures`] says what in it is wrong.
 use std::{
     io::{BufRead, BufReader, Write},
     path::{Path, PathBuf},
@@ -12,7 +22,8 @@ use std::{
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-use crate::{
+use kstall_testbed::{
+    output,
     stand_in::{FETCH_CLIENT, PRODUCE_CLIENT},
     support::{requests_of, spawn_until_ready},
 };
@@ -32,7 +43,7 @@ pub struct CheckOptions {
 }
 
 fn kernel_log_problems(since_lines: usize) -> Vec<String> {
-    let log = crate::output(&mut Command::new("dmesg")).unwrap_or_default();
+    let log = output(&mut Command::new("dmesg")).unwrap_or_default();
     log.lines()
         .skip(since_lines)
         .filter(|l| ["WARNING", "Call Trace", "BUG", "taint", "Oops"].iter().any(|w| l.contains(w)))
@@ -59,7 +70,7 @@ fn thread_stacks(pid: u32) -> String {
         let read = |f: &str| std::fs::read_to_string(task.path().join(f)).unwrap_or_default().trim().replace('\n', " / ");
         out += &format!("[{} {} wchan={} kstack={}] ", read("comm"), task.file_name().to_string_lossy(), read("wchan"), read("stack"));
     }
-    if let Ok(bt) = crate::output(Command::new("timeout").args(["60", "gdb", "-p", &pid.to_string(), "-batch", "-ex", "thread apply all bt"])) {
+    if let Ok(bt) = output(Command::new("timeout").args(["60", "gdb", "-p", &pid.to_string(), "-batch", "-ex", "thread apply all bt"])) {
         out += &bt.lines().filter(|l| l.starts_with('#') || l.starts_with("Thread")).collect::<Vec<_>>().join(" / ");
     }
     out
@@ -99,7 +110,7 @@ fn row(summary: &Value, syscall: &str, cache: &str, field: &str) -> u64 {
 
 /// Runs the check here and returns its record.
 pub fn run(opts: &CheckOptions) -> Result<Value> {
-    let dmesg_before = crate::output(&mut Command::new("dmesg")).unwrap_or_default().lines().count();
+    let dmesg_before = output(&mut Command::new("dmesg")).unwrap_or_default().lines().count();
     let taint_before = tainted();
     let mut broker = Command::new(std::env::current_exe()?)
         .args(["stand-in", "kafka.Kafka"])
@@ -167,7 +178,7 @@ pub fn run(opts: &CheckOptions) -> Result<Value> {
     let early = signal_while_attaching(opts)?;
 
     Ok(json!({
-        "kernel": crate::output(Command::new("uname").arg("-r"))?.trim(),
+        "kernel": output(Command::new("uname").arg("-r"))?.trim(),
         "no_kprobes": opts.no_kprobes,
         "check": check_json,
         "run": check,
@@ -304,9 +315,9 @@ pub fn record_from_output(output: &str) -> Option<Value> {
 
 /// The check's data dir on this host: on the workspace's disk, not tmpfs.
 pub fn host_data_dir() -> PathBuf {
-    crate::workspace_root().join("target/kernel-check")
+    kstall_testbed::target_dir().join("kernel-check")
 }
 
 pub fn is_tmpfs(path: &Path) -> bool {
-    crate::output(Command::new("stat").args(["-f", "-c", "%T"]).arg(path)).is_ok_and(|t| t.trim() == "tmpfs")
+    output(Command::new("stat").args(["-f", "-c", "%T"]).arg(path)).is_ok_and(|t| t.trim() == "tmpfs")
 }

@@ -1,8 +1,9 @@
 //! `cargo xtask <command>`:
 //!   setup   install the BPF toolchain, test tools and the Kafka distribution (idempotent)
 //!   build   setup, then build kstall (release)
-//!   test    setup, then run every test (unit, real-broker integration on Kafka 4.x and again
-//!           on 0.9 and 3.9, bad input, fuzzing, the kernel matrix)
+//!   test    setup, then run every test: plain `cargo test` (hermetic), the system tests
+//!           (crates/kstall-systests, as root, real brokers) on Kafka 4.x and again on 0.9 and
+//!           3.9, fuzzing, the kernel matrix; one total line at the end
 //!   demo    setup, build, start a real Kafka 4.x broker (KRaft) on a slow disk with a
 //!           synchronous producer, a tail consumer and a cold reader, run `kstall watch` on it
 //!           for 30 s, stop everything
@@ -18,17 +19,17 @@
 //!           bpftrace), startup, memory, lost records at 200k syscalls/s, and a real broker's
 //!           producer throughput and p99 with and without kstall (docs/performance.md)
 //!   synthetic-broker kafka.Kafka DIR
-//!           the bench's load (see xtask/src/synthetic_broker.rs), driven on stdin
+//!           the bench's load (see crates/kstall-testbed/src/synthetic_broker.rs), driven on stdin
 //!   matrix [host|5.10|6.1|6.12|sid ...]
 //!           the kernel matrix (part of `test`): kstall's functional check on this host and
 //!           inside QEMU guests booting Debian's kernels (xtask/src/matrix.rs)
 //!   kernel-check [--no-kprobes | --also-without-kprobes]
 //!           that check on the running kernel (the matrix runs it in each guest)
 //!   stand-in kafka.Kafka DIR
-//!           the check's stand-in broker (xtask/src/stand_in.rs), driven on stdin
+//!           the check's stand-in broker (crates/kstall-testbed/src/stand_in.rs), driven on stdin
 use std::{
     io::{BufRead, BufReader},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Command, ExitCode, Stdio},
     sync::{
         Arc,
@@ -39,15 +40,15 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use xtask::{
+use kstall_testbed::{
     cache_dir,
     kafka::{self, DemoBroker, KafkaVersion},
     kafka_protocol::SyncProducer,
-    run,
-    setup::setup,
+    kstall_path, release_binary, run,
     slow_disk::SlowDisk,
     workspace_root,
 };
+use xtask::setup::setup;
 
 /// `cargo xtask kernel-check [--no-kprobes | --also-without-kprobes]`: the kernel matrix's
 /// functional check on this machine (the matrix runs it inside each guest); prints each
@@ -60,7 +61,7 @@ fn kernel_check_here(args: &[String]) -> Result<()> {
     if kernel_check::is_tmpfs(&data_dir) {
         bail!("{} is on tmpfs, which has no page cache to miss: use a disk", data_dir.display());
     }
-    let kstall = std::env::var_os("KSTALL").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target/release/kstall"));
+    let kstall = kstall_path();
     let flag = |f: &str| args.iter().any(|a| a == f);
     let mut opts = CheckOptions { kstall, data_dir, no_kprobes: flag("--no-kprobes") };
     let mut failed = 0;
@@ -89,9 +90,11 @@ fn cargo() -> Command {
     cmd
 }
 
+/// Builds the release kstall and returns its path (in the target directory `release_binary`
+/// and cargo agree on: $CARGO_TARGET_DIR, else `target`).
 fn build_release() -> Result<PathBuf> {
     run(cargo().args(["build", "--release", "--package", "kstall"]))?;
-    Ok(workspace_root().join("target/release/kstall"))
+    Ok(release_binary("kstall"))
 }
 
 /// What one `cargo test` run counted.
@@ -101,9 +104,9 @@ struct CargoTests {
     ok: bool,
 }
 
-/// Runs `cargo test` with `args`, the broker `KSTALL_KAFKA` names, passing its output through
-/// and counting its `test result:` lines.
-fn cargo_test(label: &str, args: &[&str], kafka: Option<KafkaVersion>, extra: &[String]) -> Result<CargoTests> {
+/// Runs `cargo test` with `args`, the broker `KSTALL_KAFKA` names and the kstall binary `KSTALL`
+/// names, passing its output through and counting its `test result:` lines.
+fn cargo_test(label: &str, args: &[&str], kafka: Option<KafkaVersion>, kstall: Option<&Path>, extra: &[String]) -> Result<CargoTests> {
     let started = Instant::now();
     let mut cmd = cargo();
     // Every test binary runs even when one fails, so the total counts them all.
@@ -112,6 +115,9 @@ fn cargo_test(label: &str, args: &[&str], kafka: Option<KafkaVersion>, extra: &[
         Some(v) => cmd.env("KSTALL_KAFKA", v.as_str()),
         None => cmd.env_remove("KSTALL_KAFKA"),
     };
+    if let Some(kstall) = kstall {
+        cmd.env("KSTALL", kstall);
+    }
     let mut child = cmd.spawn()?;
     let (mut passed, mut failed) = (0u64, 0u64);
     for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
@@ -134,17 +140,25 @@ fn cargo_test(label: &str, args: &[&str], kafka: Option<KafkaVersion>, extra: &[
     Ok(CargoTests { passed, failed, ok: status.success() })
 }
 
-/// The real-broker integration tests that run once more on Kafka 0.9 (the default run is on
-/// Kafka 4.x), and the one that also runs on 3.9 (its `ListenerName(...)` thread names).
+/// The system tests (crates/kstall-systests), in release as the kstall they run.
+const SYSTESTS: [&str; 3] = ["--release", "--package", "kstall-systests"];
+
+/// The system tests that run once more on Kafka 0.9 (the default run is on Kafka 4.x), and the
+/// ones that also run on 3.9 (its `ListenerName(...)` thread names).
 const ON_KAFKA_0_9: [&str; 5] = ["broker", "stalls", "export", "faults", "churn"];
 const ON_KAFKA_3: [&str; 2] = ["broker", "tls"];
 
 /// Runs every test target (no doc tests: there are none) and ends with one plain total line.
 fn test(extra: &[String]) -> Result<()> {
     setup()?;
-    let mut runs = vec![cargo_test("cargo test (Kafka 4.x)", &["--workspace", "--lib", "--bins", "--tests"], None, extra)?];
+    // Plain `cargo test`: the default members, hermetic (no root, network, broker or BPF load).
+    let mut runs = vec![cargo_test("cargo test", &["--lib", "--bins", "--tests"], None, None, extra)?];
+    // The system tests run the release kstall, built here: a test gets CARGO_BIN_EXE_* only
+    // for binaries of its own package.
+    let kstall = build_release()?;
+    runs.push(cargo_test("system tests on Kafka 4.x", &SYSTESTS, None, Some(&kstall), extra)?);
     for (version, targets) in [(kafka::KAFKA_3, &ON_KAFKA_3[..]), (kafka::KAFKA_0_9, &ON_KAFKA_0_9[..])] {
-        let mut args = vec!["--package", "kstall"];
+        let mut args = SYSTESTS.to_vec();
         for t in targets {
             args.extend(["--test", t]);
         }
@@ -152,7 +166,7 @@ fn test(extra: &[String]) -> Result<()> {
         if version == kafka::KAFKA_0_9 {
             args.extend(["--", "--skip", "java_client"]);
         }
-        runs.push(cargo_test(&format!("integration tests on Kafka {}", version.as_str()), &args, Some(version), extra)?);
+        runs.push(cargo_test(&format!("system tests on Kafka {}", version.as_str()), &args, Some(version), Some(&kstall), extra)?);
     }
     let mut passed: u64 = runs.iter().map(|r| r.passed).sum();
     let mut failed: u64 = runs.iter().map(|r| r.failed).sum();
@@ -161,7 +175,7 @@ fn test(extra: &[String]) -> Result<()> {
     let crashed = FUZZ_TARGETS.iter().filter(|(target, share)| !fuzz(target, seconds * share / 30)).count() as u64;
     passed += FUZZ_TARGETS.len() as u64 - crashed;
     failed += crashed;
-    let (matrix_passed, matrix_failed) = matrix_tests(&build_release()?, &[])?;
+    let (matrix_passed, matrix_failed) = matrix_tests(&kstall, &[])?;
     passed += matrix_passed;
     failed += matrix_failed;
     println!("tests: {passed} passed, {failed} failed");
@@ -181,9 +195,9 @@ fn test(extra: &[String]) -> Result<()> {
 }
 
 /// The kernel matrix (`xtask/src/matrix.rs`); returns (passed, failed), one per run.
-fn matrix_tests(kstall: &std::path::Path, only: &[String]) -> Result<(u64, u64)> {
+fn matrix_tests(kstall: &Path, only: &[String]) -> Result<(u64, u64)> {
     let started = Instant::now();
-    let outcomes = xtask::matrix::run(&kstall.to_path_buf(), only)?;
+    let outcomes = xtask::matrix::run(kstall, only)?;
     let failed = outcomes.iter().filter(|o| !o.failures.is_empty()).count() as u64;
     println!("xtask test: kernel matrix took {:.0}s", started.elapsed().as_secs_f64());
     Ok((outcomes.len() as u64 - failed, failed))
@@ -265,7 +279,7 @@ fn demo(seconds: u64) -> Result<()> {
     let kstall = build_release()?;
     let dir = cache_dir().join("demo");
     // Log segments on a disk whose reads take 8 ms each, so cold reads cost what they cost on a
-    // busy spinning disk (see tests/stalls.rs); the local disk when loop or FUSE is missing.
+    // busy spinning disk (see crates/kstall-systests/tests/stalls.rs); the local disk when loop or FUSE is missing.
     let _ = std::fs::remove_dir_all(&dir);
     let disk = SlowDisk::create(&dir.join("disk"), 1024, Duration::from_millis(8))
         .inspect_err(|e| eprintln!("demo: no slow disk ({e:#}); using the local disk"))
@@ -434,7 +448,7 @@ fn bench(repeats: usize, requests: u64) -> Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     let options = xtask::bench::BenchOptions {
         kstall: kstall.clone(),
-        load: workspace_root().join("target/release/xtask"),
+        load: release_binary("xtask"),
         scratch: dir.join("load"),
         repeats,
         requests,
@@ -501,11 +515,11 @@ fn main() -> ExitCode {
             bench(repeats, requests)
         }
         Some("synthetic-broker") => match args.get(2) {
-            Some(dir) => xtask::synthetic_broker::main(std::path::Path::new(dir)),
+            Some(dir) => kstall_testbed::synthetic_broker::main(Path::new(dir)),
             None => Err(anyhow::anyhow!("usage: synthetic-broker kafka.Kafka DIR")),
         },
         Some("stand-in") => match args.get(2) {
-            Some(dir) => xtask::stand_in::main(std::path::Path::new(dir)),
+            Some(dir) => kstall_testbed::stand_in::main(Path::new(dir)),
             None => Err(anyhow::anyhow!("usage: stand-in kafka.Kafka DIR")),
         },
         Some("kernel-check") => kernel_check_here(&args),

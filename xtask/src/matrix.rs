@@ -2,7 +2,13 @@
 //! QEMU guest per Debian kernel line (`guest.rs`), each guest with its data on a real
 //! (virtio) block device. On kernels where kstall gathers some evidence through kprobes, the
 //! check runs a second time with kprobes hidden, so the tracepoint-only path is proven too.
-use std::{path::PathBuf, time::Instant};
+//!
+//! The kernels: Debian's newest 5.10, 6.1, 6.12 and sid packages, fetched once through a private
+//! apt configuration (`~/.cache/kstall/kernels`, the host's apt untouched), booted by virtme-ng
+//! with this machine's root read-only and an ext4 disk on virtio. `cargo xtask matrix
+//! [host|5.10|6.1|6.12|sid ...]` runs some; `cargo xtask test` runs all, each (kernel, hooks)
+//! run one test, 4 to 5 minutes in all.
+use std::{path::Path, time::Instant};
 
 use anyhow::Result;
 use serde_json::Value;
@@ -10,7 +16,6 @@ use serde_json::Value;
 use crate::{
     guest::{self, DISK_MOUNT_POINT, GuestOptions, MOUNT_DISK},
     kernel_check::{self, CheckOptions, RECORD_PREFIX},
-    workspace_root,
 };
 
 /// One (kernel, hooks) run of the check.
@@ -38,12 +43,12 @@ fn outcome(name: String, record: Option<Value>, why_none: String, seconds: f64) 
 }
 
 /// The check on this machine's own kernel (kprobes as this kernel allows).
-fn on_host(kstall: &PathBuf) -> Outcome {
+fn on_host(kstall: &Path) -> Outcome {
     let started = Instant::now();
     let data_dir = kernel_check::host_data_dir();
     let record = std::fs::create_dir_all(&data_dir)
         .map_err(anyhow::Error::from)
-        .and_then(|()| kernel_check::run(&CheckOptions { kstall: kstall.clone(), data_dir, no_kprobes: false }));
+        .and_then(|()| kernel_check::run(&CheckOptions { kstall: kstall.to_path_buf(), data_dir, no_kprobes: false }));
     let (record, why) = match record {
         Ok(r) => (Some(r), String::new()),
         Err(e) => (None, format!("{e:#}")),
@@ -53,7 +58,7 @@ fn on_host(kstall: &PathBuf) -> Outcome {
 
 /// Runs the matrix (`only`: the kernel lines to run, `host` among them; empty: all) and prints
 /// a table; every outcome is one test.
-pub fn run(kstall: &PathBuf, only: &[String]) -> Result<Vec<Outcome>> {
+pub fn run(kstall: &Path, only: &[String]) -> Result<Vec<Outcome>> {
     let wanted = |line: &str| only.is_empty() || only.iter().any(|o| o == line);
     let mut outcomes = Vec::new();
     if wanted("host") {
@@ -61,7 +66,7 @@ pub fn run(kstall: &PathBuf, only: &[String]) -> Result<Vec<Outcome>> {
         report(outcomes.last().expect("one"));
     }
     let xtask = std::env::current_exe()?;
-    let work = workspace_root().join("target/kernel-matrix");
+    let work = kstall_testbed::target_dir().join("kernel-matrix");
     std::fs::create_dir_all(&work)?;
     for kernel in guest::kernels()?.into_iter().filter(|k| wanted(k.line)) {
         let disk = work.join(format!("{}.img", kernel.line));

@@ -6,7 +6,7 @@ use std::{path::PathBuf, process::Command, time::Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::{kafka, output, run};
+use kstall_testbed::{kafka, kafka_maven, output, run};
 
 pub const BPF_TOOLCHAIN: &str = "debian-bpf";
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -148,7 +148,7 @@ pub fn setup() -> Result<()> {
         version.ensure_cached()?;
     }
     if let kafka::KafkaVersion::Kraft(v) = kafka::KAFKA_4 {
-        crate::kafka_maven::java_client(v)?;
+        kafka_maven::java_client(v)?;
     }
     let versions: Vec<&str> = kafka::VERSIONS.iter().map(|v| v.as_str()).collect();
     eprintln!(

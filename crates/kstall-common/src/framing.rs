@@ -283,22 +283,11 @@ pub fn client_id(f: &RequestFraming, header: &RequestHeader, out: &mut [u8; CLIE
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    // A request as a Kafka client frames it (size, api_key, api_version, correlation_id,
+    // client_id, then the rest): the encoder the project's test clients send to real brokers.
+    use kstall_testbed::kafka_protocol::request_frame as request;
 
-    /// A request as a Kafka client frames it: size, then api_key, api_version, correlation_id,
-    /// client_id, then `rest`.
-    fn request(api_key: i16, version: i16, corr: i32, client: &str, rest: &[u8]) -> Vec<u8> {
-        let mut body = Vec::new();
-        body.extend(api_key.to_be_bytes());
-        body.extend(version.to_be_bytes());
-        body.extend(corr.to_be_bytes());
-        body.extend((client.len() as i16).to_be_bytes());
-        body.extend(client.as_bytes());
-        body.extend(rest);
-        let mut framed = (body.len() as u32).to_be_bytes().to_vec();
-        framed.extend(body);
-        framed
-    }
+    use super::*;
 
     #[derive(Debug, PartialEq)]
     struct Seen {

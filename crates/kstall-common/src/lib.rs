@@ -1,5 +1,5 @@
-//! Types and arithmetic shared by kstall's kernel side (`main.rs`, built for BPF) and its user
-//! side (`tracer-cli`). Everything here is `#[repr(C)]` plain data or a `const fn`, so the two
+//! Types and arithmetic shared by kstall's kernel side (`crates/kstall-probes`, built for BPF) and its user
+//! side (`crates/kstall`). Everything here is `#[repr(C)]` plain data or a `const fn`, so the two
 //! sides agree on layout and on histogram bucketing by construction.
 #![cfg_attr(not(test), no_std)]
 
@@ -99,6 +99,15 @@ pub enum CacheResult {
 }
 
 impl CacheResult {
+    /// The one spelling of a verdict: JSON, metric labels, CSS classes.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            CacheResult::NoFileRead => "none",
+            CacheResult::Hit => "hit",
+            CacheResult::Miss => "miss",
+        }
+    }
+
     pub const fn from_u8(v: u8) -> Option<CacheResult> {
         match v {
             0 => Some(CacheResult::NoFileRead),
@@ -319,34 +328,81 @@ pub mod counter {
     pub const COUNT: u32 = 7;
 }
 
-/// Names of the read-only globals user space sets at load time (field offsets read from the
-/// tracefs `format` files, the broker's tgid, feature flags).
-pub mod global {
-    pub const TARGET_TGID: &str = "TARGET_TGID";
-    /// 1 when readahead evidence is attached (tracepoints or kprobes).
-    pub const HAVE_READAHEAD_EVENTS: &str = "HAVE_READAHEAD_EVENTS";
-    /// 1 when filemap:mm_filemap_get_pages is attached.
-    pub const HAVE_GET_PAGES_EVENTS: &str = "HAVE_GET_PAGES_EVENTS";
-    pub const SWITCH_PREV_PID_OFFSET: &str = "SWITCH_PREV_PID_OFFSET";
-    pub const SWITCH_PREV_STATE_OFFSET: &str = "SWITCH_PREV_STATE_OFFSET";
-    pub const SWITCH_NEXT_PID_OFFSET: &str = "SWITCH_NEXT_PID_OFFSET";
-    pub const ADD_TO_CACHE_ORDER_OFFSET: &str = "ADD_TO_CACHE_ORDER_OFFSET";
-    pub const ADD_TO_CACHE_INDEX_OFFSET: &str = "ADD_TO_CACHE_INDEX_OFFSET";
-    pub const SYS_EXIT_RET_OFFSET: &str = "SYS_EXIT_RET_OFFSET";
-    /// Offset of a syscall's first argument in sys_enter_* records; the others follow, 8 bytes apart.
-    pub const SYS_ENTER_ARGS_OFFSET: &str = "SYS_ENTER_ARGS_OFFSET";
-    pub const SYSCALL_NR_OFFSET: &str = "SYSCALL_NR_OFFSET";
-    pub const GET_PAGES_INODE_OFFSET: &str = "GET_PAGES_INODE_OFFSET";
-    pub const GET_PAGES_DEV_OFFSET: &str = "GET_PAGES_DEV_OFFSET";
-    pub const GET_PAGES_INDEX_OFFSET: &str = "GET_PAGES_INDEX_OFFSET";
-    pub const GET_PAGES_LAST_INDEX_OFFSET: &str = "GET_PAGES_LAST_INDEX_OFFSET";
-    /// Offset of the sock pointer in sock:sock_recv_length and sock:sk_data_ready.
-    pub const RECV_SK_OFFSET: &str = "RECV_SK_OFFSET";
-    pub const DATA_READY_SK_OFFSET: &str = "DATA_READY_SK_OFFSET";
-    /// 1 when socket reads are known (sock:sock_recv_length or a kprobe on tcp_recvmsg).
-    pub const HAVE_SOCK_EVENTS: &str = "HAVE_SOCK_EVENTS";
+/// What user space tells the probes at load time: the broker's tgid, which optional evidence is
+/// attached, the stall threshold, and field offsets read from the tracefs `format` files. One
+/// read-only global in the probes' .rodata ([`global::CONFIG`]), which aya's
+/// `EbpfLoader::override_global` replaces whole before the load: the sizes must match, so any
+/// padding is an explicit field (the size check below fails on implicit padding).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
     /// Network-thread syscalls at least this slow are reported as stalls.
-    pub const STALL_THRESHOLD_NS: &str = "STALL_THRESHOLD_NS";
+    pub stall_threshold_ns: u64,
+    /// The broker whose threads are traced (u32::MAX for none: `kstall check`).
+    pub target_tgid: u32,
+    pub switch_prev_pid_offset: u32,
+    pub switch_prev_state_offset: u32,
+    pub switch_next_pid_offset: u32,
+    /// u32::MAX: the event has no `order` field (one page per event; 5.10 has none).
+    pub add_to_cache_order_offset: u32,
+    pub add_to_cache_index_offset: u32,
+    pub sys_exit_ret_offset: u32,
+    /// Offset of a syscall's first argument in sys_enter_* records; the others follow, 8 bytes apart.
+    pub sys_enter_args_offset: u32,
+    /// `__syscall_nr` in sys_enter_* records.
+    pub syscall_nr_offset: u32,
+    pub get_pages_inode_offset: u32,
+    pub get_pages_dev_offset: u32,
+    pub get_pages_index_offset: u32,
+    pub get_pages_last_index_offset: u32,
+    /// Offset of the sock pointer in sock:sock_recv_length and sock:sk_data_ready.
+    pub recv_sk_offset: u32,
+    pub data_ready_sk_offset: u32,
+    /// 1 when readahead evidence is attached (tracepoints or kprobes).
+    pub have_readahead_events: u8,
+    /// 1 when filemap:mm_filemap_get_pages is attached.
+    pub have_get_pages_events: u8,
+    /// 1 when socket reads are known (sock:sock_recv_length or a kprobe on tcp_recvmsg).
+    pub have_sock_events: u8,
+    pub _pad: u8,
+}
+
+impl Config {
+    /// The probes' values until user space sets them: no broker, no optional evidence, a 1 ms
+    /// stall threshold. User space reads every required event's offsets from tracefs; an
+    /// absent optional event's keep these (its program is then not attached).
+    pub const DEFAULT: Config = Config {
+        stall_threshold_ns: 1_000_000,
+        target_tgid: 0,
+        switch_prev_pid_offset: 24,
+        switch_prev_state_offset: 32,
+        switch_next_pid_offset: 56,
+        add_to_cache_order_offset: u32::MAX,
+        add_to_cache_index_offset: 24,
+        sys_exit_ret_offset: 16,
+        sys_enter_args_offset: 16,
+        syscall_nr_offset: 8,
+        get_pages_inode_offset: 8,
+        get_pages_dev_offset: 16,
+        get_pages_index_offset: 24,
+        get_pages_last_index_offset: 32,
+        recv_sk_offset: 8,
+        data_ready_sk_offset: 8,
+        have_readahead_events: 0,
+        have_get_pages_events: 0,
+        have_sock_events: 0,
+        _pad: 0,
+    };
+}
+
+// 8 + 15 * 4 + 4 * 1 bytes: no implicit padding, so every byte aya copies is a field's.
+const _: () = assert!(core::mem::size_of::<Config>() == 72);
+const _: () = assert!(core::mem::offset_of!(Config, _pad) == 71);
+
+/// Names of the read-only globals user space sets at load time.
+pub mod global {
+    /// The [`Config`](super::Config).
+    pub const CONFIG: &str = "CONFIG";
 }
 
 /// Names of the kernel maps user space reads.
@@ -392,6 +448,7 @@ pub const EVENTS_BYTES: u32 = 4 << 20;
 mod pod {
     // SAFETY: plain #[repr(C)] data with explicit padding, valid for any bit pattern.
     unsafe impl aya::Pod for super::HistKey {}
+    unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::LatencyHist {}
 }
 

@@ -1,23 +1,23 @@
 //! Every mistake a user can make on the command line ends in one clear line naming the fix
-//! and a non-zero exit, never a panic or a hang.
+//! and a non-zero exit, never a panic or a hang: a pid that does not exist, a pid that is not a
+//! broker, no privileges (`setpriv` drops every capability), a stall threshold too low to mean
+//! anything, an export port already taken. Also `kstall check` on this kernel, which loads and
+//! attaches every probe: needs root, as CI has.
 use std::process::Command;
 
-use xtask::support::assert_one_line_error;
-
-const KSTALL: &str = env!("CARGO_BIN_EXE_kstall");
-
+use kstall_testbed::support::{assert_one_line_error, kstall_bin};
 
 #[test]
 fn pid_that_does_not_exist() {
     // pid_max is at most 2^22.
-    let out = Command::new(KSTALL).args(["watch", "--pid", "8388608"]).output().unwrap();
+    let out = Command::new(kstall_bin()).args(["watch", "--pid", "8388608"]).output().unwrap();
     assert_one_line_error(&out, "no process with pid 8388608: pass the broker's pid");
 }
 
 #[test]
 fn pid_that_is_not_a_kafka_broker() {
     let mut sleeper = Command::new("sleep").arg("30").spawn().unwrap();
-    let out = Command::new(KSTALL).args(["watch", "--pid", &sleeper.id().to_string()]).output().unwrap();
+    let out = Command::new(kstall_bin()).args(["watch", "--pid", &sleeper.id().to_string()]).output().unwrap();
     sleeper.kill().unwrap();
     sleeper.wait().unwrap();
     assert_one_line_error(&out, &format!("pid {} (sleep) is not a Kafka broker", sleeper.id()));
@@ -27,7 +27,7 @@ fn pid_that_is_not_a_kafka_broker() {
 fn without_privileges() {
     // Same user, but every capability dropped: what `kstall` run without sudo sees.
     let out = Command::new("setpriv")
-        .args(["--bounding-set=-all", "--inh-caps=-all", KSTALL, "watch", "--pid", "1"])
+        .args(["--bounding-set=-all", "--inh-caps=-all", kstall_bin(), "watch", "--pid", "1"])
         .output()
         .unwrap();
     assert_one_line_error(&out, "needs root to load its eBPF probes");
@@ -36,14 +36,14 @@ fn without_privileges() {
 
 #[test]
 fn malformed_duration_is_rejected_by_the_parser() {
-    let out = Command::new(KSTALL).args(["watch", "--duration", "soon"]).output().unwrap();
+    let out = Command::new(kstall_bin()).args(["watch", "--duration", "soon"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid value 'soon'"));
 }
 
 #[test]
 fn stall_threshold_too_low_to_be_useful() {
-    let out = Command::new(KSTALL).args(["watch", "--pid", "1", "--stall-threshold", "0s"]).output().unwrap();
+    let out = Command::new(kstall_bin()).args(["watch", "--pid", "1", "--stall-threshold", "0s"]).output().unwrap();
     assert_one_line_error(&out, "--stall-threshold 0s is below 100us");
 }
 
@@ -51,13 +51,13 @@ fn stall_threshold_too_low_to_be_useful() {
 fn export_port_in_use() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let out = Command::new(KSTALL).args(["export", "--listen", &addr]).output().unwrap();
+    let out = Command::new(kstall_bin()).args(["export", "--listen", &addr]).output().unwrap();
     assert_one_line_error(&out, &format!("cannot listen on {addr}: pick a free --listen address"));
 }
 
 #[test]
 fn check_without_privileges_says_why_it_cannot_run() {
-    let out = Command::new("setpriv").args(["--bounding-set=-all", "--inh-caps=-all", KSTALL, "check"]).output().unwrap();
+    let out = Command::new("setpriv").args(["--bounding-set=-all", "--inh-caps=-all", kstall_bin(), "check"]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
@@ -69,7 +69,7 @@ fn check_without_privileges_says_why_it_cannot_run() {
 /// evidence with its hooks or with why it is missing.
 #[test]
 fn check_says_what_this_kernel_gives() {
-    let out = Command::new(KSTALL).args(["check", "--format", "json"]).output().unwrap();
+    let out = Command::new(kstall_bin()).args(["check", "--format", "json"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let check: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(check["can_run"], true);
@@ -86,7 +86,7 @@ fn check_says_what_this_kernel_gives() {
         }
     }
     // After the check, none of its programs stays loaded.
-    let text = Command::new(KSTALL).arg("check").output().unwrap();
+    let text = Command::new(kstall_bin()).arg("check").output().unwrap();
     assert!(String::from_utf8_lossy(&text.stdout).contains("kstall can run here"));
 }
 
@@ -94,7 +94,7 @@ fn check_says_what_this_kernel_gives() {
 /// Unix tools: no "failed printing to stdout" panic.
 #[test]
 fn closed_stdout_ends_quietly() {
-    let mut child = Command::new(KSTALL).args(["check", "--format", "json"]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let mut child = Command::new(kstall_bin()).args(["check", "--format", "json"]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
     drop(child.stdout.take());
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -1,6 +1,14 @@
 //! Churn a production broker sees over weeks, in seconds: thousands of threads and connections
 //! coming and going. kstall's kernel maps are bounded and its own memory must stay flat while
 //! every call and request is still counted (or counted as lost). Needs root, as CI has.
+//!
+//! Threads: 24000 threads of a process kstall takes for a broker start, do 5 `pwrite64` each and
+//! end, one at a time, while a first thread stays blocked in a `read`; the churn goes on until a
+//! new thread's tid shares that thread's in-flight slot. Every call is counted (120000 of
+//! 120000), none lost, the blocked read is timed across the churn, and kstall's RSS between a
+//! quarter and the end of the churn grows by less than 4 MiB. Connections: 12000 to a real
+//! broker, each one Metadata request (v4 to KRaft brokers, v0 to 0.9) and a close, beside a
+//! long-lived producer: 12000 Metadata and every Produce counted, nothing lost, RSS flat.
 use std::{
     io::{BufRead, BufReader, Read, Write},
     net::TcpStream,
@@ -8,14 +16,13 @@ use std::{
     time::Duration,
 };
 
-use serde_json::Value;
-use xtask::{
+use kstall_testbed::{
     kafka::DemoBroker,
     kafka_protocol::metadata_request,
-    support::{ScratchDir, interrupt, proc_status_bytes, requests_of, spawn_until_ready},
+    support::{ScratchDir, interrupt, kstall_bin, proc_status_bytes, requests_of, spawn_until_ready},
 };
+use serde_json::Value;
 
-const KSTALL: &str = env!("CARGO_BIN_EXE_kstall");
 /// kstall_common::IN_FLIGHT_SLOTS: tids equal modulo this share a slot for calls in progress.
 const SLOTS: u64 = kstall_common::IN_FLIGHT_SLOTS as u64;
 
@@ -25,7 +32,7 @@ fn rss(pid: u32) -> u64 {
 }
 
 fn kstall_watch(pid: u32) -> Child {
-    let mut cmd = Command::new(KSTALL);
+    let mut cmd = Command::new(kstall_bin());
     cmd.args(["watch", "--pid", &pid.to_string(), "--format", "json", "--interval", "200ms"]).stdout(Stdio::piped());
     spawn_until_ready(cmd, "tracing broker pid").expect("kstall attaches")
 }

@@ -2,13 +2,23 @@
 //! default, `KSTALL_KAFKA` for 0.9) and real clients. Needs root, as CI has.
 //!
 //! - kstall killed with SIGKILL while attached leaves no probe behind (the kernel drops its
-//!   links with its file descriptors) and the broker keeps serving. Checked with bpftool.
+//!   links with its file descriptors) and the broker keeps serving. Checked with bpftool:
+//!   `bpftool prog show` lists the programs kstall holds while attached and none after; the
+//!   broker still takes writes and serves reads.
 //! - A kernel or mount namespace without what kstall needs (a required tracepoint, tracefs, the
-//!   kernel's BTF) or without an optional tracepoint, faked in a private mount namespace.
-//! - The broker killed, or stopped for a restart, under `kstall watch`: watch says so, prints its
-//!   final summary, exits 0 and leaves no probe.
-//! - Hostile bytes on the broker's port next to a synchronous producer: counted as framing
-//!   errors, never as requests, and the producer's count stays exact.
+//!   kernel's BTF) or without an optional tracepoint, faked in a private mount namespace: a
+//!   tracefs without `sched:sched_switch` and no tracefs at all (an empty read-only
+//!   `/sys/kernel`) are one clear line each, exit 1; without the optional `sock` tracepoints the
+//!   report names them unavailable and every Produce is still counted; with `/sys/kernel/btf`
+//!   hidden every program attaches.
+//! - The broker killed (SIGKILL, left unreaped), or stopped for a restart, under `kstall watch
+//!   --format json`: watch says "broker pid N exited", prints its final summary with every
+//!   Produce, exits 0 and leaves no probe.
+//! - Hostile bytes on the broker's port next to a synchronous producer, seeded (random bytes,
+//!   truncated requests, sizes over 100 MiB or negative, impossible headers): every broken frame
+//!   is counted as a framing error, never as a request, and the producer, with its exact count
+//!   (and on KRaft its one ApiVersions), is the only API and client.id reported; the broker
+//!   answered nothing else but the controller plane's heartbeats.
 use std::{
     collections::BTreeSet,
     io::{BufRead, BufReader, Read, Write},
@@ -25,14 +35,13 @@ use std::{
 };
 
 use kstall_common::framing::{FIXED_HEADER, MAX_API_KEY, MAX_API_VERSION, MAX_REQUEST_SIZE, looks_like_tls};
-use serde_json::Value;
-use xtask::{
+use kstall_testbed::{
     kafka::DemoBroker,
     kafka_protocol::{SyncProducer, request_frame},
-    support::{ScratchDir, assert_one_line_error, interrupt, requests_of, spawn_until_ready},
+    support::{ScratchDir, assert_one_line_error, interrupt, kstall_bin, requests_of, spawn_until_ready},
 };
+use serde_json::Value;
 
-const KSTALL: &str = env!("CARGO_BIN_EXE_kstall");
 const READY: &str = "tracing broker pid";
 const TOPIC: &str = "faults";
 const PRODUCER: &str = "sync-producer";
@@ -152,7 +161,7 @@ impl Traced {
 }
 
 fn watch_json(broker_pid: u32) -> Command {
-    let mut cmd = Command::new(KSTALL);
+    let mut cmd = Command::new(kstall_bin());
     cmd.args(["watch", "--pid", &broker_pid.to_string(), "--format", "json"]);
     cmd
 }
@@ -171,7 +180,7 @@ fn produce(broker: &DemoBroker, n: u64) -> u64 {
 fn in_mount_namespace(script: &str, script_args: &[&str], kstall_args: &[&str]) -> Command {
     let mut cmd = Command::new("unshare");
     cmd.args(["--mount", "--propagation", "private", "sh", "-euc", script, "sh"]).args(script_args);
-    cmd.arg(KSTALL).args(kstall_args);
+    cmd.arg(kstall_bin()).args(kstall_args);
     cmd
 }
 
@@ -239,7 +248,7 @@ fn sigkill_missing_kernel_features_and_broker_death() {
     let pid = broker.pid().to_string();
 
     // kstall killed with SIGKILL while attached.
-    let mut cmd = Command::new(KSTALL);
+    let mut cmd = Command::new(kstall_bin());
     cmd.args(["watch", "--pid", &pid, "--format", "json"]).stdout(Stdio::null());
     let mut kstall = spawn_until_ready(cmd, READY).expect("kstall attaches");
     let ours = programs_held_by(kstall.id());
@@ -414,15 +423,12 @@ fn hostile_payloads() -> Vec<(String, Vec<u8>)> {
     for size in [i32::MAX, 200 << 20, (100 << 20) + 1, -1, i32::MIN] {
         cases.push((format!("size {size}"), sized(size, header)));
     }
-    // (d) A size that fits, then a header no client sends.
+    // (d) A size that fits, then a header no client sends: a request as a client frames it
+    // (correlation id 9), its client_id length then overwritten with one that lies.
     let mut header = |api_key: i16, api_version: i16, client_id_len: i16| {
-        let mut body = api_key.to_be_bytes().to_vec();
-        body.extend(api_version.to_be_bytes());
-        body.extend(9i32.to_be_bytes());
-        body.extend(client_id_len.to_be_bytes());
-        body.extend(b"hostile-header");
-        body.extend(rng.bytes(8));
-        sized(body.len() as i32, &body)
+        let mut framed = request_frame(api_key, api_version, 9, "hostile-header", &rng.bytes(8));
+        framed[12..14].copy_from_slice(&client_id_len.to_be_bytes());
+        framed
     };
     cases.push(("api_key 9999, client_id longer than the frame".into(), header(9999, 0, 500)));
     cases.push(("api_key -7".into(), header(-7, 0, 14)));

@@ -7,20 +7,42 @@
 //! Each phase is traced with `kstall report`, whose JSON (checked against its schema),
 //! Markdown and HTML (rendered in headless Chromium) must say so too.
 //! Needs root (eBPF, loop devices, FUSE), as CI has.
+//!
+//! The phases. Idle: the report says `no_problem_found` only. Before the baseline, a client
+//! sends half a Fetch and leaves (the count check fails without kstall's close handling).
+//! Baseline (6 s, the producer alone, which times each acks=1 request around its own socket
+//! calls): kstall's Produce count equals the client's; the client may be slower by up to
+//! 10% + 0.5 ms at p50 and p90 and 10% + 2 ms at p99 (its number also holds its own send, the
+//! loopback hop and its wakeup: 10-20 us at p50, 0.4 ms at p99 in quiet runs, 1.3 ms once in a
+//! CI run) and kstall slower by at most its resolution (1% + 20 us); requests over 16.8 ms number
+//! the same on both sides (within 10% or 3); nothing is blamed on misses, and the producer is
+//! reported as synchronous. Cold: kcat (client.id `cold-reader`) reads a 48 MiB evicted topic
+//! from offset 0 while the producer runs: the same agreement, Produce requests stalled by misses
+//! among the slowest 1%, `cold-0` as top cold partition, `cold-reader` as top cold reader and as
+//! the Fetch the longest stall was serving, and a TLS ClientHello sent to the listener reported.
+//!
+//! The reports: the cold one leads with the miss finding (critical when stalls are half the
+//! slowest 1% or more, else a warning), the baseline has none of it; every JSON file validates
+//! against `docs/report.schema.json` (python3-jsonschema), which rejects one without `context`;
+//! the Markdown puts findings before evidence; headless Chromium renders each HTML file with no
+//! console message (a refused fetch would be one) and a non-blank page, then each chart alone:
+//! the cold timeline shows red miss bands and the Produce they stalled, the baseline one grey
+//! Produce dots and no red (other stalls are orange), the sendfile chart red misses, and blue
+//! hits exactly when the report has some (a cold read's sendfiles can all miss).
 use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
-use serde_json::Value;
-use xtask::{
+use kstall_testbed::{
     kafka::DemoBroker,
+    kafka_protocol::request_frame,
     slow_disk::SlowDisk,
-    support::{ScratchDir, cache_total, interrupt, spawn_until_ready},
+    support::{ScratchDir, cache_total, interrupt, kstall_bin, spawn_until_ready},
 };
+use serde_json::Value;
 
-const KSTALL: &str = env!("CARGO_BIN_EXE_kstall");
 const COLD: &str = "cold";
 const HOT: &str = "hot";
 const PRODUCER: &str = "sync-producer";
@@ -51,7 +73,7 @@ impl Phase {
     }
 
     fn start(&self, broker: &DemoBroker, duration: &str) -> Child {
-        let mut cmd = Command::new(KSTALL);
+        let mut cmd = Command::new(kstall_bin());
         cmd.args(["report", "--pid", &broker.pid().to_string(), "--duration", duration]);
         for ext in ["json", "md", "html"] {
             cmd.arg("--out").arg(self.path(ext));
@@ -109,11 +131,6 @@ fn tls_client_hello(broker: &DemoBroker) {
 fn abandon_half_sent_fetch(broker: &DemoBroker) {
     use std::io::Write;
     let mut body = Vec::new();
-    body.extend(1i16.to_be_bytes()); // Fetch
-    body.extend(0i16.to_be_bytes()); // v0
-    body.extend(1i32.to_be_bytes()); // correlation id, as the producer's first
-    body.extend(7i16.to_be_bytes());
-    body.extend(b"leaving");
     body.extend((-1i32).to_be_bytes()); // replica id: a consumer
     body.extend(10_000i32.to_be_bytes()); // max wait ms
     body.extend((64i32 << 20).to_be_bytes()); // min bytes
@@ -124,8 +141,8 @@ fn abandon_half_sent_fetch(broker: &DemoBroker) {
     body.extend(0i32.to_be_bytes()); // partition
     body.extend(0i64.to_be_bytes()); // offset
     body.extend((1i32 << 20).to_be_bytes()); // max bytes
-    let mut framed = (body.len() as i32).to_be_bytes().to_vec();
-    framed.extend(body);
+    // Fetch v0, correlation id 1 as the producer's first.
+    let framed = request_frame(1, 0, 1, "leaving", &body);
     let mut stream = std::net::TcpStream::connect(broker.bootstrap()).expect("connect");
     stream.write_all(&framed[..framed.len() / 2]).expect("send half a Fetch");
     std::thread::sleep(Duration::from_millis(300));
@@ -314,7 +331,7 @@ fn finding_ids(report: &Value) -> Vec<String> {
     report["findings"].as_array().unwrap().iter().map(|f| f["id"].as_str().unwrap().to_string()).collect()
 }
 
-const SCHEMA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/report.schema.json");
+const SCHEMA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/report.schema.json");
 
 /// Validates with python3-jsonschema (Draft 2020-12); returns its error text.
 fn schema_errors(report: &Path) -> Option<String> {

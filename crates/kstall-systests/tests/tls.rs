@@ -7,19 +7,27 @@
 //! view inside TLS (and not guess what the stalls delayed), while a synchronous producer on the
 //! PLAINTEXT listener, served by another network thread, is counted exactly and not blamed on
 //! the SSL thread's misses. Needs root (eBPF, loop devices, FUSE), as CI has.
+//!
+//! In detail: kcat reads a 24 MiB evicted topic through TLS while the protocol-level producer
+//! runs on PLAINTEXT. The report's context lists SSL as an encrypted data-plane listener and
+//! CONTROLLER as the controller plane; the SSL network thread read the topic with `pread64`,
+//! never sendfile, with misses that added pages; its stalls are page-cache misses of `cold-0`,
+//! on a thread named `...-SSL-...`, with what they delayed unknown (`delayed_produce_known`
+//! false; "unknown inside TLS" in the Markdown); the TLS reader's client.id appears nowhere; the
+//! `tls_listener` finding names SSL and says there is no per-request view; every PLAINTEXT
+//! Produce is counted on its listener and none is blamed on the SSL thread's misses.
 use std::{
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use serde_json::Value;
-use xtask::{
+use kstall_testbed::{
     kafka::{BrokerOptions, DemoBroker, KafkaVersion},
     slow_disk::SlowDisk,
-    support::{ScratchDir, cache_total, interrupt, requests_of, spawn_until_ready},
+    support::{ScratchDir, cache_total, interrupt, kstall_bin, requests_of, spawn_until_ready},
 };
+use serde_json::Value;
 
-const KSTALL: &str = env!("CARGO_BIN_EXE_kstall");
 const COLD: &str = "cold";
 const HOT: &str = "hot";
 const PRODUCER: &str = "plaintext-producer";
@@ -49,7 +57,7 @@ fn cold_reads_through_tls_are_misses_attributed_by_thread_and_file() {
 
     let report = dir.join("tls.json");
     let markdown = dir.join("tls.md");
-    let mut cmd = Command::new(KSTALL);
+    let mut cmd = Command::new(kstall_bin());
     cmd.args(["report", "--pid", &broker.pid().to_string(), "--duration", "600s", "--out"]).arg(&report).arg("--out").arg(&markdown);
     cmd.stdout(Stdio::null());
     let kstall = spawn_until_ready(cmd, "tracing broker pid").expect("kstall attaches");

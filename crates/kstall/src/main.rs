@@ -1,29 +1,15 @@
 //! kstall: find out why a Kafka broker is slow, from the broker host, with eBPF.
 //!
-//! One data path: `discovery` (which process, which threads) -> `attach` (load the kernel-side
-//! probes) -> `aggregate` (kernel histograms to per-role summaries; `requests` and `stalls`
-//! for the ring-buffer records, `protocol` for Kafka's names, `listeners` for which listener
-//! and plane a network thread serves, `findings` for conclusions) ->
-//! `output` (tables, JSON), `report` and `html` (the report), `metrics` (Prometheus).
-//! `session` runs the path once; `watch`, `report` and `export` present it.
-mod aggregate;
+//! One data path, one direction: [`commands`] (arguments, where output goes) run a
+//! [`session`] (discover the broker, attach the probes, drain the kernel: the only code that
+//! touches the kernel and /proc), which feeds the analysis core (`kstall-core`, no I/O); the
+//! core's summary goes to [`present`] (tables, JSON, Markdown, HTML, Prometheus).
 mod commands;
-mod findings;
-mod latency;
-mod listeners;
 mod present;
-mod protocol;
-mod requests;
-mod roles;
 mod session;
-mod stalls;
 mod stop;
-mod timeline;
 
-// Transitional paths while the core moves out.
 use commands::{check, export, report, watch};
-use present::{html, prometheus as metrics, table as output};
-use session::{attach, discover as discovery, tracefs};
 
 use std::{process::ExitCode, time::Duration};
 
@@ -102,6 +88,25 @@ enum Command {
     },
 }
 
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Watch { pid, interval, duration, format, stall_threshold } => {
+            watch::run(watch::WatchOptions { pid, interval, duration, format, stall_threshold }).await
+        }
+        Command::Export { pid, auto: _, listen, interval, stall_threshold, once } => {
+            export::run(export::ExportOptions { pid, listen, interval, stall_threshold, once }).await
+        }
+        Command::Check { format } => check::run(format),
+        Command::Report { pid, duration, out, stall_threshold } => {
+            report::run(report::ReportOptions {
+                session: session::SessionOptions { pid, interval: Duration::from_secs(1), duration: Some(duration), stall_threshold },
+                out,
+            })
+            .await
+        }
+    }
+}
+
 fn main() -> ExitCode {
     // Before anything that takes time: a Ctrl-C from here on ends kstall with its output.
     stop::install();
@@ -109,22 +114,12 @@ fn main() -> ExitCode {
     // Levels for `export`'s log (RUST_LOG overrides); the other commands print, not log.
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let result = match cli.command {
-        Command::Watch { pid, interval, duration, format, stall_threshold } => {
-            watch::run(watch::WatchOptions { pid, interval, duration, format, stall_threshold })
-        }
-        Command::Export { pid, auto: _, listen, interval, stall_threshold, once } => {
-            export::run(export::ExportOptions { pid, listen, interval, stall_threshold, once })
-        }
         Command::Check { format } => check::run(format),
-        Command::Report { pid, duration, out, stall_threshold } => report::run(report::ReportOptions {
-            session: session::SessionOptions {
-                pid,
-                interval: Duration::from_secs(1),
-                duration: Some(duration),
-                stall_threshold,
-            },
-            out,
-        }),
+        // One runtime for everything that waits: the tracing loop, and export's HTTP server.
+        command => match tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build() {
+            Ok(runtime) => runtime.block_on(run(command)),
+            Err(e) => Err(anyhow::anyhow!("cannot start the async runtime: {e}")),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

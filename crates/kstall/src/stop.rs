@@ -45,13 +45,9 @@ pub async fn wait() {
 }
 
 /// Sleeps `d`; true when a stop signal came instead.
-pub fn sleep_unless_stopped(d: Duration) -> bool {
-    let until = std::time::Instant::now() + d;
-    while std::time::Instant::now() < until {
-        if requested() {
-            return true;
-        }
-        std::thread::sleep(POLL.min(until.saturating_duration_since(std::time::Instant::now())));
+pub async fn sleep_unless_stopped(d: Duration) -> bool {
+    tokio::select! {
+        _ = wait() => true,
+        _ = tokio::time::sleep(d) => requested(),
     }
-    requested()
 }

@@ -33,6 +33,7 @@ use kstall_common::framing::{
     MAX_STEPS_PER_READ, RequestFraming, RequestHeader, client_id, feed_request_bytes, looks_like_tls,
     parse_request_header, state,
 };
+use kstall_testbed::kafka_protocol::request_frame;
 use libfuzzer_sys::fuzz_target;
 
 const READ: u8 = 0;
@@ -239,18 +240,10 @@ fn run(data: &[u8]) {
     }
 }
 
-/// Requests as the unit tests frame them (framing.rs `request`), captured from real clients.
+/// Requests as the unit tests frame them (the testbed's `request_frame`, as framing.rs does),
+/// `rest` zero bytes after the header, captured from real clients.
 fn request(api_key: i16, version: i16, corr: i32, client: &str, rest: usize) -> Vec<u8> {
-    let mut body = Vec::new();
-    body.extend(api_key.to_be_bytes());
-    body.extend(version.to_be_bytes());
-    body.extend(corr.to_be_bytes());
-    body.extend((client.len() as i16).to_be_bytes());
-    body.extend(client.as_bytes());
-    body.extend(std::iter::repeat_n(0u8, rest));
-    let mut framed = (body.len() as u32).to_be_bytes().to_vec();
-    framed.extend(body);
-    framed
+    request_frame(api_key, version, corr, client, &vec![0u8; rest])
 }
 
 /// `stream` cut into reads of `lens` (plain reads), then the rest.

@@ -6,7 +6,10 @@ use std::path::Path;
 use anyhow::{Result, bail};
 use serde::Serialize;
 
-use crate::attach::{self, EvidenceStatus};
+use kstall_core::kernel::EvidenceStatus;
+
+use super::print_stdout;
+use crate::session::attach;
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum Format {
@@ -99,7 +102,7 @@ pub fn run(format: Format) -> Result<()> {
         Format::Text => render_text(&report),
         Format::Json => serde_json::to_string_pretty(&report)? + "\n",
     };
-    crate::output::print_stdout(&text)?;
+    print_stdout(&text)?;
     if let Some(e) = report.error {
         bail!("{e}");
     }

@@ -18,10 +18,11 @@ use axum::{
 use log::{info, warn};
 use prometheus_client::{encoding::text::encode, registry::Registry};
 
+use super::print_stdout;
 use crate::{
-    attach, discovery,
-    metrics::{self, ExportState, SharedState},
-    session::{Session, SessionOptions},
+    present::prometheus::{self as metrics, ExportState, SharedState},
+    session::{self, Session, SessionOptions, attach, discover as discovery},
+    stop,
 };
 
 /// How often a missing broker is looked for again.
@@ -37,10 +38,10 @@ pub struct ExportOptions {
     pub once: bool,
 }
 
-pub fn run(opts: ExportOptions) -> Result<()> {
+pub async fn run(opts: ExportOptions) -> Result<()> {
     attach::check_privileges()?;
     let state = SharedState::default();
-    let registry = Arc::new(metrics::registry(state.clone()));
+    let registry = Arc::new(metrics::registry(state.clone(), session::own_usage));
     let session = |pid: Option<u32>, duration: Option<Duration>| SessionOptions {
         pid,
         interval: opts.interval,
@@ -49,13 +50,13 @@ pub fn run(opts: ExportOptions) -> Result<()> {
     };
     if opts.once {
         // A bad --pid fails here, once, with the fix.
-        let ended = Session::start(session(opts.pid, Some(opts.interval)))?.run(|_| {})?;
+        let ended = Session::start(session(opts.pid, Some(opts.interval)))?.run(|_| {}).await?;
         let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
         s.target_pid = Some(ended.summary.broker.pid);
         s.attaches = 1;
         s.summary = Some(ended.summary);
         drop(s);
-        crate::output::print_stdout(&metrics::classic_text(&scrape(&registry)))?;
+        print_stdout(&metrics::classic_text(&scrape(&registry)))?;
         return Ok(());
     }
     // Bind before tracing: a taken port is an error now, not a log line later.
@@ -63,8 +64,9 @@ pub fn run(opts: ExportOptions) -> Result<()> {
         .with_context(|| format!("cannot listen on {}: pick a free --listen address", opts.listen))?;
     listener.set_nonblocking(true)?;
     info!("serving /metrics on http://{}", opts.listen);
-    let server_registry = registry.clone();
-    std::thread::Builder::new().name("kstall-http".into()).spawn(move || serve(listener, server_registry))?;
+    // On the runtime's worker thread: the tracing below blocks this one at times (attach,
+    // kernel map reads), and scrapes are answered meanwhile.
+    tokio::spawn(serve(listener, registry.clone()));
 
     let mut pid = opts.pid;
     loop {
@@ -75,7 +77,7 @@ pub fn run(opts: ExportOptions) -> Result<()> {
             Err(e) => {
                 log_waiting(&state, &e);
                 pid = None;
-                if crate::stop::sleep_unless_stopped(REDISCOVER_EVERY) {
+                if stop::sleep_unless_stopped(REDISCOVER_EVERY).await {
                     break;
                 }
                 continue;
@@ -93,7 +95,7 @@ pub fn run(opts: ExportOptions) -> Result<()> {
         }
         info!("attached to broker pid {}", broker.pid);
         let shared = state.clone();
-        let ended = session.run(|summary| shared.lock().unwrap_or_else(|e| e.into_inner()).summary = Some(summary.clone()))?;
+        let ended = session.run(|summary| shared.lock().unwrap_or_else(|e| e.into_inner()).summary = Some(summary.clone())).await?;
         state.lock().unwrap_or_else(|e| e.into_inner()).summary = None;
         if !ended.broker_exited {
             break; // SIGTERM or Ctrl-C: the probes are detached already
@@ -124,25 +126,19 @@ fn scrape(registry: &Registry) -> String {
     text
 }
 
-fn serve(listener: std::net::TcpListener, registry: Arc<Registry>) {
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(r) => r,
-        Err(e) => return log::error!("cannot start the HTTP server: {e}"),
-    };
-    runtime.block_on(async move {
-        let app = Router::new()
-            .route("/metrics", get(metrics_handler))
-            .route("/", get(|| async { "kstall exporter: metrics at /metrics\n" }))
-            .with_state(registry);
-        match tokio::net::TcpListener::from_std(listener) {
-            Ok(listener) => {
-                if let Err(e) = axum::serve(listener, app).await {
-                    log::error!("HTTP server stopped: {e}");
-                }
+async fn serve(listener: std::net::TcpListener, registry: Arc<Registry>) {
+    let app = Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route("/", get(|| async { "kstall exporter: metrics at /metrics\n" }))
+        .with_state(registry);
+    match tokio::net::TcpListener::from_std(listener) {
+        Ok(listener) => {
+            if let Err(e) = axum::serve(listener, app).await {
+                log::error!("HTTP server stopped: {e}");
             }
-            Err(e) => log::error!("cannot serve: {e}"),
         }
-    });
+        Err(e) => log::error!("cannot serve: {e}"),
+    }
 }
 
 /// OpenMetrics when the scraper asks for it (Prometheus does), else the classic text format.

@@ -6,9 +6,11 @@ use std::{
 
 use anyhow::Result;
 
+use kstall_core::summary::Summary;
+
+use super::print_stdout;
 use crate::{
-    aggregate::Summary,
-    output,
+    present::{json, table},
     session::{Session, SessionOptions},
 };
 
@@ -26,7 +28,7 @@ pub struct WatchOptions {
     pub stall_threshold: Duration,
 }
 
-pub fn run(opts: WatchOptions) -> Result<()> {
+pub async fn run(opts: WatchOptions) -> Result<()> {
     let session = Session::start(SessionOptions {
         pid: opts.pid,
         interval: opts.interval,
@@ -38,19 +40,20 @@ pub fn run(opts: WatchOptions) -> Result<()> {
         if live_table {
             draw(summary);
         }
-    })?;
+    })
+    .await?;
     let summary = ended.summary;
     match opts.format {
         // The final table replaces the live one on screen.
         Format::Table if live_table => draw(&summary),
-        Format::Table => std::io::stdout().write_all(output::table(&summary).as_bytes())?,
-        Format::Json => std::io::stdout().write_all((output::json(&summary) + "\n").as_bytes())?,
+        Format::Table => print_stdout(&table::table(&summary))?,
+        Format::Json => print_stdout(&(json::summary(&summary) + "\n"))?,
     }
     Ok(())
 }
 
 fn draw(summary: &Summary) {
     let mut out = std::io::stdout().lock();
-    let _ = write!(out, "\x1b[H\x1b[2J{}", output::table(summary));
+    let _ = write!(out, "\x1b[H\x1b[2J{}", table::table(summary));
     let _ = out.flush();
 }

@@ -2,14 +2,10 @@
 //! Security Policy that forbids any fetch), readable in a browser and printable.
 use std::fmt::Write as _;
 
-use crate::{
-    findings::Severity,
-    output::{duration, evidence_tables},
-    report::{Report, severity_label},
-    roles::Role,
-    stalls::Cause,
-    timeline::Timeline,
-};
+use kstall_common::{CacheResult, Syscall, log2_floor};
+use kstall_core::{listeners, report::Report, roles::Role, stalls::Cause, timeline::Timeline, units::duration};
+
+use super::table::{config_line, evidence_line, evidence_tables};
 
 const HIT: &str = "#1f77b4";
 const MISS: &str = "#d62728";
@@ -31,7 +27,7 @@ pub struct Series {
 }
 
 fn pow_of(ns: u64) -> u32 {
-    (63 - ns.max(1).leading_zeros()).clamp(MIN_POW, MAX_POW)
+    log2_floor(ns).clamp(MIN_POW, MAX_POW)
 }
 
 /// x position (0..1) of a latency on the log axis.
@@ -213,16 +209,12 @@ pub fn report(r: &Report) -> String {
         c.kstall_version
     );
     for f in &r.findings {
-        let class = match f.severity {
-            Severity::Critical => "critical",
-            Severity::Warning => "warning",
-            Severity::Info => "info",
-        };
         let _ = write!(
             out,
-            r#"<div class="finding {class}" data-id="{}"><h3><span class="sev">{}</span>{}</h3><p>{}</p><p><b>Recommendation:</b> {}</p></div>"#,
+            r#"<div class="finding {}" data-id="{}"><h3><span class="sev">{}</span>{}</h3><p>{}</p><p><b>Recommendation:</b> {}</p></div>"#,
+            f.severity.as_str(),
             f.id,
-            severity_label(f.severity),
+            f.severity.label(),
             esc(&f.title),
             esc(&f.detail),
             esc(&f.fix)
@@ -231,12 +223,12 @@ pub fn report(r: &Report) -> String {
     out += "<h2>Charts</h2>";
     out += &stall_timeline(&r.timeline, c.traced_seconds);
     // Every listener's network rows together.
-    let sendfile: Vec<Series> = [("hit", HIT), ("miss", MISS)]
+    let sendfile: Vec<Series> = [(CacheResult::Hit, HIT), (CacheResult::Miss, MISS)]
         .into_iter()
         .filter_map(|(cache, color)| {
-            let rows: Vec<_> = s.rows.iter().filter(|row| row.role == Role::Network && row.syscall == "sendfile" && row.cache == cache).collect();
+            let rows: Vec<_> = s.rows.iter().filter(|row| row.role == Role::Network && row.syscall == Syscall::Sendfile && row.cache == cache).collect();
             (!rows.is_empty()).then(|| Series {
-                label: format!("page-cache {cache} ({} calls)", rows.iter().map(|r| r.count).sum::<u64>()),
+                label: format!("page-cache {} ({} calls)", cache.as_str(), rows.iter().map(|r| r.count).sum::<u64>()),
                 color,
                 buckets: rows.iter().flat_map(|r| r.buckets.iter().map(|b| (b.lower_ns, b.count))).collect(),
             })
@@ -281,17 +273,17 @@ pub fn report(r: &Report) -> String {
     let mut context_rows: Vec<(String, String)> = c
         .thread_roles
         .iter()
-        .map(|(role, names)| (format!("{role} threads ({})", names.len()), names.join(", ")))
+        .map(|(role, names)| (format!("{} threads ({})", role.label(), names.len()), names.join(", ")))
         .collect();
-    context_rows.extend(c.listeners.iter().map(|l| (format!("listener {}", l.name), crate::listeners::label(l))));
+    context_rows.extend(c.listeners.iter().map(|l| (format!("listener {}", l.name), listeners::label(l))));
     context_rows.extend([
-        ("broker config".into(), c.broker_config.as_ref().map_or("not read".into(), crate::output::config_line)),
-        ("thread names from".into(), c.thread_names_from.into()),
+        ("broker config".into(), c.broker_config.as_ref().map_or("not read".into(), config_line)),
+        ("thread names from".into(), c.thread_names_from.as_str().into()),
         ("probes".into(), format!("{} hooks attached in {:.0} ms", c.probes_attached, c.attach_ms)),
         ("unavailable tracepoints".into(), if c.probes_unavailable.is_empty() { "none".into() } else { c.probes_unavailable.join(", ") }),
         (
             "kernel evidence".into(),
-            c.evidence.iter().map(crate::output::evidence_line).collect::<Vec<_>>().join("; "),
+            c.evidence.iter().map(evidence_line).collect::<Vec<_>>().join("; "),
         ),
         ("stall threshold".into(), duration(c.stall_threshold_ns)),
         (

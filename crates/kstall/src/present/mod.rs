@@ -1,5 +1,7 @@
 //! Presenters: views over the analysis core's summary (terminal tables, JSON, Markdown,
 //! HTML with SVG charts, Prometheus). Nothing here traces or reads /proc.
 pub mod html;
+pub mod json;
+pub mod markdown;
 pub mod prometheus;
 pub mod table;

@@ -4,7 +4,7 @@
 //! line up with the kernel's buckets, so their counts are exact.
 use std::sync::{Arc, Mutex};
 
-use kstall_common::{BUCKETS, bucket_upper_ns};
+use kstall_common::{BUCKETS, bucket_upper_ns, log2_floor};
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, NoLabelSet},
@@ -12,7 +12,8 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::aggregate::Summary;
+use kstall_common::CacheResult;
+use kstall_core::summary::{Row, Summary};
 
 /// Bucket bounds: 2^10 ns (1.02 us) to 2^34 ns (17.2 s), then +Inf.
 const FIRST_POW: u32 = 10;
@@ -28,14 +29,18 @@ pub struct ExportState {
 
 pub type SharedState = Arc<Mutex<ExportState>>;
 
+/// kstall's own CPU seconds and resident bytes, as the session measures them.
+pub type OwnUsage = fn() -> (f64, f64);
+
 #[derive(Debug)]
 struct KstallCollector {
     state: SharedState,
+    own_usage: OwnUsage,
 }
 
-pub fn registry(state: SharedState) -> Registry {
+pub fn registry(state: SharedState, own_usage: OwnUsage) -> Registry {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(KstallCollector { state }));
+    registry.register_collector(Box::new(KstallCollector { state, own_usage }));
     registry
 }
 
@@ -47,7 +52,7 @@ fn prometheus_buckets(buckets: impl Iterator<Item = (Option<u64>, u64)>) -> Vec<
     for (upper, count) in buckets {
         // A value below `upper` is at most the first bound >= upper.
         let slot = match upper {
-            Some(u) if u <= 1 << LAST_POW => (64 - (u - 1).leading_zeros()).max(FIRST_POW) - FIRST_POW,
+            Some(u) if u <= 1 << LAST_POW => (if u <= 1 { 0 } else { log2_floor(u - 1) + 1 }).max(FIRST_POW) - FIRST_POW,
             _ => LAST_POW + 1 - FIRST_POW,
         };
         out[slot as usize].1 += count;
@@ -91,19 +96,6 @@ fn histogram(enc: &mut DescriptorEncoder, name: &str, help: &str, samples: &[His
     Ok(())
 }
 
-/// This process's CPU seconds and resident bytes, from /proc/self.
-fn own_usage() -> (f64, f64) {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the parenthesised comm: utime and stime are the 12th and 13th.
-    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
-    let ticks: f64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<f64>().ok()).sum();
-    // SAFETY: sysconf has no preconditions.
-    let (hz, page) = unsafe { (libc::sysconf(libc::_SC_CLK_TCK) as f64, libc::sysconf(libc::_SC_PAGESIZE) as f64) };
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let resident: f64 = statm.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    (ticks / hz.max(1.0), resident * page)
-}
-
 impl Collector for KstallCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
         let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -115,7 +107,7 @@ impl Collector for KstallCollector {
             gauge(&mut enc, "kstall_target_pid", "Pid of the broker traced.", &[(none.clone(), pid as f64)])?;
         }
         counter(&mut enc, "kstall_attaches", "Times kstall attached its probes to a broker.", &[(none.clone(), state.attaches)])?;
-        let (cpu, rss) = own_usage();
+        let (cpu, rss) = (self.own_usage)();
         counter_f64(&mut enc, "kstall_process_cpu_seconds", "CPU time kstall used (user + system).", cpu)?;
         gauge(&mut enc, "kstall_process_resident_memory_bytes", "kstall's resident memory.", &[(none.clone(), rss)])?;
         let Some(s) = &state.summary else { return Ok(()) };
@@ -142,9 +134,9 @@ impl Collector for KstallCollector {
             }
             labels
         };
-        let row_labels = |r: &crate::aggregate::Row| -> Labels {
+        let row_labels = |r: &Row| -> Labels {
             with_listener(
-                vec![("role", r.role.label().replace('-', "_")), ("syscall", r.syscall.into()), ("cache", r.cache.into())],
+                vec![("role", r.role.as_str().into()), ("syscall", r.syscall.name().into()), ("cache", r.cache.as_str().into())],
                 &r.listener,
             )
         };
@@ -159,15 +151,15 @@ impl Collector for KstallCollector {
             })
             .collect();
         histogram(&mut enc, "kstall_syscall_duration_seconds", "Broker syscall latency by thread role, syscall and page-cache result (hit, miss, none: no file data read).", &rows)?;
-        let bytes: Vec<_> = s.rows.iter().filter(|r| r.key.syscall.returns_bytes()).map(|r| (row_labels(r), r.bytes)).collect();
+        let bytes: Vec<_> = s.rows.iter().filter(|r| r.syscall.returns_bytes()).map(|r| (row_labels(r), r.bytes)).collect();
         counter(&mut enc, "kstall_syscall_bytes", "Bytes moved by broker syscalls.", &bytes)?;
-        let pages: Vec<_> = s.rows.iter().filter(|r| r.cache != "none").map(|r| (row_labels(r), r.pages_added)).collect();
+        let pages: Vec<_> = s.rows.iter().filter(|r| r.cache != CacheResult::NoFileRead).map(|r| (row_labels(r), r.pages_added)).collect();
         counter(&mut enc, "kstall_page_cache_pages_added", "Pages the calls brought into the page cache.", &pages)?;
         let misses: Vec<_> = s
             .rows
             .iter()
-            .filter(|r| r.cache == "miss")
-            .map(|r| (with_listener(vec![("role", r.role.label().replace('-', "_")), ("syscall", r.syscall.to_string())], &r.listener), r.count))
+            .filter(|r| r.cache == CacheResult::Miss)
+            .map(|r| (with_listener(vec![("role", r.role.as_str().into()), ("syscall", r.syscall.name().into())], &r.listener), r.count))
             .collect();
         counter(&mut enc, "kstall_page_cache_misses", "File reads that missed the page cache.", &misses)?;
 
@@ -199,7 +191,7 @@ impl Collector for KstallCollector {
         // Threads named only by comm share a name: one series each name, summed.
         let mut stall_series: Vec<(Labels, u64, u64)> = Vec::new();
         for t in &s.stalls.by_thread {
-            let labels = with_listener(vec![("thread", s.thread_name(t.tid)), ("cause", format!("{:?}", t.cause).to_lowercase())], &t.listener);
+            let labels = with_listener(vec![("thread", s.thread_name(t.tid)), ("cause", t.cause.as_str().into())], &t.listener);
             match stall_series.iter_mut().find(|(l, _, _)| *l == labels) {
                 Some(series) => {
                     series.1 += t.stalls;
@@ -287,7 +279,7 @@ mod tests {
     fn scrape_without_a_target_says_down() {
         let state = SharedState::default();
         let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &registry(state)).unwrap();
+        prometheus_client::encoding::text::encode(&mut text, &registry(state, || (0.0, 0.0))).unwrap();
         assert!(text.contains("kstall_target_up 0.0\n"), "{text}");
         assert!(text.contains("kstall_build_info{version=\"") && text.ends_with("# EOF\n"));
         assert!(!text.contains("kstall_syscall_duration_seconds_bucket"));
@@ -297,10 +289,11 @@ mod tests {
     fn listener_labels_and_controller_requests_have_their_own_series() {
         use kstall_common::{CacheResult, LatencyHist, Syscall};
 
-        use crate::{
-            aggregate::{RowKey, empty_summary, row},
+        use kstall_core::{
+            requests::ControllerApiRow,
             roles::Role,
             stalls::{Cause, ThreadStalls},
+            summary::{RowKey, empty_summary},
         };
         let mut s = empty_summary();
         let mut hist = LatencyHist::ZERO;
@@ -308,14 +301,14 @@ mod tests {
         hist.count = 3;
         for (role, listener) in [(Role::Network, Some("PLAINTEXT")), (Role::Network, Some("CONTROLLER")), (Role::Network, None), (Role::Other, None)] {
             let key = RowKey { role, listener: listener.map(String::from), syscall: Syscall::Read, cache: CacheResult::Miss };
-            s.rows.push(row(key, hist));
+            s.rows.push(Row::new(key, hist));
         }
         // Two comm-named threads: one series for their name.
         for tid in [5, 6] {
             s.stalls.by_thread.push(ThreadStalls { tid, listener: None, cause: Cause::OffCpu, stalls: 1, stall_ns: 2_000_000 });
         }
         s.stalls.by_thread.push(ThreadStalls { tid: 7, listener: Some("SSL".into()), cause: Cause::PageCacheMiss, stalls: 2, stall_ns: 9_000_000 });
-        s.controller_requests.push(crate::requests::ControllerApiRow {
+        s.controller_requests.push(ControllerApiRow {
             listener: "CONTROLLER".into(),
             api: "BrokerHeartbeat",
             api_key: 63,
@@ -323,13 +316,13 @@ mod tests {
             rate_per_s: 0.5,
             total: Default::default(),
             broker: Default::default(),
-            buckets: vec![crate::aggregate::BucketCount { lower_ns: 1 << 20, upper_ns: Some(1 << 21), count: 7 }],
+            buckets: vec![kstall_core::hist::BucketCount { lower_ns: 1 << 20, upper_ns: Some(1 << 21), count: 7 }],
             sum_ns: 14_000_000,
         });
         let state = SharedState::default();
         state.lock().unwrap().summary = Some(s);
         let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &registry(state)).unwrap();
+        prometheus_client::encoding::text::encode(&mut text, &registry(state, || (0.0, 0.0))).unwrap();
         let series: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.rsplit_once(' ').map(|(k, _)| k)).collect();
         let mut unique = series.clone();
         unique.sort_unstable();
@@ -340,8 +333,8 @@ mod tests {
             r#"kstall_page_cache_misses_total{role="network",syscall="read"}"#,
             r#"kstall_syscall_duration_seconds_count{role="network",syscall="read",cache="miss",listener="CONTROLLER"}"#,
             r#"kstall_controller_request_duration_seconds_count{api="BrokerHeartbeat",listener="CONTROLLER"}"#,
-            r#"kstall_stalls_total{thread="5",cause="offcpu"}"#,
-            r#"kstall_stalls_total{thread="7",cause="pagecachemiss",listener="SSL"}"#,
+            r#"kstall_stalls_total{thread="5",cause="off_cpu"}"#,
+            r#"kstall_stalls_total{thread="7",cause="page_cache_miss",listener="SSL"}"#,
         ] {
             assert!(series.contains(&expected), "{expected} in\n{text}");
         }

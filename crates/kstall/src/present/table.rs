@@ -1,29 +1,14 @@
 //! Presenting a [`Summary`]: comfy-table text for people, JSON for scripts.
 use comfy_table::{Cell, CellAlignment, ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
-use kstall_common::{BUCKETS, LatencyHist, MIN_POW, SUB_BUCKETS};
+use kstall_common::{BUCKETS, CacheResult, LatencyHist, MIN_POW, SUB_BUCKETS};
 
-use crate::aggregate::{Row, Summary};
-
-/// Human duration with 3 significant digits: 850ns, 13.0us, 8.21ms, 1.20s.
-pub fn duration(ns: u64) -> String {
-    let (value, unit) = match ns {
-        0..1_000 => return format!("{ns}ns"),
-        1_000..1_000_000 => (ns as f64 / 1e3, "us"),
-        1_000_000..1_000_000_000 => (ns as f64 / 1e6, "ms"),
-        _ => (ns as f64 / 1e9, "s"),
-    };
-    let digits = if value >= 100.0 { 0 } else if value >= 10.0 { 1 } else { 2 };
-    format!("{value:.digits$}{unit}")
-}
-
-pub fn bytes(n: u64) -> String {
-    match n {
-        0..1024 => format!("{n}B"),
-        1024..1_048_576 => format!("{:.1}KiB", n as f64 / 1024.0),
-        1_048_576..1_073_741_824 => format!("{:.1}MiB", n as f64 / 1_048_576.0),
-        _ => format!("{:.2}GiB", n as f64 / 1_073_741_824.0),
-    }
-}
+use kstall_core::{
+    kernel::EvidenceStatus,
+    listeners::{self, BrokerConfig, Plane},
+    requests::MAX_TRACKED_CLIENTS,
+    summary::{Row, Summary},
+    units::{bytes, duration, percentile},
+};
 
 /// Number of columns of the log2 bar: one below 1 us, one per power of two up to the
 /// overflow bucket.
@@ -70,16 +55,6 @@ pub fn log2_bar(hist: &LatencyHist) -> String {
         .collect()
 }
 
-/// A percentile: values in the kernel's lowest bucket are only known to be under ~1 us.
-pub fn percentile(ns: u64) -> String {
-    if ns < 1 << MIN_POW { "<1us".to_string() } else { duration(ns) }
-}
-
-/// "s" to make a count's noun plural: `format!("{n} thread{}", plural(n))`.
-pub fn plural(n: u64) -> &'static str {
-    if n == 1 { "" } else { "s" }
-}
-
 /// The role column: `network PLAINTEXT` for a network row of a known listener.
 pub fn role_cell(row: &Row) -> String {
     match &row.listener {
@@ -88,27 +63,36 @@ pub fn role_cell(row: &Row) -> String {
     }
 }
 
-fn row_cells(row: &Row) -> Vec<Cell> {
-    let p = &row.percentiles;
-    let right = |s: String| Cell::new(s).set_alignment(CellAlignment::Right);
-    let cache = match row.cache {
-        "none" => String::new(),
-        verdict => verdict.to_string(),
-    };
+/// A syscall row's cells as text, in the order of [`ROW_HEADER`].
+fn row_texts(r: &Row) -> Vec<String> {
+    let p = &r.percentiles;
     vec![
-        Cell::new(role_cell(row)),
-        Cell::new(row.syscall),
-        Cell::new(cache),
-        right(row.count.to_string()),
-        right(percentile(p.p50_ns)),
-        right(percentile(p.p90_ns)),
-        right(percentile(p.p99_ns)),
-        right(percentile(p.p999_ns)),
-        right(duration(p.max_ns)),
-        right(if row.key.syscall.returns_bytes() { bytes(row.bytes) } else { String::new() }),
-        right(if row.pages_added > 0 { row.pages_added.to_string() } else { String::new() }),
-        Cell::new(log2_bar(&row.hist)),
+        role_cell(r),
+        r.syscall.name().to_string(),
+        if r.cache == CacheResult::NoFileRead { String::new() } else { r.cache.as_str().to_string() },
+        r.count.to_string(),
+        percentile(p.p50_ns),
+        percentile(p.p90_ns),
+        percentile(p.p99_ns),
+        percentile(p.p999_ns),
+        duration(p.max_ns),
+        if r.syscall.returns_bytes() { bytes(r.bytes) } else { String::new() },
+        if r.pages_added > 0 { r.pages_added.to_string() } else { String::new() },
     ]
+}
+
+const ROW_HEADER: [&str; 11] = ["role", "syscall", "cache", "calls", "p50", "p90", "p99", "p99.9", "max", "bytes", "pages added"];
+/// Columns from here on are numbers, aligned right.
+const ROW_NUMERIC_FROM: usize = 3;
+
+fn row_cells(row: &Row) -> Vec<Cell> {
+    let mut cells: Vec<Cell> = row_texts(row)
+        .into_iter()
+        .enumerate()
+        .map(|(i, text)| if i >= ROW_NUMERIC_FROM { Cell::new(text).set_alignment(CellAlignment::Right) } else { Cell::new(text) })
+        .collect();
+    cells.push(Cell::new(log2_bar(&row.hist)));
+    cells
 }
 
 pub fn table(summary: &Summary) -> String {
@@ -116,7 +100,7 @@ pub fn table(summary: &Summary) -> String {
     let b = &summary.broker;
     out += &format!(
         "kstall: broker pid {} ({}), {:.1}s traced, thread names from {}\n",
-        b.pid, b.main_class, summary.elapsed_seconds, summary.thread_names
+        b.pid, b.main_class, summary.elapsed_seconds, summary.thread_names.as_str()
     );
     for (role, tids) in &summary.roles {
         let names: Vec<String> = summary
@@ -130,7 +114,7 @@ pub fn table(summary: &Summary) -> String {
         out += &format!("  {:<16} {:>3} threads: {}{more}\n", role.label(), tids.len(), names.join(", "));
     }
     if !summary.listeners.is_empty() {
-        let listeners: Vec<String> = summary.listeners.iter().map(crate::listeners::label).collect();
+        let listeners: Vec<String> = summary.listeners.iter().map(listeners::label).collect();
         out += &format!("  listeners: {}\n", listeners.join("; "));
     }
     if let Some(c) = &summary.broker_config {
@@ -140,10 +124,7 @@ pub fn table(summary: &Summary) -> String {
     table
         .load_preset(UTF8_FULL_CONDENSED)
         .set_content_arrangement(ContentArrangement::Disabled)
-        .set_header(vec![
-            "role", "syscall", "cache", "calls", "p50", "p90", "p99", "p99.9", "max", "bytes",
-            "pages added", &format!("log2 histogram\n{}", bar_axis()),
-        ]);
+        .set_header(ROW_HEADER.iter().map(|h| h.to_string()).chain([format!("log2 histogram\n{}", bar_axis())]));
     for row in &summary.rows {
         table.add_row(row_cells(row));
     }
@@ -168,7 +149,7 @@ pub fn table(summary: &Summary) -> String {
 }
 
 /// `/etc/kafka/server.properties (process.roles broker,controller, node.id 1)`.
-pub fn config_line(c: &crate::listeners::BrokerConfig) -> String {
+pub fn config_line(c: &BrokerConfig) -> String {
     let mut notes = Vec::new();
     if !c.process_roles.is_empty() {
         let roles: Vec<&str> = c.process_roles.iter().map(|r| r.as_str()).collect();
@@ -230,7 +211,7 @@ fn evidence_sections(summary: &Summary) -> String {
             "(other): {} less active client ids and {} requests of client ids beyond the {} tracked\n",
             summary.requests.other_client_ids,
             summary.requests.untracked_client_requests,
-            crate::requests::MAX_TRACKED_CLIENTS
+            MAX_TRACKED_CLIENTS
         );
     }
     out
@@ -249,28 +230,9 @@ pub fn evidence_tables(s: &Summary) -> Vec<EvidenceTable> {
     let mut tables = Vec::new();
     tables.push(EvidenceTable {
         title: "Syscall latency per thread role",
-        header: vec!["role", "syscall", "cache", "calls", "p50", "p90", "p99", "p99.9", "max", "bytes", "pages added"],
-        rows: s
-            .rows
-            .iter()
-            .map(|r| {
-                let p = &r.percentiles;
-                vec![
-                    role_cell(r),
-                    r.syscall.to_string(),
-                    if r.cache == "none" { String::new() } else { r.cache.to_string() },
-                    r.count.to_string(),
-                    percentile(p.p50_ns),
-                    percentile(p.p90_ns),
-                    percentile(p.p99_ns),
-                    percentile(p.p999_ns),
-                    duration(p.max_ns),
-                    if r.key.syscall.returns_bytes() { bytes(r.bytes) } else { String::new() },
-                    if r.pages_added > 0 { r.pages_added.to_string() } else { String::new() },
-                ]
-            })
-            .collect(),
-        numeric_from: 3,
+        header: ROW_HEADER.to_vec(),
+        rows: s.rows.iter().map(row_texts).collect(),
+        numeric_from: ROW_NUMERIC_FROM,
     });
     tables.push(EvidenceTable {
         title: "Kafka requests per API (latency = socket wait + broker time)",
@@ -324,7 +286,7 @@ pub fn evidence_tables(s: &Summary) -> Vec<EvidenceTable> {
         numeric_from: 3,
     });
     // Only for brokers with a controller plane (KRaft combined mode, control.plane.listener.name).
-    let controller_plane = s.listeners.iter().any(|l| l.plane == crate::listeners::Plane::Controller);
+    let controller_plane = s.listeners.iter().any(|l| l.plane == Plane::Controller);
     if controller_plane || !s.controller_requests.is_empty() {
         tables.push(EvidenceTable {
             title: "Controller-plane requests (the cluster's own traffic; not in the client tables, attribution or findings)",
@@ -436,29 +398,13 @@ fn findings_section(summary: &Summary) -> String {
     }
     out += "\nFindings\n";
     for f in &summary.findings {
-        out += &format!("[{:?}] {}\n  {}\n  fix: {}\n", f.severity, f.title, f.detail, f.fix);
+        out += &format!("[{}] {}\n  {}\n  fix: {}\n", f.severity.label(), f.title, f.detail, f.fix);
     }
     out
 }
 
-pub fn json(summary: &Summary) -> String {
-    serde_json::to_string_pretty(summary).expect("summary serializes")
-}
-
-
-/// Writes `text` to stdout. A reader that went away (`kstall report | head`) ends the output
-/// quietly, as with other Unix tools, instead of a panic.
-pub fn print_stdout(text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        other => other,
-    }
-}
-
 /// One kind of kernel evidence in words: its hooks, or what is missing and what that costs.
-pub fn evidence_line(e: &crate::attach::EvidenceStatus) -> String {
+pub fn evidence_line(e: &EvidenceStatus) -> String {
     match &e.missing {
         None => format!("{}: {}", e.evidence.as_str(), e.hooks.join(", ")),
         Some(why) => format!("{}: missing ({why}); without it, {}", e.evidence.as_str(), e.cost),
@@ -469,16 +415,6 @@ pub fn evidence_line(e: &crate::attach::EvidenceStatus) -> String {
 mod tests {
     use super::*;
     use kstall_common::bucket_index;
-
-    #[test]
-    fn durations_read_naturally() {
-        assert_eq!(duration(850), "850ns");
-        assert_eq!(duration(13_042), "13.0us");
-        assert_eq!(duration(8_214_000), "8.21ms");
-        assert_eq!(duration(61_064_000), "61.1ms");
-        assert_eq!(duration(1_200_000_000), "1.20s");
-        assert_eq!(bytes(1_048_576), "1.0MiB");
-    }
 
     #[test]
     fn bar_shows_hits_and_misses_apart() {

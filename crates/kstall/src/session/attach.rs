@@ -13,14 +13,14 @@ use aya::{
     maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
     programs::{KProbe, TracePoint},
 };
-use serde::Serialize;
 use kstall_common::{
     HistKey, LatencyHist, Syscall, counter,
-    events::{RequestEvent, StallEvent, kind},
-    global, map, thread_slot,
+    Config, global, map, thread_slot,
 };
 
-use crate::tracefs::{self, Tracefs};
+use kstall_core::kernel::{Event, Evidence, EvidenceStatus, decode_event};
+
+use super::tracefs::{self, Tracefs};
 
 static PROBES_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/kstall-probes"));
 
@@ -73,95 +73,39 @@ fn required_attachments() -> Vec<Attachment> {
     plan
 }
 
-/// Evidence that came with later kernels than kstall's floor. Each has tracepoints on recent
-/// kernels and, for some, kprobes on older ones that allow kprobes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Evidence {
-    /// A call looked a file up in the page cache.
-    FileLookups,
-    /// A call needed a page that was absent (sync), or started a prefetch after a hit (async).
-    Readahead,
-    /// A network thread's read is a socket read, and which socket.
-    SocketReads,
-    /// Data reached a socket a network thread reads.
-    DataArrival,
-}
-
-impl Evidence {
-    pub const ALL: [Evidence; 4] = [Evidence::FileLookups, Evidence::Readahead, Evidence::SocketReads, Evidence::DataArrival];
-
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Evidence::FileLookups => "file_lookups",
-            Evidence::Readahead => "readahead",
-            Evidence::SocketReads => "socket_reads",
-            Evidence::DataArrival => "data_arrival",
+/// Ways to get it, best first (the kernel that brought the tracepoints; kprobes need
+/// CONFIG_KPROBES and a kernel that allows them).
+fn sources(evidence: Evidence) -> Vec<(&'static str, Vec<Attachment>)> {
+    let tp = |program: &str, category, event: &str| Attachment { program: program.into(), hook: Hook::tracepoint(category, event) };
+    let kp = |program: &str, function| Attachment { program: program.into(), hook: Hook::Kprobe { function } };
+    match evidence {
+        Evidence::FileLookups => {
+            vec![("6.12", vec![tp("page_cache_get_pages", "filemap", "mm_filemap_get_pages")])]
         }
-    }
-
-    /// What the numbers lose on a kernel without it.
-    pub const fn cost(self) -> &'static str {
-        match self {
-            Evidence::FileLookups => "read/readv page-cache hits get no verdict (sendfile and pread64 still do); stalls name their file by the fd, and a read() stall has no byte range",
-            Evidence::Readahead => "a miss is known by its wait for page I/O or by pages added in the range a sendfile or pread64 asked for; pages an async prefetch adds elsewhere are not blamed on the call",
-            Evidence::SocketReads => "no socket wait; eventfd wakeups go through the Kafka parser (they never parse)",
-            Evidence::DataArrival => "no socket wait: request latency starts at the read, so a Produce that waited in its socket behind a stall is joined from its read",
-        }
-    }
-
-    /// Ways to get it, best first (the kernel that brought the tracepoints; kprobes need
-    /// CONFIG_KPROBES and a kernel that allows them).
-    fn sources(self) -> Vec<(&'static str, Vec<Attachment>)> {
-        let tp = |program: &str, category, event: &str| Attachment { program: program.into(), hook: Hook::tracepoint(category, event) };
-        let kp = |program: &str, function| Attachment { program: program.into(), hook: Hook::Kprobe { function } };
-        match self {
-            Evidence::FileLookups => {
-                vec![("6.12", vec![tp("page_cache_get_pages", "filemap", "mm_filemap_get_pages")])]
-            }
-            Evidence::Readahead => vec![
-                (
-                    "6.18",
-                    vec![
-                        tp("sync_readahead", "readahead", "page_cache_sync_ra"),
-                        tp("async_readahead", "readahead", "page_cache_async_ra"),
-                    ],
-                ),
-                (
-                    "",
-                    vec![
-                        kp("sync_readahead_kprobe", "page_cache_sync_ra"),
-                        kp("async_readahead_kprobe", "page_cache_async_ra"),
-                    ],
-                ),
-            ],
-            Evidence::SocketReads => vec![
-                ("6.3", vec![tp("sock_recv", "sock", "sock_recv_length")]),
-                ("", vec![kp("sock_recv_kprobe", "tcp_recvmsg")]),
-            ],
-            Evidence::DataArrival => vec![
-                ("6.3", vec![tp("sock_data_ready", "sock", "sk_data_ready")]),
-                ("", vec![kp("sock_data_ready_kprobe", "sock_def_readable")]),
-            ],
-        }
-    }
-}
-
-/// How one kind of evidence is gathered on this kernel, or why it is not.
-#[derive(Clone, Debug, Serialize)]
-pub struct EvidenceStatus {
-    pub evidence: Evidence,
-    /// The hooks in use (`readahead:page_cache_sync_ra`, `kprobe:tcp_recvmsg`); empty when none.
-    pub hooks: Vec<String>,
-    /// Why it is missing, when it is.
-    pub missing: Option<String>,
-    /// What the numbers lose without it.
-    pub cost: &'static str,
-}
-
-impl EvidenceStatus {
-    pub fn available(&self) -> bool {
-        self.missing.is_none()
+        Evidence::Readahead => vec![
+            (
+                "6.18",
+                vec![
+                    tp("sync_readahead", "readahead", "page_cache_sync_ra"),
+                    tp("async_readahead", "readahead", "page_cache_async_ra"),
+                ],
+            ),
+            (
+                "",
+                vec![
+                    kp("sync_readahead_kprobe", "page_cache_sync_ra"),
+                    kp("async_readahead_kprobe", "page_cache_async_ra"),
+                ],
+            ),
+        ],
+        Evidence::SocketReads => vec![
+            ("6.3", vec![tp("sock_recv", "sock", "sock_recv_length")]),
+            ("", vec![kp("sock_recv_kprobe", "tcp_recvmsg")]),
+        ],
+        Evidence::DataArrival => vec![
+            ("6.3", vec![tp("sock_data_ready", "sock", "sk_data_ready")]),
+            ("", vec![kp("sock_data_ready_kprobe", "sock_def_readable")]),
+        ],
     }
 }
 
@@ -206,12 +150,7 @@ pub fn check_privileges() -> Result<()> {
     const CAP_SYS_ADMIN: u32 = 21;
     const CAP_PERFMON: u32 = 38;
     const CAP_BPF: u32 = 39;
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let effective = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-        .unwrap_or(0);
+    let effective = procfs::process::Process::myself().and_then(|p| p.status()).map_or(0, |s| s.capeff);
     let has = |cap: u32| effective & (1 << cap) != 0;
     if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
         Ok(())
@@ -236,13 +175,6 @@ impl Drop for Probes {
             }
         });
     }
-}
-
-/// A record from the kernel's ring buffer.
-#[derive(Clone, Copy, Debug)]
-pub enum Event {
-    Request(RequestEvent),
-    Stall(StallEvent),
 }
 
 /// The probes, attached to one broker.
@@ -279,7 +211,7 @@ fn plan_evidence(
                 return (status, Vec::new());
             }
             let mut reasons = Vec::new();
-            for (since, attachments) in evidence.sources() {
+            for (since, attachments) in sources(evidence) {
                 let absent: Vec<&Attachment> = attachments
                     .iter()
                     .filter(|a| match &a.hook {
@@ -327,7 +259,7 @@ pub fn attach(target_tgid: u32, stall_threshold: Duration) -> Result<Probes> {
     }
     let unavailable: Vec<String> = Evidence::ALL
         .iter()
-        .flat_map(|e| e.sources())
+        .flat_map(|&e| sources(e))
         .flat_map(|(_, attachments)| attachments)
         .filter_map(|a| match &a.hook {
             Hook::Tracepoint { category, event } if !tracefs.has_event(category, event) => Some(a.hook.to_string()),
@@ -381,15 +313,7 @@ fn load_and_attach(
     let switch = tracefs.format("sched", "sched_switch")?;
     let add = tracefs.format("filemap", "mm_filemap_add_to_page_cache")?;
     let exit = tracefs.format("syscalls", "sys_exit_read")?;
-    let prev_pid = switch.offset_of("sched_switch", "prev_pid", 4)?;
-    let prev_state = switch.offset_of("sched_switch", "prev_state", 8)?;
-    let next_pid = switch.offset_of("sched_switch", "next_pid", 4)?;
-    let order = add.field("order").filter(|f| f.size == 1).map_or(u32::MAX, |f| f.offset as u32);
-    let page_index = add.offset_of("mm_filemap_add_to_page_cache", "index", 8)?;
-    let ret = exit.offset_of("sys_exit_read", "ret", 8)?;
     let enter = tracefs.format("syscalls", "sys_enter_read")?;
-    let args = enter.offset_of("sys_enter_read", "fd", 8)?;
-    let syscall_nr = enter.offset_of("sys_enter_read", "__syscall_nr", 4)?;
     // Optional events keep the defaults when absent; their programs are then not attached.
     let optional_offset = |category: &str, event: &str, field: &str, size: usize, default: u32| {
         tracefs
@@ -398,40 +322,38 @@ fn load_and_attach(
             .and_then(|f| f.field(field).filter(|f| f.size == size).map(|f| f.offset as u32))
             .unwrap_or(default)
     };
-    let ino = optional_offset("filemap", "mm_filemap_get_pages", "i_ino", 8, 8);
-    let dev = optional_offset("filemap", "mm_filemap_get_pages", "s_dev", 4, 16);
-    let index = optional_offset("filemap", "mm_filemap_get_pages", "index", 8, 24);
-    let last_index = optional_offset("filemap", "mm_filemap_get_pages", "last_index", 8, 32);
-    let recv_sk = optional_offset("sock", "sock_recv_length", "sk", 8, 8);
-    let ready_sk = optional_offset("sock", "sk_data_ready", "skaddr", 8, 8);
-    let readahead_flag = has(Evidence::Readahead) as u8;
-    let get_pages_flag = has(Evidence::FileLookups) as u8;
-    let sock_flag = has(Evidence::SocketReads) as u8;
-    let threshold_ns = stall_threshold.as_nanos().min(u64::MAX as u128) as u64;
+    let default = Config::DEFAULT;
+    // Everything the probes are told, written into their .rodata once, at load.
+    let config = Config {
+        stall_threshold_ns: stall_threshold.as_nanos().min(u64::MAX as u128) as u64,
+        target_tgid,
+        switch_prev_pid_offset: switch.offset_of("sched_switch", "prev_pid", 4)?,
+        switch_prev_state_offset: switch.offset_of("sched_switch", "prev_state", 8)?,
+        switch_next_pid_offset: switch.offset_of("sched_switch", "next_pid", 4)?,
+        add_to_cache_order_offset: add.field("order").filter(|f| f.size == 1).map_or(u32::MAX, |f| f.offset as u32),
+        add_to_cache_index_offset: add.offset_of("mm_filemap_add_to_page_cache", "index", 8)?,
+        sys_exit_ret_offset: exit.offset_of("sys_exit_read", "ret", 8)?,
+        sys_enter_args_offset: enter.offset_of("sys_enter_read", "fd", 8)?,
+        syscall_nr_offset: enter.offset_of("sys_enter_read", "__syscall_nr", 4)?,
+        get_pages_inode_offset: optional_offset("filemap", "mm_filemap_get_pages", "i_ino", 8, default.get_pages_inode_offset),
+        get_pages_dev_offset: optional_offset("filemap", "mm_filemap_get_pages", "s_dev", 4, default.get_pages_dev_offset),
+        get_pages_index_offset: optional_offset("filemap", "mm_filemap_get_pages", "index", 8, default.get_pages_index_offset),
+        get_pages_last_index_offset: optional_offset("filemap", "mm_filemap_get_pages", "last_index", 8, default.get_pages_last_index_offset),
+        recv_sk_offset: optional_offset("sock", "sock_recv_length", "sk", 8, default.recv_sk_offset),
+        data_ready_sk_offset: optional_offset("sock", "sk_data_ready", "skaddr", 8, default.data_ready_sk_offset),
+        have_readahead_events: has(Evidence::Readahead) as u8,
+        have_get_pages_events: has(Evidence::FileLookups) as u8,
+        have_sock_events: has(Evidence::SocketReads) as u8,
+        _pad: 0,
+    };
 
     raise_memlock_limit();
     let mut ebpf = EbpfLoader::new()
         // No CO-RE relocations or BTF-typed programs: skip parsing the kernel's BTF (~100 ms).
         .btf(None)
-        .override_global(global::TARGET_TGID, &target_tgid, true)
-        .override_global(global::HAVE_READAHEAD_EVENTS, &readahead_flag, true)
-        .override_global(global::HAVE_GET_PAGES_EVENTS, &get_pages_flag, true)
-        .override_global(global::SWITCH_PREV_PID_OFFSET, &prev_pid, true)
-        .override_global(global::SWITCH_PREV_STATE_OFFSET, &prev_state, true)
-        .override_global(global::SWITCH_NEXT_PID_OFFSET, &next_pid, true)
-        .override_global(global::ADD_TO_CACHE_ORDER_OFFSET, &order, true)
-        .override_global(global::ADD_TO_CACHE_INDEX_OFFSET, &page_index, true)
-        .override_global(global::SYS_EXIT_RET_OFFSET, &ret, true)
-        .override_global(global::SYS_ENTER_ARGS_OFFSET, &args, true)
-        .override_global(global::SYSCALL_NR_OFFSET, &syscall_nr, true)
-        .override_global(global::GET_PAGES_INODE_OFFSET, &ino, true)
-        .override_global(global::GET_PAGES_DEV_OFFSET, &dev, true)
-        .override_global(global::GET_PAGES_INDEX_OFFSET, &index, true)
-        .override_global(global::GET_PAGES_LAST_INDEX_OFFSET, &last_index, true)
-        .override_global(global::RECV_SK_OFFSET, &recv_sk, true)
-        .override_global(global::DATA_READY_SK_OFFSET, &ready_sk, true)
-        .override_global(global::HAVE_SOCK_EVENTS, &sock_flag, true)
-        .override_global(global::STALL_THRESHOLD_NS, &threshold_ns, true)
+        // must_exist, and aya checks the size against the symbol's: a probes object that does
+        // not define CONFIG as this Config fails the load instead of running on defaults.
+        .override_global(global::CONFIG, &config, true)
         .load(PROBES_OBJECT)
         .map_err(|e| {
             anyhow!(
@@ -653,20 +575,6 @@ impl Probes {
             *sum = counters.get(&(i as u32), 0)?.iter().sum();
         }
         Ok(sums)
-    }
-}
-
-/// A ring-buffer record as the kernel wrote it; None for a record of unknown kind or size.
-fn decode_event(bytes: &[u8]) -> Option<Event> {
-    fn read<T: Copy>(bytes: &[u8]) -> Option<T> {
-        // SAFETY: the length is checked and T is plain #[repr(C)] data valid for any bytes.
-        (bytes.len() >= std::mem::size_of::<T>())
-            .then(|| unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
-    }
-    match read::<u32>(bytes)? {
-        kind::REQUEST => read(bytes).map(Event::Request),
-        kind::STALL => read(bytes).map(Event::Stall),
-        _ => None,
     }
 }
 

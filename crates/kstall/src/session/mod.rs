@@ -3,24 +3,28 @@
 //! broker's exit; then detach and hand over the final summary.
 pub mod attach;
 pub mod discover;
+pub mod files;
 pub mod tracefs;
+
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
     sync::mpsc::{self, Receiver},
     time::{Duration, Instant},
 };
 
 use anyhow::{Result, bail};
 
-use self::{
-    attach::Probes,
-    discover::{self as discovery, Broker},
-};
-use crate::{
-    stop,
-    aggregate::{Aggregator, Summary},
+use kstall_core::{
+    aggregate::{Aggregator, KernelSide, Snapshot},
+    broker::Broker,
+    kernel::Event,
+    report::Host,
+    summary::{ProbeInfo, Summary},
     timeline::Timeline,
 };
+
+use self::{attach::Probes, discover as discovery, files::FileNames};
+use crate::stop;
 
 /// How often request and stall records are taken from the kernel's ring buffer.
 const DRAIN_EVERY: Duration = Duration::from_millis(100);
@@ -109,10 +113,50 @@ impl std::error::Error for Interrupted {}
 
 pub struct Session {
     pub broker: Broker,
-    probes: Probes,
-    agg: Aggregator,
+    tracer: Tracer,
     names: JvmNames,
     opts: SessionOptions,
+}
+
+/// The probes and the analysis core they feed, with what the core needs read for it.
+struct Tracer {
+    probes: Probes,
+    agg: Aggregator,
+    files: FileNames,
+    started: Instant,
+}
+
+impl Tracer {
+    /// Takes every record the kernel has queued to the core, naming each stall's file now,
+    /// while the fd its call used is still open.
+    fn drain(&mut self) {
+        let Tracer { probes, agg, files, .. } = self;
+        probes.drain_events(|event| {
+            let file = match &event {
+                Event::Stall(stall) => files.of_stall(stall),
+                Event::Request(_) => None,
+            };
+            agg.ingest(event, file)
+        });
+    }
+
+    /// Reads the kernel's histograms and counters and the broker's threads, does what the core
+    /// asks in the kernel (network threads to follow, exited threads' entries to take), and
+    /// returns the summary of everything since attach.
+    fn refresh(&mut self) -> Result<Summary> {
+        let pid = self.agg.broker_pid();
+        let histograms = self.probes.histograms()?;
+        let comms = discovery::thread_comms(pid);
+        // A listing of /proc/PID/task taken while threads exit can skip live ones: each thread
+        // missing from it is asked for by tid before the core may call it gone.
+        let unlisted: BTreeSet<u32> = histograms.iter().map(|(k, _)| k.tid).filter(|tid| !comms.contains_key(tid)).collect();
+        let alive_unlisted = unlisted.into_iter().filter(|&tid| discovery::thread_is_alive(pid, tid)).collect();
+        let counters = self.probes.counters()?;
+        let observed = self.agg.observe(Snapshot { histograms, comms, alive_unlisted, counters, elapsed: self.started.elapsed() });
+        self.probes.set_network_threads(&observed.network_threads)?;
+        let taken = if observed.exited.is_empty() { Vec::new() } else { self.probes.take_histograms(&observed.exited)? };
+        Ok(self.agg.summarize(observed, taken))
+    }
 }
 
 /// How a session ended.
@@ -120,6 +164,33 @@ pub struct Ended {
     pub summary: Summary,
     pub timeline: Timeline,
     pub broker_exited: bool,
+    /// The host and broker as they were at the end.
+    pub host: Host,
+}
+
+/// The host's name and kernel, and the broker's Kafka version, now.
+fn host(broker: &Broker) -> Host {
+    Host {
+        generated_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        hostname: std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_default(),
+        kernel: attach::kernel_release(),
+        kafka_version: discovery::kafka_version(broker),
+    }
+}
+
+/// kstall's own CPU seconds (user + system) and resident bytes, for its metrics.
+pub fn own_usage() -> (f64, f64) {
+    let Ok(stat) = procfs::process::Process::myself().and_then(|p| p.stat()) else { return (0.0, 0.0) };
+    let cpu = (stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64;
+    (cpu, stat.rss as f64 * procfs::page_size() as f64)
+}
+
+/// The clock bpf_ktime_get_ns() reads (CLOCK_MONOTONIC), in ns.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 impl Session {
@@ -138,7 +209,7 @@ impl Session {
         // `data-plane-kafk`, so its network threads are known only by their JVM names, and the
         // kernel follows requests only on threads it knows as network threads.
         let mut names = JvmNames::start(broker.clone());
-        let mut probes = match attach::attach(broker.pid, opts.stall_threshold) {
+        let probes = match attach::attach(broker.pid, opts.stall_threshold) {
             Ok(probes) => probes,
             // The verifier gives up when a signal is pending (EAGAIN): that is the user's stop,
             // not an error.
@@ -147,34 +218,44 @@ impl Session {
         };
         // Which listeners the broker has and which carry controller traffic.
         let config = discovery::broker_config(&broker);
-        let mut agg = Aggregator::new(broker.clone(), config, opts.stall_threshold);
+        let kernel = KernelSide {
+            probes: ProbeInfo {
+                attached: probes.attached.clone(),
+                unavailable: probes.unavailable.clone(),
+                evidence: probes.evidence.clone(),
+                attach_ms: probes.attach_time.as_secs_f64() * 1e3,
+            },
+            socket_wait_measured: probes.have_socket_wait,
+            start_ns: monotonic_ns(),
+        };
+        let agg = Aggregator::new(broker.clone(), config, opts.stall_threshold, kernel);
+        let mut tracer = Tracer { probes, agg, files: FileNames::new(broker.pid), started: Instant::now() };
         // Tells the kernel the network threads known by name now, so requests are followed from
         // the moment kstall says it is tracing: by comm (Kafka before 1.0), else by the JVM
         // names jcmd gives (about a second; bounded, and a Ctrl-C does not wait for it).
-        agg.refresh(&mut probes)?;
-        if agg.comms_need_jvm_names() {
+        tracer.refresh()?;
+        if tracer.agg.comms_need_jvm_names() {
             let deadline = Instant::now() + NAMES_AT_START;
             while names.waiting() && Instant::now() < deadline && !stop::requested() {
-                names.poll(&mut agg, Duration::from_millis(50));
+                names.poll(&mut tracer.agg, Duration::from_millis(50));
             }
-            agg.refresh(&mut probes)?;
+            tracer.refresh()?;
         }
         eprintln!(
             "kstall: tracing broker pid {} ({}): {} probes attached in {:.0} ms; Ctrl-C to stop",
             broker.pid,
             broker.main_class,
-            probes.attached.len(),
-            probes.attach_time.as_secs_f64() * 1e3
+            tracer.probes.attached.len(),
+            tracer.probes.attach_time.as_secs_f64() * 1e3
         );
-        Ok(Session { broker, probes, agg, names, opts })
+        Ok(Session { broker, tracer, names, opts })
     }
 
     /// Traces until the session ends, calling `on_refresh` with each interval's summary; then
-    /// detaches and returns the final summary.
-    pub fn run(mut self, mut on_refresh: impl FnMut(&Summary)) -> Result<Ended> {
-        let Session { broker, probes, agg, names, opts } = &mut self;
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        let broker_exited = runtime.block_on(async {
+    /// detaches and returns the final summary. Runs on the caller's tokio runtime.
+    pub async fn run(self, mut on_refresh: impl FnMut(&Summary)) -> Result<Ended> {
+        let Session { broker, mut tracer, mut names, opts } = self;
+        let broker_exited = async {
             let mut tick = tokio::time::interval(opts.interval);
             tick.tick().await;
             let mut drain = tokio::time::interval(DRAIN_EVERY);
@@ -190,33 +271,34 @@ impl Session {
                     // The stop first: on a slow machine the timers are always ready.
                     biased;
                     _ = stop::wait() => return Ok(false),
-                    _ = drain.tick() => probes.drain_events(|e| agg.ingest(e)),
+                    _ = drain.tick() => tracer.drain(),
                     _ = tick.tick() => {
-                        probes.drain_events(|e| agg.ingest(e));
-                        names.poll(agg, Duration::ZERO);
+                        tracer.drain();
+                        names.poll(&mut tracer.agg, Duration::ZERO);
                         if !discovery::is_alive(broker.pid) {
                             return Ok::<bool, anyhow::Error>(true);
                         }
                         // Refreshing also folds exited threads away, so do it even unseen.
-                        let summary = agg.refresh(probes)?;
+                        let summary = tracer.refresh()?;
                         names.maybe_rerun(summary.threads_needing_names());
                         on_refresh(&summary);
                     }
                     _ = &mut end => return Ok(false),
                 }
             }
-        })?;
+        }
+        .await?;
 
         // Names make the final roles exact; give a running jcmd a moment.
-        let Session { broker, mut probes, mut agg, mut names, .. } = self;
-        names.poll(&mut agg, Duration::from_secs(3));
-        agg.release_held();
-        probes.drain_events(|e| agg.ingest(e));
-        let summary = agg.refresh(&mut probes)?;
+        names.poll(&mut tracer.agg, Duration::from_secs(3));
+        tracer.agg.release_held();
+        tracer.drain();
+        let summary = tracer.refresh()?;
+        let Tracer { probes, agg, .. } = tracer;
         drop(probes); // detach before presenting: the broker runs untraced from here
         if broker_exited {
             eprintln!("kstall: broker pid {} exited", broker.pid);
         }
-        Ok(Ended { summary, timeline: agg.timeline().clone(), broker_exited })
+        Ok(Ended { summary, timeline: agg.timeline().clone(), broker_exited, host: host(&broker) })
     }
 }

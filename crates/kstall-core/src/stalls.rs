@@ -7,7 +7,7 @@
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
     path::PathBuf,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use kstall_common::{
@@ -17,11 +17,9 @@ use kstall_common::{
 use serde::Serialize;
 
 use crate::{
-    aggregate::{Percentiles, cache_label},
-    discovery::{self, FileId},
-    latency::LatencyRecorder,
+    hist::{LatencyRecorder, Percentiles},
     listeners::Listener,
-    protocol::{self, FETCH},
+    kafka::{self, FETCH},
     requests::RequestTiming,
 };
 
@@ -34,7 +32,7 @@ const MAX_TRACKED_NAMES: usize = 256;
 pub const TOP_ROWS: usize = 10;
 
 /// What kept the thread: the kernel's evidence, in order of precedence.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Cause {
     /// The call read file data that was not in the page cache.
@@ -60,7 +58,18 @@ impl Cause {
         }
     }
 
-    pub fn label(self) -> &'static str {
+    /// The one machine spelling: JSON, metric labels, CSS classes.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Cause::PageCacheMiss => "page_cache_miss",
+            Cause::BlockedInKernel => "blocked_in_kernel",
+            Cause::OffCpu => "off_cpu",
+            Cause::OnCpu => "on_cpu",
+        }
+    }
+
+    /// For people: tables and sentences.
+    pub const fn label(self) -> &'static str {
         match self {
             Cause::PageCacheMiss => "page-cache miss",
             Cause::BlockedInKernel => "blocked in kernel",
@@ -71,14 +80,14 @@ impl Cause {
 }
 
 /// The request whose response a stalled call was sending.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct RequestRef {
     pub api: &'static str,
     pub correlation_id: i32,
     pub client_id: String,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct Stall {
     pub tid: u32,
     /// The listener of the stalled network thread; null when its name does not tell.
@@ -113,7 +122,7 @@ impl Stall {
     }
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, schemars::JsonSchema)]
 pub struct MissTotals {
     pub name: String,
     pub stalls: u64,
@@ -131,7 +140,7 @@ impl MissTotals {
     }
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, schemars::JsonSchema)]
 pub struct CauseTotals {
     pub cause: Option<Cause>,
     pub stalls: u64,
@@ -139,7 +148,7 @@ pub struct CauseTotals {
 }
 
 /// Stalls of one thread by cause.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct ThreadStalls {
     pub tid: u32,
     pub listener: Option<String>,
@@ -149,7 +158,7 @@ pub struct ThreadStalls {
 }
 
 /// Produce latency (socket wait + broker time), split by whether a stall overlapped it.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, schemars::JsonSchema)]
 pub struct ProduceAttribution {
     pub requests: u64,
     pub all: Percentiles,
@@ -169,7 +178,7 @@ pub struct ProduceAttribution {
 }
 
 /// Produce requests of one listener's clients, and how many stalls delayed.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct ListenerProduce {
     /// Null: served by network threads whose listener is not known.
     pub listener: Option<String>,
@@ -178,7 +187,7 @@ pub struct ListenerProduce {
     pub stalled_by_miss: u64,
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, schemars::JsonSchema)]
 pub struct StallSummary {
     pub threshold_ns: u64,
     pub stalls: u64,
@@ -194,50 +203,8 @@ pub struct StallSummary {
     pub worst: Vec<Stall>,
 }
 
-/// Names open files of the broker from their (device, inode), caching what it finds.
-struct FileNames {
-    pid: u32,
-    known: HashMap<FileId, PathBuf>,
-    last_scan: Option<Instant>,
-}
-
-impl FileNames {
-    /// The file a stall read: by (device, inode) where the kernel gave them
-    /// (`mm_filemap_get_pages`, 6.12+), else by the fd the call used, if it is still open on
-    /// a regular file (segments stay open for as long as they exist).
-    fn of_stall(&mut self, e: &StallEvent) -> Option<PathBuf> {
-        if e.inode != 0 {
-            return self.resolve(FileId::from_kernel(e.dev, e.inode), e.file_fd);
-        }
-        (e.file_fd >= 0).then(|| discovery::fd_file(self.pid, e.file_fd)).flatten().map(|(_, path)| path)
-    }
-
-    fn resolve(&mut self, id: FileId, fd: i32) -> Option<PathBuf> {
-        if let Some(p) = self.known.get(&id) {
-            return Some(p.clone());
-        }
-        if self.known.len() > 65_536 {
-            self.known.clear();
-        }
-        // The fd the call used is usually still open on the same file.
-        if let Some((found, path)) = (fd >= 0).then(|| discovery::fd_file(self.pid, fd)).flatten() {
-            self.known.insert(found, path);
-            if found == id {
-                return self.known.get(&id).cloned();
-            }
-        }
-        // Else scan every fd, at most once a second (brokers hold thousands).
-        if self.last_scan.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
-            self.last_scan = Some(Instant::now());
-            self.known.extend(discovery::open_files(self.pid));
-        }
-        self.known.get(&id).cloned()
-    }
-}
-
 pub struct Attribution {
     threshold_ns: u64,
-    files: FileNames,
     recent: HashMap<u32, VecDeque<Stall>>,
     worst: Vec<Stall>,
     by_cause: BTreeMap<Cause, CauseTotals>,
@@ -254,10 +221,9 @@ pub struct Attribution {
 }
 
 impl Attribution {
-    pub fn new(broker_pid: u32, threshold: Duration) -> Attribution {
+    pub fn new(threshold: Duration) -> Attribution {
         Attribution {
             threshold_ns: threshold.as_nanos() as u64,
-            files: FileNames { pid: broker_pid, known: HashMap::new(), last_scan: None },
             recent: HashMap::new(),
             worst: Vec::new(),
             by_cause: BTreeMap::new(),
@@ -274,27 +240,15 @@ impl Attribution {
         }
     }
 
-    /// The file a stall read, named while the fd the call used is still open (a stall recorded
-    /// later, once its thread's listener is known, takes it from here).
-    pub fn file_of(&mut self, e: &StallEvent) -> Option<PathBuf> {
-        self.files.of_stall(e)
-    }
-
-    /// One stall of a network thread serving `listener` (None: not known), its file named now.
-    #[cfg(test)]
-    pub fn record_stall(&mut self, e: &StallEvent, listener: Option<&Listener>) -> Cause {
-        let file = self.files.of_stall(e);
-        self.record_named_stall(e, file, listener)
-    }
-
-    /// As [`Attribution::record_stall`], with the file named earlier ([`Attribution::file_of`]).
-    pub fn record_named_stall(&mut self, e: &StallEvent, file: Option<PathBuf>, listener: Option<&Listener>) -> Cause {
-        let segment = file.as_deref().and_then(protocol::segment);
+    /// One stall of a network thread serving `listener` (None: not known), with the file it
+    /// read as the session named it while the call's fd was still open.
+    pub fn record_stall(&mut self, e: &StallEvent, file: Option<PathBuf>, listener: Option<&Listener>) -> Cause {
+        let segment = file.as_deref().and_then(kafka::segment);
         let stall = Stall {
             tid: e.tid,
             listener: listener.map(|l| l.name.clone()),
             syscall: Syscall::from_u8(e.syscall).map_or("?", Syscall::name),
-            cache: CacheResult::from_u8(e.cache).map_or("?", cache_label),
+            cache: CacheResult::from_u8(e.cache).map_or("?", CacheResult::as_str),
             cause: Cause::of(e),
             start_ns: e.start_ns,
             duration_ns: e.duration_ns,
@@ -328,7 +282,7 @@ impl Attribution {
                 .unwrap_or_else(|| "(unknown file)".into());
             bounded_entry(&mut self.partitions, place).add(&stall);
             if let Some(r) = &stall.request {
-                let reader = if r.api == protocol::api_name(FETCH) { r.client_id.clone() } else { format!("{} ({})", r.client_id, r.api) };
+                let reader = if r.api == kafka::api_name(FETCH) { r.client_id.clone() } else { format!("{} ({})", r.client_id, r.api) };
                 bounded_entry(&mut self.readers, reader).add(&stall);
             }
         }
@@ -427,9 +381,9 @@ impl Attribution {
 
 fn request_ref(id: &RequestId) -> Option<RequestRef> {
     (id.known != 0).then(|| RequestRef {
-        api: protocol::api_name(id.api_key),
+        api: kafka::api_name(id.api_key),
         correlation_id: id.correlation_id,
-        client_id: protocol::client_id(id),
+        client_id: kafka::client_id(id),
     })
 }
 
@@ -503,8 +457,8 @@ mod tests {
 
     #[test]
     fn produce_overlapping_a_miss_on_its_thread_is_stalled() {
-        let mut a = Attribution::new(std::process::id(), Duration::from_millis(1));
-        a.record_stall(&stall(1, 100, 8, true, Some("cold-reader")), None);
+        let mut a = Attribution::new(Duration::from_millis(1));
+        a.record_stall(&stall(1, 100, 8, true, Some("cold-reader")), None, None);
         // Arrived during the miss, on the same thread: stalled by 5 ms of it.
         a.record_produce(1, None, &produce(103, 109));
         // Same time, another thread: not stalled.
@@ -525,8 +479,8 @@ mod tests {
 
     #[test]
     fn slow_call_without_miss_is_a_stall_of_another_cause() {
-        let mut a = Attribution::new(std::process::id(), Duration::from_millis(1));
-        a.record_stall(&stall(1, 100, 3, false, None), None);
+        let mut a = Attribution::new(Duration::from_millis(1));
+        a.record_stall(&stall(1, 100, 3, false, None), None, None);
         a.record_produce(1, None, &produce(99, 104));
         let s = a.summary();
         assert_eq!((s.produce.stalled_requests, s.produce.stalled_by_miss), (1, 0));
@@ -536,9 +490,9 @@ mod tests {
 
     #[test]
     fn worst_list_stays_bounded_and_sorted() {
-        let mut a = Attribution::new(std::process::id(), Duration::from_millis(1));
+        let mut a = Attribution::new(Duration::from_millis(1));
         for i in 0..(STALLS_PER_THREAD as u64 * 3) {
-            a.record_stall(&stall(1, i * 100, 1 + i % 37, true, None), None);
+            a.record_stall(&stall(1, i * 100, 1 + i % 37, true, None), None, None);
         }
         let s = a.summary();
         assert_eq!(s.worst.len(), WORST_STALLS);
@@ -551,9 +505,9 @@ mod tests {
     fn stalls_carry_their_threads_listener() {
         let plaintext = Listener { name: "PLAINTEXT".into(), security_protocol: SecurityProtocol::Plaintext, plane: Plane::Data };
         let ssl = Listener { name: "SSL".into(), security_protocol: SecurityProtocol::Ssl, plane: Plane::Data };
-        let mut a = Attribution::new(std::process::id(), Duration::from_millis(1));
-        a.record_stall(&stall(1, 100, 8, true, Some("cold-reader")), Some(&plaintext));
-        a.record_stall(&stall(2, 100, 20, true, None), Some(&ssl));
+        let mut a = Attribution::new(Duration::from_millis(1));
+        a.record_stall(&stall(1, 100, 8, true, Some("cold-reader")), None, Some(&plaintext));
+        a.record_stall(&stall(2, 100, 20, true, None), None, Some(&ssl));
         a.record_produce(1, Some(&plaintext), &produce(103, 109));
         a.record_produce(1, Some(&plaintext), &produce(200, 201));
         let s = a.summary();

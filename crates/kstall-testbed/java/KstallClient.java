@@ -1,6 +1,6 @@
 // The official Java client (org.apache.kafka:kafka-clients) driven the way the project's tests
 // need: a synchronous producer that times each request itself, and a consumer that reads a
-// topic to its end. Compiled by xtask (kafka_maven.rs) against the jars of the broker under test.
+// topic to its end. Compiled by kstall-testbed (kafka_maven.rs) against the jars of the broker under test.
 //
 //   KstallClient produce BOOTSTRAP TOPIC COUNT CLIENT_ID [key=value ...]
 //     one record per send, each awaited (send().get()): one Produce request per record;

@@ -8,10 +8,9 @@ use kstall_common::events::RequestEvent;
 use serde::Serialize;
 
 use crate::{
-    aggregate::{BucketCount, Percentiles},
-    latency::LatencyRecorder,
+    hist::{BucketCount, LatencyRecorder, Percentiles},
     listeners::{Listener, Plane},
-    protocol::{self, PRODUCE},
+    kafka::{self, PRODUCE},
 };
 
 /// Client ids tracked one by one; later ones are counted as "(other)", so a broker with
@@ -116,7 +115,7 @@ struct ConnectionTrack {
     last_seen_ns: u64,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct ApiRow {
     pub api: &'static str,
     pub api_key: i16,
@@ -132,7 +131,7 @@ pub struct ApiRow {
     pub buckets: Vec<BucketCount>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct ClientRow {
     pub client_id: String,
     /// The listener these requests came in on; null when its network threads' names do not tell.
@@ -153,7 +152,7 @@ pub struct ClientRow {
 }
 
 /// Requests of one API on one controller-plane listener.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct ControllerApiRow {
     pub listener: String,
     pub api: &'static str,
@@ -170,7 +169,7 @@ pub struct ControllerApiRow {
     pub sum_ns: u64,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct SyncProducer {
     pub client_id: String,
     pub fd: u32,
@@ -182,7 +181,7 @@ pub struct SyncProducer {
     pub max_requests_per_s: f64,
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, schemars::JsonSchema)]
 pub struct RequestSummary {
     pub apis: Vec<ApiRow>,
     /// The TOP_CLIENTS busiest client ids, the rest folded into "(other)".
@@ -227,7 +226,7 @@ impl RequestStats {
             None => api.wait_unknown += 1,
         }
 
-        let client = protocol::client_id(&e.id);
+        let client = kafka::client_id(&e.id);
         let conn = self.connection(e.fd, &client, t.response_done_ns);
         let in_flight =
             1 + conn.recent_response_start_ns.iter().filter(|&&start| start > t.start_ns()).count() as u32;
@@ -285,7 +284,7 @@ impl RequestStats {
             .apis
             .iter()
             .map(|(&api_key, a)| ApiRow {
-                api: protocol::api_name(api_key),
+                api: kafka::api_name(api_key),
                 api_key,
                 count: a.total.count(),
                 rate_per_s: rate(a.total.count()),
@@ -315,7 +314,7 @@ impl RequestStats {
                 .map(|((listener, api_key), r)| ClientRow {
                     client_id: client_id.to_string(),
                     listener: listener.clone(),
-                    api: protocol::api_name(*api_key),
+                    api: kafka::api_name(*api_key),
                     count: r.count(),
                     rate_per_s: rate(r.count()),
                     total: r.percentiles(),
@@ -369,7 +368,7 @@ impl RequestStats {
             .iter()
             .map(|((listener, api_key), a)| ControllerApiRow {
                 listener: listener.clone(),
-                api: protocol::api_name(*api_key),
+                api: kafka::api_name(*api_key),
                 api_key: *api_key,
                 count: a.total.count(),
                 rate_per_s: rate(a.total.count()),

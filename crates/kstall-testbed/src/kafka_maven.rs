@@ -1,7 +1,7 @@
 //! Apache Kafka's broker and Java client as Apache publishes them on Maven Central
 //! (`org.apache.kafka:kafka_2.13` and the modules it depends on), resolved once into the cache
 //! by Maven from a generated pom; a later run finds the jars and starts no Maven at all, so it
-//! works offline. Also the project's small Java client (`xtask/java/KstallClient.java`), compiled
+//! works offline. Also the project's small Java client (`java/KstallClient.java` in this crate), compiled
 //! against the same `kafka-clients` jar.
 use std::{
     fs,
@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use crate::{cache_dir, output, workspace_root};
+use crate::{cache_dir, output};
 
 /// The log4j 2 binding for the slf4j 1.7 API Kafka 3.9 and 4.x log through (the broker jars
 /// name the API only; Apache's distribution ships a binding beside them).
@@ -86,21 +86,21 @@ pub fn class_path(libs: &Path) -> Result<String> {
     Ok(jars.join(":"))
 }
 
-const CLIENT_SOURCE: &str = "xtask/java/KstallClient.java";
+const CLIENT_SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/java/KstallClient.java");
 
 /// The project's Java client (official `kafka-clients` of `version`), compiled once per source
 /// and version; returns the class path to run `KstallClient` with.
 pub fn java_client(version: &str) -> Result<String> {
     let libs = kafka_libs(version)?;
-    let source_path = workspace_root().join(CLIENT_SOURCE);
-    let source = fs::read(&source_path).with_context(|| format!("cannot read {}", source_path.display()))?;
+    let source_path = Path::new(CLIENT_SOURCE);
+    let source = fs::read(source_path).with_context(|| format!("cannot read {}", source_path.display()))?;
     let classes = version_dir(version).join(format!("client-{:016x}", fnv1a(&source)));
     let libs_cp = class_path(&libs)?;
     if !classes.join("KstallClient.class").exists() {
         let tmp = classes.with_extension("tmp");
         let _ = fs::remove_dir_all(&tmp);
         fs::create_dir_all(&tmp)?;
-        output(Command::new("javac").args(["-nowarn", "-d"]).arg(&tmp).args(["-cp", &libs_cp]).arg(&source_path))
+        output(Command::new("javac").args(["-nowarn", "-d"]).arg(&tmp).args(["-cp", &libs_cp]).arg(source_path))
             .context("cannot compile the Java client (needs javac, openjdk-17-jdk-headless)")?;
         let _ = fs::remove_dir_all(&classes);
         fs::rename(&tmp, &classes)?;

@@ -9,7 +9,7 @@ const MAX_CLEAN_POINTS: usize = 3000;
 const MAX_STALLED_POINTS: usize = 2000;
 const MAX_STALLS: usize = 2000;
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct ProducePoint {
     /// Arrival, in milliseconds since tracing started.
     pub at_ms: f64,
@@ -18,7 +18,7 @@ pub struct ProducePoint {
     pub stalled_by: Option<Cause>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct StallSpan {
     pub at_ms: f64,
     pub duration_ns: u64,
@@ -26,7 +26,7 @@ pub struct StallSpan {
     pub tid: u32,
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, schemars::JsonSchema)]
 pub struct Timeline {
     pub produce: Vec<ProducePoint>,
     pub stalls: Vec<StallSpan>,

@@ -1,13 +1,29 @@
-//! Process and directory helpers shared by the integration tests and the demo.
+//! Process and directory helpers shared by the system tests and the demo.
 use std::{
     io::{BufRead, BufReader},
     path::PathBuf,
     process::{Child, Command, Stdio},
-    sync::mpsc,
+    sync::{OnceLock, mpsc},
     time::Duration,
 };
 
 use anyhow::{Context, Result};
+
+/// The kstall binary the system tests run ([`crate::kstall_path`]: $KSTALL, else the release
+/// build), looked up once. Missing, it fails the test that asks, saying how to build it: the
+/// system tests cannot build it themselves (a test cannot depend on another package's binary).
+pub fn kstall_bin() -> &'static str {
+    static PATH: OnceLock<String> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let path = crate::kstall_path();
+        assert!(
+            path.is_file(),
+            "no kstall binary at {}: build it with `cargo build --release -p kstall` (`cargo xtask test` does), or name one in KSTALL",
+            path.display()
+        );
+        path.into_os_string().into_string().expect("kstall's path is UTF-8")
+    })
+}
 
 /// Starts a long-running tool and returns once a line of its stderr contains `ready`; its
 /// other stderr lines are passed through.

@@ -29,7 +29,7 @@ pub const UNSUPPORTED_VERSION: i16 = 35;
 
 /// What the ApiVersions v3 request says this client is (the broker checks both against
 /// `[a-zA-Z0-9](?:[a-zA-Z0-9\-.]*[a-zA-Z0-9])?`).
-const CLIENT_SOFTWARE_NAME: &str = "kstall-xtask";
+const CLIENT_SOFTWARE_NAME: &str = "kstall-testbed";
 const CLIENT_SOFTWARE_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Responses larger than this are taken for a broken stream rather than allocated.

@@ -460,7 +460,7 @@ impl DemoBroker {
     }
 
     /// The official Java client (kafka-clients of the broker's own version): `KstallClient`
-    /// with `args` (see xtask/java/KstallClient.java). KRaft brokers only.
+    /// with `args` (see java/KstallClient.java in this crate). KRaft brokers only.
     pub fn java_client(&self, args: &[&str]) -> Result<Command> {
         let KafkaVersion::Kraft(version) = self.version else { bail!("the Java client is cached for the KRaft brokers only") };
         let mut cmd = Command::new("java");

@@ -3,7 +3,7 @@
 //! Decided from the full JVM thread name when known, else the 15-byte comm, else behaviour.
 use serde::Serialize;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Network,
@@ -12,7 +12,17 @@ pub enum Role {
 }
 
 impl Role {
-    pub fn label(self) -> &'static str {
+    /// The one machine spelling: JSON, metric labels, CSS classes.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Role::Network => "network",
+            Role::RequestHandler => "request_handler",
+            Role::Other => "other",
+        }
+    }
+
+    /// For people: tables and sentences.
+    pub const fn label(self) -> &'static str {
         match self {
             Role::Network => "network",
             Role::RequestHandler => "request-handler",
@@ -22,7 +32,7 @@ impl Role {
 }
 
 /// Where a thread's role came from, most to least reliable.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RoleSource {
     JvmName,

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 /// How a listener's bytes travel (Kafka's `SecurityProtocol`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, schemars::JsonSchema)]
 pub enum SecurityProtocol {
     #[serde(rename = "PLAINTEXT")]
     Plaintext,
@@ -52,7 +52,7 @@ impl SecurityProtocol {
 
 /// Whose traffic a listener carries: clients' (data plane), or the cluster's own controller
 /// traffic (KRaft's `controller.listener.names`, ZooKeeper mode's `control.plane.listener.name`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Plane {
     Data,
@@ -69,7 +69,7 @@ impl Plane {
 }
 
 /// The listener one network thread (or acceptor) serves.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, schemars::JsonSchema)]
 pub struct Listener {
     pub name: String,
     pub security_protocol: SecurityProtocol,
@@ -138,7 +138,7 @@ fn strip_number_suffix(s: &str) -> Option<&str> {
 }
 
 /// A process role of a KRaft node (`process.roles`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ProcessRole {
     Broker,
@@ -155,7 +155,7 @@ impl ProcessRole {
 }
 
 /// One entry of the `listeners` setting.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct ConfiguredListener {
     pub name: String,
     /// `host:port` as configured (an empty host binds every interface).
@@ -163,7 +163,7 @@ pub struct ConfiguredListener {
 }
 
 /// What kstall reads from the broker's properties file (and `--override` arguments).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct BrokerConfig {
     /// The properties file as the broker's command line names it.
     pub path: String,
@@ -342,7 +342,7 @@ pub fn thread_listener(jvm_name: &str, config: Option<&BrokerConfig>) -> Option<
 
 /// A listener as the report and the watch header show it: what the config says, and what the
 /// thread names show.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct ListenerInfo {
     pub name: String,
     /// None when neither a thread name nor the config tells.
@@ -402,7 +402,7 @@ pub fn label(info: &ListenerInfo) -> String {
         notes.push(a.clone());
     }
     if info.network_threads > 0 {
-        notes.push(format!("{} network thread{}", info.network_threads, crate::output::plural(info.network_threads as u64)));
+        notes.push(format!("{} network thread{}", info.network_threads, crate::units::plural(info.network_threads as u64)));
     }
     s += &format!(" ({})", notes.join(", "));
     s

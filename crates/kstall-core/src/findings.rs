@@ -1,0 +1,953 @@
+//! Conclusions an operator acts on, drawn from a [`Summary`]: each says what was seen, in
+//! numbers, and what fixes it.
+use kstall_common::{CacheResult, Syscall};
+
+use crate::{
+    listeners::{ListenerInfo, Plane},
+    roles::Role,
+    stalls::{Cause, ListenerProduce},
+    summary::{Finding, Row, Severity, Summary},
+    units::{duration, plural},
+};
+
+fn percent(part: u64, whole: u64) -> String {
+    if whole == 0 { "0%".into() } else { format!("{:.1}%", part as f64 * 100.0 / whole as f64) }
+}
+
+/// A network thread's stalls: its name, how many, how long.
+type ThreadTotal = (String, u64, u64);
+
+/// Stalls of the causes `pick` keeps, per listener of their network thread (None: not known),
+/// each with its threads, listeners by most stall time.
+fn stalls_per_listener(s: &Summary, pick: impl Fn(Cause) -> bool) -> Vec<(Option<&str>, Vec<ThreadTotal>)> {
+    let mut out: Vec<(Option<&str>, Vec<ThreadTotal>)> = Vec::new();
+    for t in s.stalls.by_thread.iter().filter(|t| pick(t.cause)) {
+        let listener = t.listener.as_deref();
+        let at = match out.iter().position(|(l, _)| *l == listener) {
+            Some(at) => at,
+            None => {
+                out.push((listener, Vec::new()));
+                out.len() - 1
+            }
+        };
+        let name = s.thread_name(t.tid);
+        match out[at].1.iter_mut().find(|(n, _, _)| *n == name) {
+            Some(thread) => {
+                thread.1 += t.stalls;
+                thread.2 += t.stall_ns;
+            }
+            None => out[at].1.push((name, t.stalls, t.stall_ns)),
+        }
+    }
+    let time = |threads: &[ThreadTotal]| threads.iter().map(|t| t.2).sum::<u64>();
+    for (_, threads) in &mut out {
+        threads.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
+    }
+    out.sort_by(|a, b| time(&b.1).cmp(&time(&a.1)).then(a.0.cmp(&b.0)));
+    out
+}
+
+/// "The misses were on the network thread of listener PLAINTEXT (name: 380 misses, 24.7s)." and
+/// which listeners' clients' Produce requests were delayed; empty when no stalled thread's
+/// listener is known (thread names from comm, say). `what`: the stalls' name, one and many.
+fn listener_sentences(
+    s: &Summary,
+    what: (&str, &str),
+    pick: impl Fn(Cause) -> bool,
+    delayed: impl Fn(&ListenerProduce) -> u64,
+) -> String {
+    let places = stalls_per_listener(s, pick);
+    if places.iter().all(|(l, _)| l.is_none()) {
+        return String::new();
+    }
+    let threads: usize = places.iter().map(|(_, t)| t.len()).sum();
+    let groups: Vec<String> = places
+        .iter()
+        .map(|(listener, threads)| {
+            let shown: Vec<String> = threads
+                .iter()
+                .take(4)
+                .map(|(name, n, ns)| format!("{name}: {n} {}, {}", if *n == 1 { what.0 } else { what.1 }, duration(*ns)))
+                .collect();
+            let more = if threads.len() > 4 { format!("; {} more", threads.len() - 4) } else { String::new() };
+            let of = match listener {
+                Some(l) => format!("listener {l}"),
+                None => "an unknown listener".into(),
+            };
+            format!("{of} ({}{more})", shown.join("; "))
+        })
+        .collect();
+    let mut out = format!(" The {} were on the network thread{} of {}.", what.1, plural(threads as u64), groups.join(" and of "));
+    let clients: Vec<String> = s
+        .stalls
+        .produce
+        .by_listener
+        .iter()
+        .filter(|p| delayed(p) > 0)
+        .map(|p| match &p.listener {
+            Some(l) => format!("{l} clients ({})", delayed(p)),
+            None => format!("clients of an unknown listener ({})", delayed(p)),
+        })
+        .collect();
+    if !clients.is_empty() {
+        out += &format!(" The Produce requests they delayed were those of {}.", clients.join(" and of "));
+    }
+    let blind: Vec<&str> =
+        places.iter().filter_map(|(l, _)| *l).filter(|l| s.listener(l).is_some_and(|i| i.encrypted)).collect();
+    if !blind.is_empty() {
+        let (listener, verb, its) = if blind.len() == 1 { ("Listener", "is", "its") } else { ("Listeners", "are", "their") };
+        out += &format!(
+            " {listener} {} {verb} TLS: the requests {its} stalls delayed are unknown to kstall, not counted here.",
+            blind.join(", ")
+        );
+    }
+    out
+}
+
+pub fn findings(s: &Summary) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let p = &s.stalls.produce;
+    if p.stalled_by_miss > 0 {
+        let reader = s.stalls.cold_readers.first();
+        let partition = s.stalls.cold_partitions.first();
+        let mut detail = format!(
+            "{} of {} Produce requests ({}) were delayed by page-cache-miss reads on their network thread, {} in all; they are {} of the {} slowest 1% (p99 {}). Produce p99 was {} when stalled, {} when not.",
+            p.stalled_by_miss,
+            p.requests,
+            percent(p.stalled_by_miss, p.requests),
+            duration(p.miss_ns_added),
+            p.slowest_1pct_stalled,
+            p.slowest_1pct,
+            duration(p.all.p99_ns),
+            duration(p.stalled.p99_ns),
+            duration(p.not_stalled.p99_ns),
+        );
+        if let Some(r) = reader {
+            detail += &format!(" Top cold reader: client.id \"{}\" ({} misses, {}).", r.name, r.stalls, duration(r.stall_ns));
+        }
+        if let Some(t) = partition {
+            detail += &format!(" Top cold partition: {} ({} misses, {}).", t.name, t.stalls, duration(t.stall_ns));
+        }
+        detail += &listener_sentences(s, ("miss", "misses"), |c| c == Cause::PageCacheMiss, |p| p.stalled_by_miss);
+        let who = reader.map_or("lagging consumers".to_string(), |r| format!("\"{}\"", r.name));
+        out.push(Finding {
+            id: "produce_stalled_by_page_cache_miss",
+            severity: if p.slowest_1pct_stalled * 2 >= p.slowest_1pct.max(1) { Severity::Critical } else { Severity::Warning },
+            title: "Produce requests wait behind page-cache misses of Fetch sendfile on network threads".into(),
+            detail,
+            fix: format!(
+                "A network thread serves Fetch with sendfile; reading data no longer in the page cache blocks every connection of that thread (KAFKA-7504). Keep {who} from reading cold data at peak (or throttle it with a fetch quota), give the page cache more memory, or raise num.network.threads to shrink the blast radius."
+            ),
+        });
+    }
+    let other_stalls = p.stalled_requests - p.stalled_by_miss.min(p.stalled_requests);
+    if other_stalls > 0 {
+        let causes: Vec<String> = s
+            .stalls
+            .by_cause
+            .iter()
+            .filter_map(|c| c.cause.map(|cause| format!("{} {} ({})", c.stalls, cause.label(), duration(c.stall_ns))))
+            .collect();
+        out.push(Finding {
+            id: "produce_stalled_by_slow_network_thread_calls",
+            severity: Severity::Info,
+            title: format!("Network-thread calls slower than {} delayed Produce requests", duration(s.stalls.threshold_ns)),
+            detail: format!(
+                "{} Produce requests overlapped a slow network-thread call that was not a page-cache miss; stalls by cause: {}.{}",
+                other_stalls,
+                causes.join(", "),
+                listener_sentences(s, ("slow call", "slow calls"), |c| c != Cause::PageCacheMiss, |p| p.stalled_requests.saturating_sub(p.stalled_by_miss)),
+            ),
+            fix: "Off-CPU stalls point at CPU contention on the broker host; blocked-in-kernel ones at I/O or locks outside the page cache.".into(),
+        });
+    }
+    for sp in s.requests.sync_producers.iter().take(3) {
+        out.push(Finding {
+            id: "synchronous_producer",
+            severity: Severity::Warning,
+            title: format!("client.id \"{}\" produces synchronously", sp.client_id),
+            detail: format!(
+                "{} Produce requests on one connection, strictly one at a time: each sent {} (median) after the previous response, each taking {}. Its throughput is capped near {:.0} requests/s by the round trip, whatever the broker's capacity.",
+                sp.produce_requests,
+                duration(sp.median_gap_ns),
+                duration(sp.median_latency_ns),
+                sp.max_requests_per_s
+            ),
+            fix: "Produce asynchronously: send without waiting for each result (callbacks or futures), and let the client batch (linger.ms, batch.size) with several requests in flight.".into(),
+        });
+    }
+    let encrypted: Vec<&ListenerInfo> = s.listeners.iter().filter(|l| l.encrypted).collect();
+    if !encrypted.is_empty() {
+        out.push(tls_listener_finding(s, &encrypted));
+    } else if s.protocol.tls_connections > 0 {
+        out.push(Finding {
+            id: "tls_listener",
+            severity: Severity::Info,
+            title: "Some connections are TLS: no request view for them".into(),
+            detail: format!(
+                "{} connection{} of the network threads carried TLS records, which kstall cannot parse from the broker's syscalls. Their syscall latency and page-cache misses (TLS brokers read log segments with pread on the network thread) are still shown; their request latency and client attribution are not.",
+                s.protocol.tls_connections,
+                plural(s.protocol.tls_connections)
+            ),
+            fix: "Trace a PLAINTEXT or SASL_PLAINTEXT listener for request-level attribution.".into(),
+        });
+    }
+    let h = &s.protocol;
+    if h.requests_parsed == 0 && h.framing_errors > 0 && h.tls_connections == 0 && encrypted.is_empty() {
+        out.push(Finding {
+            id: "framing_not_parsed",
+            severity: Severity::Info,
+            title: "No Kafka request could be parsed on the network threads' sockets".into(),
+            detail: format!(
+                "{} socket reads of the network threads did not parse as Kafka requests, and none did. Request latency and client attribution are unavailable; syscall latency and page-cache misses are unaffected.",
+                h.framing_errors
+            ),
+            fix: "Check that the traced process is a Kafka broker with a PLAINTEXT or SASL_PLAINTEXT listener.".into(),
+        });
+    }
+    if s.lost.events > 0 {
+        out.push(Finding {
+            id: "events_lost",
+            severity: Severity::Warning,
+            title: "Request and stall records were lost".into(),
+            detail: format!(
+                "{} records were dropped because the ring buffer was full; request latency and attribution are missing them (syscall histograms are complete).",
+                s.lost.events
+            ),
+            fix: "Raise --stall-threshold so fewer slow calls are reported; kstall drains its 4 MiB buffer every 100 ms.".into(),
+        });
+    }
+    if let Some(busy) = s.network_busy_share().filter(|b| *b >= NETWORK_BUSY_WARNING) {
+        out.push(Finding {
+            id: "network_threads_saturated",
+            severity: if busy >= NETWORK_BUSY_CRITICAL { Severity::Critical } else { Severity::Warning },
+            title: format!("Network threads are busy {:.0}% of the time", busy * 100.0),
+            detail: format!(
+                "The network threads spent {:.0}% of the {:.0} s traced outside epoll_wait. Every connection of a thread waits while it works: requests queue in their sockets (see socket wait).",
+                busy * 100.0,
+                s.elapsed_seconds
+            ),
+            fix: "Raise num.network.threads, and look at what the busy time is spent on in the network rows (sendfile misses, large responses).".into(),
+        });
+    }
+    for row in s.rows.iter().filter(|r| {
+        matches!(r.syscall, Syscall::Fsync | Syscall::Fdatasync | Syscall::Pwrite64)
+            && r.count >= SLOW_WRITE_MIN_CALLS
+            && r.percentiles.p99_ns >= SLOW_WRITE_NS
+            && slow_writes(r) >= SLOW_WRITE_MIN_SLOW
+    }) {
+        out.push(Finding {
+            id: "slow_log_writes",
+            severity: Severity::Warning,
+            title: format!("{} threads wait on {}: p99 {}", row.role.label(), row.syscall.name(), duration(row.percentiles.p99_ns)),
+            detail: format!(
+                "{} {} calls on {} threads ({} of them {} or longer), p50 {}, p99 {}, max {}. Writes that wait on the disk hold the thread that makes them (a request handler: its requests wait; the log flusher: flushes fall behind).",
+                row.count,
+                row.syscall.name(),
+                row.role.label(),
+                slow_writes(row),
+                duration(SLOW_WRITE_NS),
+                duration(row.percentiles.p50_ns),
+                duration(row.percentiles.p99_ns),
+                duration(row.percentiles.max_ns)
+            ),
+            fix: "Check the log disk's write latency (iostat -x), and flush settings (log.flush.interval.*): Kafka relies on replication, not fsync, for durability.".into(),
+        });
+    }
+    if !out.iter().any(|f| f.severity <= Severity::Warning) {
+        let busy = s.network_busy_share().map_or("n/a".to_string(), |b| format!("{:.0}%", b * 100.0));
+        let misses: u64 = s
+            .rows
+            .iter()
+            .filter(|r| r.role == Role::Network && r.cache == CacheResult::Miss)
+            .map(|r| r.count)
+            .sum();
+        out.push(Finding {
+            id: "no_problem_found",
+            severity: Severity::Info,
+            title: "No problem found".into(),
+            detail: format!(
+                "{}; {} page-cache misses on network threads; network threads busy {}; no slow log writes.",
+                if p.requests > 0 {
+                    format!("Produce p99 {} over {} requests", duration(p.all.p99_ns), p.requests)
+                } else {
+                    "no Produce requests traced".into()
+                },
+                misses,
+                busy
+            ),
+            fix: "Nothing to fix in what kstall can see. If clients still see latency, look between them and the broker (network, client-side batching).".into(),
+        });
+    }
+    out.sort_by_key(|f| f.severity);
+    out
+}
+
+/// Known before any byte is seen: these listeners are TLS (SSL, SASL_SSL), so kstall has no
+/// per-request view there. Says what it does measure on them, and their stalls.
+fn tls_listener_finding(s: &Summary, encrypted: &[&ListenerInfo]) -> Finding {
+    let names: Vec<&str> = encrypted.iter().map(|l| l.name.as_str()).collect();
+    let mut detail = String::new();
+    for l in encrypted {
+        let protocol = l.security_protocol.map_or("TLS", |p| p.as_str());
+        let address = l.address.as_ref().map_or(String::new(), |a| format!(", {a}"));
+        let threads: Vec<String> = s
+            .threads
+            .iter()
+            .filter(|t| t.listener.as_ref().is_some_and(|tl| tl.name == l.name) && t.role == Role::Network)
+            .map(|t| t.name().to_string())
+            .collect();
+        let on_threads = if threads.is_empty() {
+            "its network threads".to_string()
+        } else {
+            format!("its network thread{} {}", plural(threads.len() as u64), threads.join(", "))
+        };
+        let stalls = s.stalls.by_thread.iter().filter(|t| t.listener.as_deref() == Some(l.name.as_str()));
+        let (mut n, mut ns, mut misses) = (0, 0, 0);
+        for t in stalls {
+            n += t.stalls;
+            ns += t.stall_ns;
+            misses += if t.cause == Cause::PageCacheMiss { t.stalls } else { 0 };
+        }
+        let plane = if l.plane == Plane::Controller { ", controller plane" } else { "" };
+        let stalls = if n == 0 {
+            "none in this trace".to_string()
+        } else {
+            format!("{n} stall{}, {} ({misses} page-cache miss{})", plural(n), duration(ns), if misses == 1 { "" } else { "es" })
+        };
+        detail += &format!(
+            "On listener {} ({protocol}{address}{plane}), requests are encrypted, so kstall has no per-request view there: no API, client.id or request latency, and no join of Produce requests to the stalls that delayed them. What it measures there: the syscalls of {on_threads} (the \"network {}\" rows), page-cache hit/miss verdicts of their file reads (TLS brokers read log segments with pread64 on the network thread, not sendfile), and stalls with their thread and file: {stalls}. ",
+            l.name, l.name,
+        );
+    }
+    if s.protocol.tls_connections > 0 {
+        detail += &format!(
+            "{} connection{} of the network threads carried TLS records.",
+            s.protocol.tls_connections,
+            plural(s.protocol.tls_connections)
+        );
+    }
+    let (listener_word, verb) = if names.len() == 1 { ("Listener", "is") } else { ("Listeners", "are") };
+    Finding {
+        id: "tls_listener",
+        severity: Severity::Info,
+        title: format!("{listener_word} {} {verb} TLS: no per-request view there", names.join(", ")),
+        detail: detail.trim_end().to_string(),
+        fix: format!(
+            "Stalls on {} are still reported by thread and file. For request-level attribution (which requests a stall delayed), trace while the clients in question use a PLAINTEXT or SASL_PLAINTEXT listener.",
+            names.join(", ")
+        ),
+    }
+}
+
+/// Network threads busier than this are a bottleneck in the making.
+const NETWORK_BUSY_WARNING: f64 = 0.7;
+const NETWORK_BUSY_CRITICAL: f64 = 0.9;
+/// fsync/fdatasync/pwrite p99 from which the disk is holding threads up.
+const SLOW_WRITE_NS: u64 = 10_000_000;
+/// A single slow flush is not a pattern: at least this many calls, and this many of them slow
+/// (a KRaft broker fsyncs its metadata log on every append, quickly, and a checkpoint file
+/// now and then: one slow checkpoint among a dozen fast appends is a p99 of 10+ ms).
+const SLOW_WRITE_MIN_CALLS: u64 = 10;
+const SLOW_WRITE_MIN_SLOW: u64 = 3;
+
+/// Calls of a row that surely took SLOW_WRITE_NS or more (their bucket starts there or above).
+fn slow_writes(row: &Row) -> u64 {
+    row.buckets.iter().filter(|b| b.lower_ns >= SLOW_WRITE_NS).map(|b| b.count).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        hist::kernel_hist as hist_of,
+        summary::{RowKey, ThreadInfo, empty_summary},
+        listeners::{self, Listener, SecurityProtocol},
+        requests::SyncProducer,
+        roles::{Role, RoleSource},
+        stalls::{CauseTotals, ListenerProduce, MissTotals, ThreadStalls},
+    };
+
+    const PLAINTEXT_THREAD: &str = "data-plane-kafka-network-thread-1-PLAINTEXT-PLAINTEXT-0";
+    const SSL_THREAD: &str = "data-plane-kafka-network-thread-1-SSL-SSL-1";
+
+    /// A broker with a PLAINTEXT and an SSL listener, one network thread each (tids 1, 2).
+    fn two_listeners() -> Summary {
+        let mut s = empty_summary();
+        for (tid, name) in [(1, PLAINTEXT_THREAD), (2, SSL_THREAD)] {
+            s.threads.push(ThreadInfo {
+                tid,
+                comm: "data-plane-kafk".into(),
+                jvm_name: Some(name.into()),
+                role: Role::Network,
+                role_source: RoleSource::JvmName,
+                listener: listeners::thread_listener(name, None),
+            });
+        }
+        let network: Vec<&Listener> = s.threads.iter().filter_map(|t| t.listener.as_ref()).collect();
+        s.listeners = listeners::describe(None, &network);
+        s
+    }
+
+    fn thread_stalls(tid: u32, listener: &str, cause: Cause, stalls: u64, ms: u64) -> ThreadStalls {
+        ThreadStalls { tid, listener: Some(listener.into()), cause, stalls, stall_ns: ms * 1_000_000 }
+    }
+
+    /// An fsync row of `fast` calls of 2 us and `slow` of 20 ms.
+    fn fsync_row(fast: usize, slow: usize) -> Row {
+        let latencies: Vec<u64> = std::iter::repeat_n(2_000, fast).chain(std::iter::repeat_n(20_000_000, slow)).collect();
+        let key = RowKey { role: Role::Other, listener: None, syscall: Syscall::Fsync, cache: CacheResult::NoFileRead };
+        Row::new(key, hist_of(&latencies))
+    }
+
+    #[test]
+    fn one_slow_fsync_among_fast_ones_is_not_a_finding_three_are() {
+        let mut s = empty_summary();
+        s.rows.push(fsync_row(12, 1));
+        assert!(s.rows[0].percentiles.p99_ns >= SLOW_WRITE_NS, "the p99 alone would say slow");
+        assert!(!findings(&s).iter().any(|f| f.id == "slow_log_writes"));
+        s.rows[0] = fsync_row(12, 3);
+        let f = findings(&s);
+        let slow = f.iter().find(|f| f.id == "slow_log_writes").expect("three slow fsyncs are");
+        assert!(slow.detail.contains("15 fsync calls on other threads (3 of them 10.0ms or longer)"), "{}", slow.detail);
+    }
+
+    #[test]
+    fn tls_finding_names_the_ssl_listener_and_what_it_still_measures() {
+        let mut s = two_listeners();
+        s.stalls.by_thread.push(thread_stalls(2, "SSL", Cause::PageCacheMiss, 4, 40));
+        s.stalls.by_thread.push(thread_stalls(2, "SSL", Cause::OffCpu, 1, 2));
+        let f = findings(&s);
+        let tls = f.iter().find(|f| f.id == "tls_listener").expect("a TLS finding before any TLS byte was seen");
+        assert_eq!(tls.title, "Listener SSL is TLS: no per-request view there");
+        assert!(tls.detail.starts_with("On listener SSL (SSL), requests are encrypted, so kstall has no per-request view there"), "{}", tls.detail);
+        for part in ["no API, client.id or request latency", "pread64", SSL_THREAD, "5 stalls, 42.0ms (4 page-cache misses)"] {
+            assert!(tls.detail.contains(part), "{part}: {}", tls.detail);
+        }
+        assert!(!tls.detail.contains("PLAINTEXT"), "{}", tls.detail);
+        assert!(!f.iter().any(|f| f.id == "framing_not_parsed"));
+        // Without a TLS listener, and no TLS bytes, no such finding.
+        assert!(!findings(&empty_summary()).iter().any(|f| f.id == "tls_listener"));
+    }
+
+    #[test]
+    fn miss_finding_says_which_listener_stalled_and_whose_produce_waited() {
+        let mut s = two_listeners();
+        s.stalls.by_thread.push(thread_stalls(1, "PLAINTEXT", Cause::PageCacheMiss, 380, 24_700));
+        s.stalls.by_thread.push(thread_stalls(2, "SSL", Cause::PageCacheMiss, 3, 30));
+        let p = &mut s.stalls.produce;
+        (p.requests, p.stalled_requests, p.stalled_by_miss, p.slowest_1pct, p.slowest_1pct_stalled) = (1790, 327, 327, 18, 18);
+        p.by_listener = vec![ListenerProduce { listener: Some("PLAINTEXT".into()), requests: 1790, stalled_requests: 327, stalled_by_miss: 327 }];
+        let f = findings(&s);
+        let miss = f.iter().find(|f| f.id == "produce_stalled_by_page_cache_miss").unwrap();
+        let expected = format!(
+            "The misses were on the network threads of listener PLAINTEXT ({PLAINTEXT_THREAD}: 380 misses, 24.7s) and of listener SSL ({SSL_THREAD}: 3 misses, 30.0ms). The Produce requests they delayed were those of PLAINTEXT clients (327). Listener SSL is TLS"
+        );
+        assert!(miss.detail.contains(&expected), "{}", miss.detail);
+        assert_eq!(f[0].id, "produce_stalled_by_page_cache_miss");
+    }
+
+    #[test]
+    fn listeners_unknown_keep_the_finding_as_it_was() {
+        let mut s = empty_summary();
+        s.stalls.by_thread.push(ThreadStalls { tid: 7, listener: None, cause: Cause::OffCpu, stalls: 2, stall_ns: 4_000_000 });
+        let p = &mut s.stalls.produce;
+        (p.requests, p.stalled_requests) = (100, 2);
+        p.by_listener = vec![ListenerProduce { listener: None, requests: 100, stalled_requests: 2, stalled_by_miss: 0 }];
+        let f = findings(&s);
+        let slow = f.iter().find(|f| f.id == "produce_stalled_by_slow_network_thread_calls").unwrap();
+        assert!(!slow.detail.contains("listener"), "{}", slow.detail);
+    }
+
+    // ---- helpers shared by the per-rule tests below ----
+
+    fn ids(f: &[Finding]) -> Vec<&'static str> {
+        f.iter().map(|f| f.id).collect()
+    }
+
+    fn fires(s: &Summary, id: &str) -> bool {
+        findings(s).iter().any(|f| f.id == id)
+    }
+
+    /// The one finding of this id (fails if there are none or several).
+    fn the(f: &[Finding], id: &str) -> Finding {
+        let mut of_id = f.iter().filter(|f| f.id == id);
+        let one = of_id.next().unwrap_or_else(|| panic!("no {id} in {:?}", ids(f))).clone();
+        assert!(of_id.next().is_none(), "several {id} in {:?}", ids(f));
+        one
+    }
+
+    fn ms(n: u64) -> u64 {
+        n * 1_000_000
+    }
+
+    fn row(role: Role, syscall: Syscall, cache: CacheResult, latencies: &[u64]) -> Row {
+        Row::new(RowKey { role, listener: None, syscall, cache }, hist_of(latencies))
+    }
+
+    /// A row of `fast` calls of 2 us and `slow` calls of `slow_ns`.
+    fn write_row(role: Role, syscall: Syscall, fast: usize, slow: usize, slow_ns: u64) -> Row {
+        let latencies: Vec<u64> = std::iter::repeat_n(2_000, fast).chain(std::iter::repeat_n(slow_ns, slow)).collect();
+        row(role, syscall, CacheResult::NoFileRead, &latencies)
+    }
+
+    /// 2^24 ns: the lowest value of its kernel bucket, so the bucket's representative is capped
+    /// at the max and the row's p99 and max are exactly this (16.8ms).
+    const SLOW_16_8MS: u64 = 1 << 24;
+
+    /// A summary whose produce attribution says: 2000 Produce requests, 150 stalled, 120 of
+    /// them by a page-cache miss, 10 of the 20 slowest 1% stalled.
+    fn produce_stalled_by_misses() -> Summary {
+        let mut s = empty_summary();
+        let p = &mut s.stalls.produce;
+        (p.requests, p.stalled_requests, p.stalled_by_miss) = (2000, 150, 120);
+        (p.slowest_1pct, p.slowest_1pct_stalled) = (20, 10);
+        p.miss_ns_added = 3_450_000_000;
+        p.all.p99_ns = ms(250);
+        p.stalled.p99_ns = ms(480);
+        p.not_stalled.p99_ns = 12_300_000;
+        s
+    }
+
+    fn miss_totals(name: &str, stalls: u64, stall_ns: u64) -> MissTotals {
+        MissTotals { name: name.into(), stalls, stall_ns, ..Default::default() }
+    }
+
+    /// `threads` network threads over the summary's 10 s, `idle_ns` of it in epoll_wait and
+    /// epoll_pwait (half each), plus an idle non-network thread that must not count.
+    fn network_idle(threads: u32, idle_ns: u64) -> Summary {
+        let mut s = empty_summary();
+        assert_eq!(s.elapsed_seconds, 10.0);
+        s.roles.insert(Role::Network, (1..=threads).collect());
+        s.roles.insert(Role::Other, vec![100]);
+        let half = idle_ns / 2;
+        s.rows.push(row(Role::Network, Syscall::EpollWait, CacheResult::NoFileRead, &[half / 2, half - half / 2]));
+        s.rows.push(row(Role::Network, Syscall::EpollPwait, CacheResult::NoFileRead, &[idle_ns - half]));
+        s.rows.push(row(Role::Other, Syscall::EpollWait, CacheResult::NoFileRead, &[ms(5_000), ms(5_000)]));
+        s
+    }
+
+    fn sync_producer(client_id: &str, produce_requests: u64, gap_ns: u64, latency_ns: u64) -> SyncProducer {
+        SyncProducer {
+            client_id: client_id.into(),
+            fd: 40,
+            produce_requests,
+            median_gap_ns: gap_ns,
+            median_latency_ns: latency_ns,
+            max_requests_per_s: 1e9 / (gap_ns + latency_ns) as f64,
+        }
+    }
+
+    fn listener_info(name: &str, protocol: SecurityProtocol, plane: Plane, address: Option<&str>) -> ListenerInfo {
+        ListenerInfo {
+            name: name.into(),
+            security_protocol: Some(protocol),
+            plane,
+            encrypted: protocol.is_encrypted(),
+            address: address.map(Into::into),
+            network_threads: 0,
+        }
+    }
+
+    // ---- produce_stalled_by_page_cache_miss ----
+
+    #[test]
+    fn page_cache_miss_finding_numbers_and_critical_when_half_the_slowest_were_stalled() {
+        let mut s = produce_stalled_by_misses();
+        s.stalls.cold_readers = vec![miss_totals("analytics-backfill", 90, 2_100_000_000), miss_totals("second", 5, ms(9))];
+        s.stalls.cold_partitions = vec![miss_totals("events-3", 70, 1_500_000_000), miss_totals("events-4", 1, ms(2))];
+        let f = findings(&s);
+        let miss = the(&f, "produce_stalled_by_page_cache_miss");
+        // 10 of the 20 slowest: 10 * 2 >= 20.
+        assert_eq!(miss.severity, Severity::Critical);
+        // 120 / 2000 = 6.0%; 3.45e9 ns = 3.45s.
+        assert!(
+            miss.detail.starts_with(
+                "120 of 2000 Produce requests (6.0%) were delayed by page-cache-miss reads on their network thread, 3.45s in all; \
+                 they are 10 of the 20 slowest 1% (p99 250ms). Produce p99 was 480ms when stalled, 12.3ms when not."
+            ),
+            "{}",
+            miss.detail
+        );
+        assert!(miss.detail.contains(" Top cold reader: client.id \"analytics-backfill\" (90 misses, 2.10s)."), "{}", miss.detail);
+        assert!(miss.detail.contains(" Top cold partition: events-3 (70 misses, 1.50s)."), "{}", miss.detail);
+        assert!(!miss.detail.contains("second") && !miss.detail.contains("events-4"), "only the top ones: {}", miss.detail);
+        assert!(miss.fix.contains("Keep \"analytics-backfill\" from reading cold data"), "{}", miss.fix);
+        assert_eq!(f[0].id, "produce_stalled_by_page_cache_miss");
+    }
+
+    #[test]
+    fn page_cache_miss_finding_is_a_warning_below_half_of_the_slowest() {
+        let mut s = produce_stalled_by_misses();
+        s.stalls.produce.slowest_1pct_stalled = 9; // 9 * 2 < 20
+        let miss = the(&findings(&s), "produce_stalled_by_page_cache_miss");
+        assert_eq!(miss.severity, Severity::Warning);
+        assert!(miss.detail.contains("they are 9 of the 20 slowest 1%"), "{}", miss.detail);
+        // No cold reader or partition known: no such sentences, and the fix names no client.
+        assert!(!miss.detail.contains("Top cold"), "{}", miss.detail);
+        assert!(miss.fix.contains("Keep lagging consumers from reading cold data"), "{}", miss.fix);
+        // No slowest 1% at all is not "all of them stalled".
+        let p = &mut s.stalls.produce;
+        (p.slowest_1pct, p.slowest_1pct_stalled) = (0, 0);
+        assert_eq!(the(&findings(&s), "produce_stalled_by_page_cache_miss").severity, Severity::Warning);
+    }
+
+    #[test]
+    fn no_page_cache_miss_finding_without_a_produce_stalled_by_a_miss() {
+        let mut s = produce_stalled_by_misses();
+        s.stalls.produce.stalled_by_miss = 0;
+        // The miss stalls themselves (not joined to any Produce) are not enough.
+        s.stalls.by_thread.push(ThreadStalls { tid: 1, listener: None, cause: Cause::PageCacheMiss, stalls: 50, stall_ns: ms(500) });
+        assert!(!fires(&s, "produce_stalled_by_page_cache_miss"));
+        s.stalls.produce.stalled_by_miss = 1;
+        assert!(fires(&s, "produce_stalled_by_page_cache_miss"));
+    }
+
+    // ---- produce_stalled_by_slow_network_thread_calls ----
+
+    #[test]
+    fn slow_call_finding_counts_the_stalled_requests_a_miss_does_not_explain() {
+        let mut s = two_listeners();
+        s.stalls.threshold_ns = ms(5);
+        s.stalls.by_cause = vec![
+            CauseTotals { cause: Some(Cause::OffCpu), stalls: 20, stall_ns: ms(180) },
+            CauseTotals { cause: Some(Cause::BlockedInKernel), stalls: 5, stall_ns: ms(40) },
+            CauseTotals { cause: None, stalls: 99, stall_ns: ms(999) },
+        ];
+        s.stalls.by_thread.push(thread_stalls(1, "PLAINTEXT", Cause::OffCpu, 20, 180));
+        s.stalls.by_thread.push(thread_stalls(1, "PLAINTEXT", Cause::PageCacheMiss, 15, 300));
+        let p = &mut s.stalls.produce;
+        (p.requests, p.stalled_requests, p.stalled_by_miss) = (2000, 40, 15);
+        p.by_listener = vec![ListenerProduce { listener: Some("PLAINTEXT".into()), requests: 2000, stalled_requests: 40, stalled_by_miss: 15 }];
+        let f = findings(&s);
+        let slow = the(&f, "produce_stalled_by_slow_network_thread_calls");
+        assert_eq!(slow.severity, Severity::Info);
+        assert_eq!(slow.title, "Network-thread calls slower than 5.00ms delayed Produce requests");
+        // 40 stalled - 15 by a miss = 25; the cause-less totals row is left out.
+        let expected = format!(
+            "25 Produce requests overlapped a slow network-thread call that was not a page-cache miss; \
+             stalls by cause: 20 off CPU (180ms), 5 blocked in kernel (40.0ms). \
+             The slow calls were on the network thread of listener PLAINTEXT ({PLAINTEXT_THREAD}: 20 slow calls, 180ms). \
+             The Produce requests they delayed were those of PLAINTEXT clients (25)."
+        );
+        assert_eq!(slow.detail, expected);
+    }
+
+    #[test]
+    fn no_slow_call_finding_when_misses_explain_every_stalled_request() {
+        let mut s = empty_summary();
+        let p = &mut s.stalls.produce;
+        (p.requests, p.stalled_requests, p.stalled_by_miss) = (100, 7, 7);
+        assert!(!fires(&s, "produce_stalled_by_slow_network_thread_calls"));
+        // More by a miss than stalled at all (inconsistent input): no finding, no underflow.
+        s.stalls.produce.stalled_by_miss = 9;
+        assert!(!fires(&s, "produce_stalled_by_slow_network_thread_calls"));
+        // One more stalled request than misses explain: the finding, with that one.
+        (s.stalls.produce.stalled_requests, s.stalls.produce.stalled_by_miss) = (8, 7);
+        let slow = the(&findings(&s), "produce_stalled_by_slow_network_thread_calls");
+        assert!(slow.detail.starts_with("1 Produce request") && slow.detail.contains(" overlapped a slow"), "{}", slow.detail);
+    }
+
+    // ---- synchronous_producer ----
+
+    #[test]
+    fn synchronous_producers_are_warnings_for_the_first_three_only() {
+        let mut s = empty_summary();
+        s.requests.sync_producers = vec![
+            sync_producer("billing", 900, 1_500_000, 2_500_000),
+            sync_producer("audit", 500, ms(1), ms(1)),
+            sync_producer("metrics", 300, ms(1), ms(1)),
+            sync_producer("fourth", 100, ms(1), ms(1)),
+        ];
+        let f = findings(&s);
+        let sync: Vec<&Finding> = f.iter().filter(|f| f.id == "synchronous_producer").collect();
+        let titles: Vec<&str> = sync.iter().map(|f| f.title.as_str()).collect();
+        assert_eq!(
+            titles,
+            [
+                "client.id \"billing\" produces synchronously",
+                "client.id \"audit\" produces synchronously",
+                "client.id \"metrics\" produces synchronously"
+            ]
+        );
+        assert!(sync.iter().all(|f| f.severity == Severity::Warning));
+        // 1.5 ms gap + 2.5 ms latency = 4 ms a round: 250 requests/s.
+        assert!(
+            sync[0].detail.starts_with(
+                "900 Produce requests on one connection, strictly one at a time: each sent 1.50ms (median) after the previous response, \
+                 each taking 2.50ms. Its throughput is capped near 250 requests/s"
+            ),
+            "{}",
+            sync[0].detail
+        );
+        assert!(!fires(&empty_summary(), "synchronous_producer"));
+    }
+
+    // ---- tls_listener ----
+
+    #[test]
+    fn tls_bytes_without_a_tls_listener_are_an_info_finding() {
+        let mut s = empty_summary();
+        assert!(!fires(&s, "tls_listener"));
+        s.protocol.tls_connections = 1;
+        let tls = the(&findings(&s), "tls_listener");
+        assert_eq!(tls.severity, Severity::Info);
+        assert_eq!(tls.title, "Some connections are TLS: no request view for them");
+        assert!(tls.detail.starts_with("1 connection of the network threads carried TLS records"), "{}", tls.detail);
+        s.protocol.tls_connections = 3;
+        let tls = the(&findings(&s), "tls_listener");
+        assert!(tls.detail.starts_with("3 connections of the network threads carried TLS records"), "{}", tls.detail);
+    }
+
+    #[test]
+    fn tls_listeners_are_one_finding_naming_each_and_the_tls_connections() {
+        let mut s = empty_summary();
+        s.listeners = vec![
+            listener_info("PLAINTEXT", SecurityProtocol::Plaintext, Plane::Data, Some("0.0.0.0:9092")),
+            listener_info("CONTROLLER", SecurityProtocol::Ssl, Plane::Controller, Some("broker1:9093")),
+            listener_info("CLIENTS", SecurityProtocol::SaslSsl, Plane::Data, None),
+        ];
+        s.protocol.tls_connections = 2;
+        let f = findings(&s);
+        let tls = the(&f, "tls_listener");
+        assert_eq!(tls.severity, Severity::Info);
+        assert_eq!(tls.title, "Listeners CONTROLLER, CLIENTS are TLS: no per-request view there");
+        for part in [
+            "On listener CONTROLLER (SSL, broker1:9093, controller plane), requests are encrypted",
+            "the syscalls of its network threads (the \"network CONTROLLER\" rows)",
+            "On listener CLIENTS (SASL_SSL), requests are encrypted",
+            "stalls with their thread and file: none in this trace.",
+        ] {
+            assert!(tls.detail.contains(part), "{part}: {}", tls.detail);
+        }
+        assert!(tls.detail.ends_with(" 2 connections of the network threads carried TLS records."), "{}", tls.detail);
+        assert!(!tls.detail.contains("PLAINTEXT") && !tls.title.contains("PLAINTEXT"), "{}", tls.detail);
+        assert!(tls.fix.starts_with("Stalls on CONTROLLER, CLIENTS are still reported"), "{}", tls.fix);
+    }
+
+    // ---- framing_not_parsed ----
+
+    #[test]
+    fn framing_not_parsed_when_reads_failed_and_none_parsed_on_plaintext() {
+        let mut s = empty_summary();
+        s.protocol.framing_errors = 42;
+        let framing = the(&findings(&s), "framing_not_parsed");
+        assert_eq!(framing.severity, Severity::Info);
+        assert!(framing.detail.starts_with("42 socket reads of the network threads did not parse as Kafka requests"), "{}", framing.detail);
+    }
+
+    #[test]
+    fn no_framing_finding_when_one_request_parsed_none_failed_or_tls_explains_it() {
+        let failing = || {
+            let mut s = empty_summary();
+            s.protocol.framing_errors = 42;
+            s
+        };
+        let mut s = failing();
+        s.protocol.requests_parsed = 1;
+        assert!(!fires(&s, "framing_not_parsed"));
+        let mut s = failing();
+        s.protocol.framing_errors = 0;
+        assert!(!fires(&s, "framing_not_parsed"));
+        let mut s = failing();
+        s.protocol.tls_connections = 1;
+        assert!(!fires(&s, "framing_not_parsed"));
+        let mut s = failing();
+        s.listeners = vec![listener_info("SSL", SecurityProtocol::Ssl, Plane::Data, None)];
+        assert!(!fires(&s, "framing_not_parsed"));
+    }
+
+    // ---- events_lost ----
+
+    #[test]
+    fn events_lost_is_a_warning_from_one_lost_record() {
+        let mut s = empty_summary();
+        assert!(!fires(&s, "events_lost"));
+        // The other losses (map full) do not make this finding.
+        (s.lost.histogram_map_full, s.lost.in_flight_map_full) = (5, 5);
+        assert!(!fires(&s, "events_lost"));
+        s.lost.events = 1;
+        assert_eq!(the(&findings(&s), "events_lost").severity, Severity::Warning);
+        s.lost.events = 1234;
+        let lost = the(&findings(&s), "events_lost");
+        assert!(lost.detail.starts_with("1234 records were dropped because the ring buffer was full"), "{}", lost.detail);
+    }
+
+    // ---- network_threads_saturated ----
+
+    #[test]
+    fn network_threads_busy_70_percent_is_a_warning_69_is_nothing() {
+        // 2 threads x 10 s = 20 s traced; 6 s idle: busy 70%.
+        let f = findings(&network_idle(2, ms(6_000)));
+        let busy = the(&f, "network_threads_saturated");
+        assert_eq!(busy.severity, Severity::Warning);
+        assert_eq!(busy.title, "Network threads are busy 70% of the time");
+        assert!(busy.detail.starts_with("The network threads spent 70% of the 10 s traced outside epoll_wait."), "{}", busy.detail);
+        // 6.2 s idle: busy 69%.
+        assert!(!fires(&network_idle(2, ms(6_200)), "network_threads_saturated"));
+    }
+
+    #[test]
+    fn network_threads_busy_90_percent_is_critical_89_a_warning() {
+        // 2 s idle of 20 s: busy 90%.
+        let f = findings(&network_idle(2, ms(2_000)));
+        let busy = the(&f, "network_threads_saturated");
+        assert_eq!(busy.severity, Severity::Critical);
+        assert_eq!(busy.title, "Network threads are busy 90% of the time");
+        assert_eq!(f[0].id, "network_threads_saturated");
+        // 2.2 s idle: busy 89%.
+        let busy = the(&findings(&network_idle(2, ms(2_200))), "network_threads_saturated");
+        assert_eq!(busy.severity, Severity::Warning);
+        assert_eq!(busy.title, "Network threads are busy 89% of the time");
+    }
+
+    #[test]
+    fn no_saturation_finding_without_network_threads() {
+        let mut s = network_idle(2, 0);
+        assert!(fires(&s, "network_threads_saturated"), "100% busy");
+        s.roles.remove(&Role::Network);
+        assert!(!fires(&s, "network_threads_saturated"));
+    }
+
+    // ---- slow_log_writes ----
+
+    #[test]
+    fn slow_log_writes_numbers_and_the_syscalls_it_covers() {
+        let mut s = empty_summary();
+        s.rows.push(write_row(Role::RequestHandler, Syscall::Pwrite64, 7, 3, SLOW_16_8MS));
+        s.rows.push(write_row(Role::Other, Syscall::Fdatasync, 20, 4, SLOW_16_8MS));
+        // Plain write and writev never count, however slow.
+        s.rows.push(write_row(Role::RequestHandler, Syscall::Write, 7, 3, SLOW_16_8MS));
+        s.rows.push(write_row(Role::RequestHandler, Syscall::Writev, 7, 3, SLOW_16_8MS));
+        let f = findings(&s);
+        let slow: Vec<&Finding> = f.iter().filter(|f| f.id == "slow_log_writes").collect();
+        assert_eq!(slow.len(), 2, "{:?}", ids(&f));
+        assert!(slow.iter().all(|f| f.severity == Severity::Warning));
+        assert_eq!(slow[0].title, "request-handler threads wait on pwrite64: p99 16.8ms");
+        assert!(
+            slow[0].detail.starts_with("10 pwrite64 calls on request-handler threads (3 of them 10.0ms or longer)"),
+            "{}",
+            slow[0].detail
+        );
+        assert!(slow[0].detail.contains("p99 16.8ms, max 16.8ms."), "{}", slow[0].detail);
+        assert_eq!(slow[1].title, "other threads wait on fdatasync: p99 16.8ms");
+        assert!(slow[1].detail.starts_with("24 fdatasync calls on other threads (4 of them 10.0ms or longer)"), "{}", slow[1].detail);
+    }
+
+    #[test]
+    fn slow_log_writes_needs_ten_calls() {
+        let mut s = empty_summary();
+        s.rows.push(write_row(Role::Other, Syscall::Fsync, 6, 3, SLOW_16_8MS));
+        assert!(s.rows[0].percentiles.p99_ns >= SLOW_WRITE_NS, "only the count is short");
+        assert!(!fires(&s, "slow_log_writes"), "9 calls");
+        s.rows[0] = write_row(Role::Other, Syscall::Fsync, 7, 3, SLOW_16_8MS);
+        assert!(fires(&s, "slow_log_writes"), "10 calls");
+    }
+
+    #[test]
+    fn slow_log_writes_needs_three_slow_calls() {
+        let mut s = empty_summary();
+        s.rows.push(fsync_row(10, 2));
+        assert!(s.rows[0].percentiles.p99_ns >= SLOW_WRITE_NS, "only the slow count is short");
+        assert!(!fires(&s, "slow_log_writes"), "2 slow");
+        s.rows[0] = fsync_row(10, 3);
+        assert!(fires(&s, "slow_log_writes"), "3 slow");
+    }
+
+    #[test]
+    fn slow_log_writes_needs_a_p99_of_10ms() {
+        // 3 slow of 400 calls (0.75%): p99 is a fast call.
+        let mut s = empty_summary();
+        s.rows.push(write_row(Role::Other, Syscall::Fsync, 397, 3, SLOW_16_8MS));
+        assert!(s.rows[0].percentiles.p99_ns < SLOW_WRITE_NS);
+        assert!(!fires(&s, "slow_log_writes"));
+        // 3 slow of 200 (1.5%): p99 is slow.
+        s.rows[0] = write_row(Role::Other, Syscall::Fsync, 197, 3, SLOW_16_8MS);
+        assert!(fires(&s, "slow_log_writes"));
+    }
+
+    #[test]
+    fn slow_log_writes_slow_means_a_bucket_starting_at_10ms_or_more() {
+        // 2^23 + 2 x 2^20 = 10_485_760 ns: the lowest kernel bucket bound at or above 10 ms.
+        let mut s = empty_summary();
+        s.rows.push(write_row(Role::Other, Syscall::Fsync, 7, 3, 10_485_760));
+        let slow = the(&findings(&s), "slow_log_writes");
+        assert_eq!(slow.title, "other threads wait on fsync: p99 10.5ms");
+        // One nanosecond less is in the bucket from 2^23 + 2^20 = 9.44 ms: not surely 10 ms, p99 under 10 ms.
+        s.rows[0] = write_row(Role::Other, Syscall::Fsync, 7, 3, 10_485_759);
+        assert!(!fires(&s, "slow_log_writes"));
+        // Even with a p99 over 10 ms (the two in the next bucket), that call is not a third slow one.
+        let mut latencies = vec![2_000; 7];
+        latencies.extend([10_485_759, 10_485_760, 10_485_760]);
+        s.rows[0] = row(Role::Other, Syscall::Fsync, CacheResult::NoFileRead, &latencies);
+        assert!(s.rows[0].percentiles.p99_ns >= SLOW_WRITE_NS);
+        assert!(!fires(&s, "slow_log_writes"));
+    }
+
+    // ---- no_problem_found ----
+
+    #[test]
+    fn no_problem_found_sums_network_misses_and_says_how_busy() {
+        let mut s = network_idle(1, ms(5_000)); // 5 s idle of 10 s: busy 50%
+        let mut miss = |listener: &str, syscall, n: usize| {
+            let mut r = row(Role::Network, syscall, CacheResult::Miss, &vec![ms(1); n]);
+            r.listener = Some(listener.into());
+            s.rows.push(r);
+        };
+        miss("PLAINTEXT", Syscall::Sendfile, 4);
+        miss("SSL", Syscall::Pread64, 2);
+        // Not network threads, or not misses: not counted.
+        s.rows.push(row(Role::RequestHandler, Syscall::Pread64, CacheResult::Miss, &[ms(1); 100]));
+        s.rows.push(row(Role::Network, Syscall::Sendfile, CacheResult::Hit, &[2_000; 50]));
+        (s.stalls.produce.requests, s.stalls.produce.all.p99_ns) = (500, 3_500_000);
+        let f = findings(&s);
+        assert_eq!(ids(&f), ["no_problem_found"]);
+        assert_eq!(f[0].severity, Severity::Info);
+        assert_eq!(
+            f[0].detail,
+            "Produce p99 3.50ms over 500 requests; 6 page-cache misses on network threads; network threads busy 50%; no slow log writes."
+        );
+        assert_eq!(
+            findings(&empty_summary())[0].detail,
+            "no Produce requests traced; 0 page-cache misses on network threads; network threads busy n/a; no slow log writes."
+        );
+    }
+
+    #[test]
+    fn info_findings_still_leave_no_problem_found_any_warning_removes_it() {
+        let mut s = empty_summary();
+        s.protocol.tls_connections = 1;
+        assert_eq!(ids(&findings(&s)), ["tls_listener", "no_problem_found"]);
+        s.lost.events = 1;
+        assert_eq!(ids(&findings(&s)), ["events_lost", "tls_listener"]);
+        // A critical one alone also does.
+        assert_eq!(ids(&findings(&network_idle(2, ms(1_000)))), ["network_threads_saturated"]);
+    }
+
+    // ---- ordering ----
+
+    #[test]
+    fn findings_are_ordered_critical_then_warning_then_info_stable_within_each() {
+        let mut s = network_idle(2, ms(1_000)); // busy 95%: critical, found after most others
+        s.requests.sync_producers = vec![sync_producer("billing", 900, ms(1), ms(1))];
+        s.protocol.tls_connections = 1;
+        s.lost.events = 3;
+        s.rows.push(fsync_row(12, 3));
+        (s.stalls.produce.stalled_requests, s.stalls.produce.stalled_by_miss) = (5, 0);
+        let f = findings(&s);
+        assert_eq!(
+            ids(&f),
+            [
+                "network_threads_saturated",
+                "synchronous_producer",
+                "events_lost",
+                "slow_log_writes",
+                "produce_stalled_by_slow_network_thread_calls",
+                "tls_listener",
+            ]
+        );
+        let severities: Vec<Severity> = f.iter().map(|f| f.severity).collect();
+        assert!(severities.is_sorted(), "{severities:?}");
+        assert_eq!(severities[0], Severity::Critical);
+    }
+}

@@ -1,0 +1,288 @@
+//! The data model every presenter reads: per-role syscall rows, threads, listeners, request
+//! latency, stalls and the findings drawn from them.
+use std::collections::BTreeMap;
+
+use kstall_common::{CacheResult, LatencyHist, Syscall};
+use serde::Serialize;
+
+use crate::{
+    broker::Broker,
+    hist::{BucketCount, Percentiles, kernel_buckets, percentiles},
+    kernel::EvidenceStatus,
+    listeners::{BrokerConfig, Listener, ListenerInfo},
+    requests::{ControllerApiRow, RequestSummary},
+    roles::{Role, RoleSource},
+    stalls::StallSummary,
+};
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RowKey {
+    pub role: Role,
+    /// Network threads' rows are split per listener, when the thread's name tells it.
+    pub listener: Option<String>,
+    pub syscall: Syscall,
+    pub cache: CacheResult,
+}
+
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
+pub struct ThreadInfo {
+    pub tid: u32,
+    pub comm: String,
+    pub jvm_name: Option<String>,
+    pub role: Role,
+    pub role_source: RoleSource,
+    /// The listener a network thread (or acceptor) serves, from its JVM name.
+    pub listener: Option<Listener>,
+}
+
+impl ThreadInfo {
+    /// Its JVM name, else its comm.
+    pub fn name(&self) -> &str {
+        self.jvm_name.as_deref().unwrap_or(&self.comm)
+    }
+}
+
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
+pub struct Row {
+    pub role: Role,
+    /// The listener of a network-role row; null for other roles, and for network threads whose
+    /// name does not tell.
+    pub listener: Option<String>,
+    #[serde(serialize_with = "spelling::syscall")]
+    #[schemars(with = "String")]
+    pub syscall: Syscall,
+    /// "hit", "miss", or "none" (no file data read).
+    #[serde(serialize_with = "spelling::cache")]
+    #[schemars(with = "String")]
+    pub cache: CacheResult,
+    pub count: u64,
+    #[serde(flatten)]
+    pub percentiles: Percentiles,
+    pub mean_ns: u64,
+    pub bytes: u64,
+    pub pages_added: u64,
+    pub blocked_ns: u64,
+    /// Non-empty buckets of the kernel histogram.
+    pub buckets: Vec<BucketCount>,
+    #[serde(skip)]
+    pub hist: LatencyHist,
+}
+
+#[derive(Clone, Debug, Default, Serialize, schemars::JsonSchema)]
+pub struct Lost {
+    /// Calls not recorded because the histogram map was full.
+    pub histogram_map_full: u64,
+    /// Calls not timed because the in-flight map was full.
+    pub in_flight_map_full: u64,
+    /// Request and stall records dropped because the ring buffer was full: request latency
+    /// and attribution miss them (the syscall histograms do not).
+    pub events: u64,
+}
+
+/// How well the Kafka framing could be followed on the network threads' sockets.
+#[derive(Clone, Debug, Default, Serialize, schemars::JsonSchema)]
+pub struct ProtocolHealth {
+    pub requests_parsed: u64,
+    pub requests_answered: u64,
+    /// Connections whose bytes looked like TLS: no request view for them.
+    pub tls_connections: u64,
+    /// Reads that did not parse as Kafka framing (the parser resyncs at the next read).
+    pub framing_errors: u64,
+    /// Responses to requests read before kstall attached (or aged out of the kernel map).
+    pub responses_unmatched: u64,
+    /// The kernel shows socket reads and data arrival (sock tracepoints, 6.3+, or kprobes):
+    /// socket wait is measured.
+    pub socket_wait_measured: bool,
+}
+
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
+pub struct ProbeInfo {
+    pub attached: Vec<String>,
+    pub unavailable: Vec<String>,
+    /// How each kind of optional kernel evidence is gathered here, or why not.
+    pub evidence: Vec<EvidenceStatus>,
+    pub attach_ms: f64,
+}
+
+/// Where a summary's thread names came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ThreadNames {
+    /// The kernel's 15-byte comms (jcmd did not answer, or not yet).
+    Comm,
+    /// The JVM's full thread names (jcmd).
+    Jvm,
+}
+
+impl ThreadNames {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ThreadNames::Comm => "comm",
+            ThreadNames::Jvm => "jvm",
+        }
+    }
+}
+
+/// Everything a presenter shows.
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
+pub struct Summary {
+    pub broker: Broker,
+    pub elapsed_seconds: f64,
+    pub rows: Vec<Row>,
+    /// Live threads seen doing traced syscalls, by role.
+    pub roles: BTreeMap<Role, Vec<u32>>,
+    pub threads: Vec<ThreadInfo>,
+    /// The broker's listeners, from its properties file and its network threads' names.
+    pub listeners: Vec<ListenerInfo>,
+    /// Threads that exited during the trace; their calls stay in `rows`.
+    pub exited_threads: u64,
+    /// Where the thread names (and so the roles) came from.
+    pub thread_names: ThreadNames,
+    pub probes: ProbeInfo,
+    pub lost: Lost,
+    pub protocol: ProtocolHealth,
+    pub requests: RequestSummary,
+    /// Requests answered by controller-plane network threads (the cluster's own traffic:
+    /// KRaft's BrokerHeartbeat, Vote, raft Fetch, ...): not in `requests`, attribution or findings.
+    pub controller_requests: Vec<ControllerApiRow>,
+    pub stalls: StallSummary,
+    pub findings: Vec<Finding>,
+    /// What the broker's properties file says, when kstall could read it.
+    #[serde(skip)]
+    pub broker_config: Option<BrokerConfig>,
+}
+
+impl Summary {
+    /// A thread's JVM name, else its comm, else its tid (threads that exited).
+    pub fn thread_name(&self, tid: u32) -> String {
+        self.threads.iter().find(|t| t.tid == tid).map_or(tid.to_string(), |t| t.name().to_string())
+    }
+
+    /// The listener of this name, as the report describes it.
+    pub fn listener(&self, name: &str) -> Option<&ListenerInfo> {
+        self.listeners.iter().find(|l| l.name == name)
+    }
+
+    /// Live threads whose role only a JVM name would settle: their comm is ambiguous and jcmd
+    /// has not named them yet. (Unnamed threads whose comm decides do not justify a new jcmd,
+    /// which costs the broker host a JVM start.)
+    pub fn threads_needing_names(&self) -> usize {
+        self.threads.iter().filter(|t| t.role_source == RoleSource::Behaviour).count()
+    }
+
+    /// Share of the traced time the network threads spent outside epoll_wait, that is, busy
+    /// with their connections (each of which waits meanwhile). None without network threads.
+    pub fn network_busy_share(&self) -> Option<f64> {
+        let threads = self.roles.get(&Role::Network)?.len();
+        let idle_ns: u64 = self
+            .rows
+            .iter()
+            .filter(|r| r.role == Role::Network && matches!(r.syscall, Syscall::EpollWait | Syscall::EpollPwait))
+            .map(|r| r.hist.total_ns)
+            .sum();
+        let traced_ns = threads as f64 * self.elapsed_seconds * 1e9;
+        (traced_ns > 0.0).then(|| (1.0 - idle_ns as f64 / traced_ns).clamp(0.0, 1.0))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Critical,
+    Warning,
+    Info,
+}
+
+impl Severity {
+    /// The one machine spelling: JSON, CSS classes.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Severity::Critical => "critical",
+            Severity::Warning => "warning",
+            Severity::Info => "info",
+        }
+    }
+
+    /// For people: the report's and the table's heading of a finding.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Severity::Critical => "CRITICAL",
+            Severity::Warning => "WARNING",
+            Severity::Info => "INFO",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
+pub struct Finding {
+    /// Stable identifier for scripts and alerts.
+    pub id: &'static str,
+    pub severity: Severity,
+    pub title: String,
+    pub detail: String,
+    pub fix: String,
+}
+
+impl Row {
+    /// The row of one (role, listener, syscall, verdict) and its kernel histogram.
+    pub fn new(key: RowKey, hist: LatencyHist) -> Row {
+        let RowKey { role, listener, syscall, cache } = key;
+        Row {
+            role,
+            listener,
+            syscall,
+            cache,
+            count: hist.count,
+            percentiles: percentiles(&hist),
+            mean_ns: if hist.count > 0 { hist.total_ns / hist.count } else { 0 },
+            bytes: hist.bytes,
+            pages_added: hist.pages_added,
+            blocked_ns: hist.blocked_ns,
+            buckets: kernel_buckets(&hist),
+            hist,
+        }
+    }
+}
+
+/// How the kernel-side enums are spelled in JSON (and in labels, via their `as_str`).
+mod spelling {
+    use kstall_common::{CacheResult, Syscall};
+    use serde::Serializer;
+
+    pub fn syscall<S: Serializer>(s: &Syscall, ser: S) -> Result<S::Ok, S::Error> {
+        ser.serialize_str(s.name())
+    }
+
+    pub fn cache<S: Serializer>(c: &CacheResult, ser: S) -> Result<S::Ok, S::Error> {
+        ser.serialize_str(c.as_str())
+    }
+}
+
+/// A summary of nothing, for tests (here and in presenters) to fill in.
+pub fn empty_summary() -> Summary {
+    Summary {
+        broker: Broker {
+            pid: 1,
+            main_class: "kafka.Kafka".into(),
+            command_line: "java kafka.Kafka server.properties".into(),
+            args: Vec::new(),
+            exe: None,
+        },
+        elapsed_seconds: 10.0,
+        rows: Vec::new(),
+        roles: BTreeMap::new(),
+        threads: Vec::new(),
+        listeners: Vec::new(),
+        exited_threads: 0,
+        thread_names: ThreadNames::Jvm,
+        probes: ProbeInfo { attached: Vec::new(), unavailable: Vec::new(), evidence: Vec::new(), attach_ms: 0.0 },
+        lost: Lost::default(),
+        protocol: ProtocolHealth::default(),
+        requests: RequestSummary::default(),
+        controller_requests: Vec::new(),
+        stalls: StallSummary::default(),
+        findings: Vec::new(),
+        broker_config: None,
+    }
+}
+
