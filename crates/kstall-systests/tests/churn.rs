@@ -3,8 +3,9 @@
 //! every call and request is still counted (or counted as lost). Needs root, as CI has.
 //!
 //! Threads: 24000 threads of a process kstall takes for a broker start, do 5 `pwrite64` each and
-//! end, one at a time, while a first thread stays blocked in a `read`; the churn goes on until a
-//! new thread's tid shares that thread's in-flight slot. Every call is counted (120000 of
+//! end, one at a time, while a first thread stays blocked in a `read`; halfway, a thread is
+//! given the tid that shares the blocked thread's in-flight slot (through `ns_last_pid`: left to
+//! the churn, another test's JVM could hold that one tid for the whole run, as CI saw). Every call is counted (120000 of
 //! 120000), none lost, the blocked read is timed across the churn, and kstall's RSS between a
 //! quarter and the end of the churn grows by less than 4 MiB. Connections: 12000 to a real
 //! broker, each one Metadata request (v4 to KRaft brokers, v0 to 0.9) and a close, beside a
@@ -95,10 +96,21 @@ def work():
     global shared
     if threading.get_native_id() % SLOTS == blocker["tid"] % SLOTS: shared += 1
     for _ in range(CALLS): os.pwrite(devnull, b"x", 0)
+def to_partner():
+    # Halfway, the next thread is handed the blocked thread's slot partner instead of waiting
+    # for the churn to wrap onto it: the kernel gives a new task the first free pid after
+    # ns_last_pid (root, as the test runs). Another task can take that pid in between: try again.
+    for _ in range(20):
+        free = [p for p in range(blocker["tid"] % SLOTS, pid_max, SLOTS) if p != blocker["tid"] and p >= 300 and not os.path.exists(f"/proc/{p}")]
+        if shared or not free: return 0
+        with open("/proc/sys/kernel/ns_last_pid", "w") as f: f.write(str(free[0] - 1))
+        th = threading.Thread(target=work); th.start(); th.join()
+        yield 1
 spawned = 0
 while spawned < THREADS or (shared == 0 and spawned < 4 * SLOTS):
     th = threading.Thread(target=work); th.start(); th.join(); spawned += 1
     if spawned == THREADS // 4: print("quarter", flush=True)
+    if spawned == THREADS // 2: spawned += sum(to_partner())
 os.write(w, b"x"); t.join()
 print(spawned, shared, blocker["tid"], flush=True)
 sys.stdin.readline()
