@@ -166,6 +166,8 @@ pub fn broker_config(broker: &Broker) -> Option<BrokerConfig> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     #[test]
