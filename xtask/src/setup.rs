@@ -14,9 +14,10 @@ const CARGO_FUZZ_VERSION: &str = "0.13.2";
 const VIRTME_NG_VERSION: &str = "1.42";
 
 /// Commands the tests and demo use, and the Debian package that provides each.
-const TOOLS: [(&str, &str); 8] = [
+const TOOLS: [(&str, &str); 9] = [
     ("kcat", "kcat"),
     ("strace", "strace"),
+    ("tmux", "tmux"),
     ("setpriv", "util-linux"),
     ("java", "openjdk-17-jdk-headless"),
     ("jcmd", "openjdk-17-jdk-headless"),

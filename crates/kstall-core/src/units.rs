@@ -27,6 +27,12 @@ pub fn percentile(ns: u64) -> String {
     if ns < 1 << MIN_POW { "<1us".to_string() } else { duration(ns) }
 }
 
+/// A statistic (a percentile, the max) of a set of `count` latencies, written by `format`; `-`
+/// for an empty set, whose percentiles are zeros that would read as a measured `0ns`.
+pub fn of_set(count: u64, ns: u64, format: fn(u64) -> String) -> String {
+    if count == 0 { "-".to_string() } else { format(ns) }
+}
+
 /// "s" to make a count's noun plural: `format!("{n} thread{}", plural(n))`.
 pub fn plural(n: u64) -> &'static str {
     if n == 1 { "" } else { "s" }
@@ -45,5 +51,9 @@ mod tests {
         assert_eq!(duration(61_064_000), "61.1ms");
         assert_eq!(duration(1_200_000_000), "1.20s");
         assert_eq!(bytes(1_048_576), "1.0MiB");
+        assert_eq!(of_set(0, 0, duration), "-");
+        assert_eq!(of_set(1, 0, duration), "0ns");
+        assert_eq!(of_set(0, 0, percentile), "-");
+        assert_eq!(of_set(3, 500, percentile), "<1us");
     }
 }

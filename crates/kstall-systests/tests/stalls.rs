@@ -235,12 +235,7 @@ fn produce_stalls_are_blamed_on_the_cold_reader() {
     // Cold read: a consumer reads the evicted topic from offset 0 while the producer runs.
     let cold_phase = Phase { name: "cold", dir: dir.clone() };
     let tracer = cold_phase.start(&broker, "600s");
-    let mut consumer = broker
-        .kcat()
-        .args(["-C", "-t", COLD, "-o", "beginning", "-e", "-q", "-X", &format!("client.id={COLD_READER}")])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("cold consumer");
+    let mut consumer = broker.read_from_start(COLD, COLD_READER).expect("cold consumer");
     let deadline = Instant::now() + Duration::from_secs(120);
     let cold_client = produce_until(&broker, || {
         Instant::now() > deadline || consumer.try_wait().map(|s| s.is_some()).unwrap_or(true)

@@ -450,6 +450,15 @@ impl DemoBroker {
         cmd
     }
 
+    /// A consumer reading `topic` from its first offset to its end as `client_id` (the backfill
+    /// job of KAFKA-7504), its output dropped.
+    pub fn read_from_start(&self, topic: &str, client_id: &str) -> std::io::Result<std::process::Child> {
+        self.kcat()
+            .args(["-C", "-t", topic, "-o", "beginning", "-e", "-q", "-X", &format!("client.id={client_id}")])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+    }
+
     /// kcat through the TLS listener (verifying the broker's certificate and its IP SAN).
     pub fn kcat_tls(&self) -> Result<Command> {
         let tls = self.tls.as_ref().context("this broker has no TLS listener")?;

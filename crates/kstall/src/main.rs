@@ -35,7 +35,8 @@ enum Command {
         /// Stop after this long (e.g. 30s, 5m); default: until Ctrl-C.
         #[arg(long, value_parser = humantime::parse_duration)]
         duration: Option<Duration>,
-        /// Final summary as a table or as JSON.
+        /// table: the live full-screen view on a terminal, else the final table; json: the final
+        /// summary; jsonl: one summary per interval, then the final one, a line each.
         #[arg(long, value_enum, default_value = "table")]
         format: watch::Format,
         /// Network-thread calls at least this slow are stalls (page-cache misses always are).

@@ -1,4 +1,4 @@
-//! SIGINT and SIGTERM: one flag, set by a plain signal handler installed first thing in
+//! SIGINT and SIGTERM (and `q` in the live view): one flag, set by a plain signal handler installed first thing in
 //! `main`, and looked at by whatever waits (the tracing loop every 50 ms, the exporter between
 //! brokers, the attach when the verifier gave up). A flag cannot be missed: tokio's signal
 //! streams sometimes never yielded a SIGINT that came while the probes were loading (seen in
@@ -27,6 +27,12 @@ pub fn install() {
             libc::sigaction(signal, &action, std::ptr::null_mut());
         }
     }
+}
+
+/// Asks for the same stop as a signal, from kstall itself: `q` in the live view, or a reader
+/// of `--format jsonl` that went away. The session then detaches as after Ctrl-C.
+pub fn request() {
+    REQUESTED.store(true, Ordering::SeqCst);
 }
 
 /// A stop signal came.

@@ -6,13 +6,15 @@ pub mod export;
 pub mod report;
 pub mod watch;
 
-/// Writes `text` to stdout. A reader that went away (`kstall report | head`) ends the output
-/// quietly, as with other Unix tools, instead of a panic or an error.
-pub fn print_stdout(text: &str) -> std::io::Result<()> {
+/// Writes `text` to stdout; false when nobody reads it any more. A reader that went away
+/// (`kstall report | head`) ends the output quietly, as with other Unix tools, instead of a
+/// panic or an error; a stream of output (`watch --format jsonl`) stops there.
+pub fn print_stdout(text: &str) -> std::io::Result<bool> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        other => other,
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(e),
     }
 }

@@ -1,7 +1,8 @@
-//! Presenters: views over the analysis core's summary (terminal tables, JSON, Markdown,
-//! HTML with SVG charts, Prometheus). Nothing here traces or reads /proc.
+//! Presenters: views over the analysis core's summary (terminal tables, the live full-screen
+//! view, JSON, Markdown, HTML with SVG charts, Prometheus). Nothing here traces or reads /proc.
 pub mod html;
 pub mod json;
 pub mod markdown;
 pub mod prometheus;
 pub mod table;
+pub mod tui;

@@ -6,8 +6,9 @@ use kstall_core::{
     kernel::EvidenceStatus,
     listeners::{self, BrokerConfig, Plane},
     requests::MAX_TRACKED_CLIENTS,
+    stalls::StallSummary,
     summary::{Row, Summary},
-    units::{bytes, duration, percentile},
+    units::{bytes, duration, of_set, percentile},
 };
 
 /// Number of columns of the log2 bar: one below 1 us, one per power of two up to the
@@ -71,11 +72,11 @@ fn row_texts(r: &Row) -> Vec<String> {
         r.syscall.name().to_string(),
         if r.cache == CacheResult::NoFileRead { String::new() } else { r.cache.as_str().to_string() },
         r.count.to_string(),
-        percentile(p.p50_ns),
-        percentile(p.p90_ns),
-        percentile(p.p99_ns),
-        percentile(p.p999_ns),
-        duration(p.max_ns),
+        of_set(r.count, p.p50_ns, percentile),
+        of_set(r.count, p.p90_ns, percentile),
+        of_set(r.count, p.p99_ns, percentile),
+        of_set(r.count, p.p999_ns, percentile),
+        of_set(r.count, p.max_ns, duration),
         if r.syscall.returns_bytes() { bytes(r.bytes) } else { String::new() },
         if r.pages_added > 0 { r.pages_added.to_string() } else { String::new() },
     ]
@@ -96,12 +97,7 @@ fn row_cells(row: &Row) -> Vec<Cell> {
 }
 
 pub fn table(summary: &Summary) -> String {
-    let mut out = String::new();
-    let b = &summary.broker;
-    out += &format!(
-        "kstall: broker pid {} ({}), {:.1}s traced, thread names from {}\n",
-        b.pid, b.main_class, summary.elapsed_seconds, summary.thread_names.as_str()
-    );
+    let mut out = title_line(summary);
     for (role, tids) in &summary.roles {
         let names: Vec<String> = summary
             .threads
@@ -148,6 +144,12 @@ pub fn table(summary: &Summary) -> String {
     out
 }
 
+/// `kstall: broker pid 21140 (kafka.Kafka), 30.3s traced, thread names from jvm`, and a newline.
+pub fn title_line(summary: &Summary) -> String {
+    let b = &summary.broker;
+    format!("kstall: broker pid {} ({}), {:.1}s traced, thread names from {}\n", b.pid, b.main_class, summary.elapsed_seconds, summary.thread_names.as_str())
+}
+
 /// `/etc/kafka/server.properties (process.roles broker,controller, node.id 1)`.
 pub fn config_line(c: &BrokerConfig) -> String {
     let mut notes = Vec::new();
@@ -167,14 +169,9 @@ pub fn config_line(c: &BrokerConfig) -> String {
 /// title line; empty ones are left out.
 fn evidence_sections(summary: &Summary) -> String {
     let mut out = String::new();
-    let health = &summary.protocol;
     if summary.requests.apis.is_empty() {
-        out += &format!(
-            "\nKafka requests: none answered yet ({} read, {} framing errors, {} TLS connections)\n",
-            health.requests_parsed, health.framing_errors, health.tls_connections
-        );
+        out += &format!("\n{}\n", no_requests_line(summary));
     }
-    let st = &summary.stalls;
     for t in evidence_tables(summary).into_iter().skip(1).filter(|t| !t.rows.is_empty()) {
         out += &format!("\n{}\n", t.title);
         let mut table = Table::new();
@@ -188,22 +185,8 @@ fn evidence_sections(summary: &Summary) -> String {
         out += &table.to_string();
         out += "\n";
         if t.title.starts_with("Produce latency") {
-            let p = &st.produce;
-            out += &format!(
-                "stalls (page-cache misses, and network-thread calls >= {}): {}; stalled Produce: {} ({} by page-cache misses); slowest 1%: {} of {} stalled; stalls added {} ({} by misses)\n",
-                duration(st.threshold_ns),
-                if st.by_cause.is_empty() {
-                    "none".to_string()
-                } else {
-                    st.by_cause.iter().filter_map(|c| c.cause.map(|k| format!("{} {} ({})", c.stalls, k.label(), duration(c.stall_ns)))).collect::<Vec<_>>().join(", ")
-                },
-                p.stalled_requests,
-                p.stalled_by_miss,
-                p.slowest_1pct_stalled,
-                p.slowest_1pct,
-                duration(p.stall_ns_added),
-                duration(p.miss_ns_added),
-            );
+            out += &stalls_line(&summary.stalls);
+            out.push('\n');
         }
     }
     if summary.requests.other_client_ids > 0 || summary.requests.untracked_client_requests > 0 {
@@ -217,6 +200,35 @@ fn evidence_sections(summary: &Summary) -> String {
     out
 }
 
+/// What a broker without answered requests shows instead of the request tables.
+pub fn no_requests_line(summary: &Summary) -> String {
+    let health = &summary.protocol;
+    format!(
+        "Kafka requests: none answered yet ({} read, {} framing errors, {} TLS connections)",
+        health.requests_parsed, health.framing_errors, health.tls_connections
+    )
+}
+
+/// Stalls by cause and what they did to Produce, in one line.
+pub fn stalls_line(st: &StallSummary) -> String {
+    let p = &st.produce;
+    format!(
+        "stalls (page-cache misses, and network-thread calls >= {}): {}; stalled Produce: {} ({} by page-cache misses); slowest 1%: {} of {} stalled; stalls added {} ({} by misses)",
+        duration(st.threshold_ns),
+        if st.by_cause.is_empty() {
+            "none".to_string()
+        } else {
+            st.by_cause.iter().filter_map(|c| c.cause.map(|k| format!("{} {} ({})", c.stalls, k.label(), duration(c.stall_ns)))).collect::<Vec<_>>().join(", ")
+        },
+        p.stalled_requests,
+        p.stalled_by_miss,
+        p.slowest_1pct_stalled,
+        p.slowest_1pct,
+        duration(p.stall_ns_added),
+        duration(p.miss_ns_added),
+    )
+}
+
 /// A table of the evidence, as text cells: one source for the Markdown and HTML reports.
 pub struct EvidenceTable {
     pub title: &'static str,
@@ -226,15 +238,29 @@ pub struct EvidenceTable {
     pub numeric_from: usize,
 }
 
+/// Every evidence table, in the order the table, Markdown and HTML show them.
 pub fn evidence_tables(s: &Summary) -> Vec<EvidenceTable> {
-    let mut tables = Vec::new();
-    tables.push(EvidenceTable {
+    let mut tables = vec![syscall_table(s), api_table(s), client_table(s)];
+    tables.extend(controller_table(s));
+    tables.push(produce_table(s));
+    tables.extend(cold_tables(s));
+    tables.push(worst_stalls_table(s));
+    tables.push(thread_stalls_table(s));
+    tables
+}
+
+pub fn syscall_table(s: &Summary) -> EvidenceTable {
+    EvidenceTable {
         title: "Syscall latency per thread role",
         header: ROW_HEADER.to_vec(),
         rows: s.rows.iter().map(row_texts).collect(),
         numeric_from: ROW_NUMERIC_FROM,
-    });
-    tables.push(EvidenceTable {
+    }
+}
+
+/// One row per API, in `s.requests.apis` order.
+pub fn api_table(s: &Summary) -> EvidenceTable {
+    EvidenceTable {
         title: "Kafka requests per API (latency = socket wait + broker time)",
         header: vec!["api", "requests", "per s", "p50", "p99", "p99.9", "max", "broker p50", "broker p99", "socket wait p50", "socket wait p99"],
         rows: s
@@ -242,25 +268,30 @@ pub fn evidence_tables(s: &Summary) -> Vec<EvidenceTable> {
             .apis
             .iter()
             .map(|a| {
-                let wait = |ns| if a.count > a.socket_wait_unknown { duration(ns) } else { "-".into() };
+                let waited = a.count.saturating_sub(a.socket_wait_unknown);
+                let total = |ns| of_set(a.count, ns, duration);
                 vec![
                     a.api.to_string(),
                     a.count.to_string(),
                     format!("{:.1}", a.rate_per_s),
-                    duration(a.total.p50_ns),
-                    duration(a.total.p99_ns),
-                    duration(a.total.p999_ns),
-                    duration(a.total.max_ns),
-                    duration(a.broker.p50_ns),
-                    duration(a.broker.p99_ns),
-                    wait(a.socket_wait.p50_ns),
-                    wait(a.socket_wait.p99_ns),
+                    total(a.total.p50_ns),
+                    total(a.total.p99_ns),
+                    total(a.total.p999_ns),
+                    total(a.total.max_ns),
+                    total(a.broker.p50_ns),
+                    total(a.broker.p99_ns),
+                    of_set(waited, a.socket_wait.p50_ns, duration),
+                    of_set(waited, a.socket_wait.p99_ns, duration),
                 ]
             })
             .collect(),
         numeric_from: 1,
-    });
-    tables.push(EvidenceTable {
+    }
+}
+
+/// One row per (client.id, listener, API), in `s.requests.clients` order.
+pub fn client_table(s: &Summary) -> EvidenceTable {
+    EvidenceTable {
         title: "Kafka requests per client.id",
         header: vec!["client.id", "listener", "api", "requests", "per s", "p50", "p99", "max", "connections", "in flight max", "in flight mean"],
         rows: s
@@ -274,9 +305,9 @@ pub fn evidence_tables(s: &Summary) -> Vec<EvidenceTable> {
                     c.api.to_string(),
                     c.count.to_string(),
                     format!("{:.1}", c.rate_per_s),
-                    duration(c.total.p50_ns),
-                    duration(c.total.p99_ns),
-                    duration(c.total.max_ns),
+                    of_set(c.count, c.total.p50_ns, duration),
+                    of_set(c.count, c.total.p99_ns, duration),
+                    of_set(c.count, c.total.max_ns, duration),
                     c.connections.to_string(),
                     c.max_in_flight.to_string(),
                     format!("{:.2}", c.mean_in_flight),
@@ -284,60 +315,75 @@ pub fn evidence_tables(s: &Summary) -> Vec<EvidenceTable> {
             })
             .collect(),
         numeric_from: 3,
-    });
-    // Only for brokers with a controller plane (KRaft combined mode, control.plane.listener.name).
-    let controller_plane = s.listeners.iter().any(|l| l.plane == Plane::Controller);
-    if controller_plane || !s.controller_requests.is_empty() {
-        tables.push(EvidenceTable {
-            title: "Controller-plane requests (the cluster's own traffic; not in the client tables, attribution or findings)",
-            header: vec!["listener", "api", "requests", "per s", "p50", "p99", "max", "broker p50", "broker p99"],
-            rows: s
-                .controller_requests
-                .iter()
-                .map(|a| {
-                    vec![
-                        a.listener.clone(),
-                        a.api.to_string(),
-                        a.count.to_string(),
-                        format!("{:.1}", a.rate_per_s),
-                        duration(a.total.p50_ns),
-                        duration(a.total.p99_ns),
-                        duration(a.total.max_ns),
-                        duration(a.broker.p50_ns),
-                        duration(a.broker.p99_ns),
-                    ]
-                })
-                .collect(),
-            numeric_from: 2,
-        });
     }
+}
+
+/// Only for brokers with a controller plane (KRaft combined mode, control.plane.listener.name).
+pub fn controller_table(s: &Summary) -> Option<EvidenceTable> {
+    let controller_plane = s.listeners.iter().any(|l| l.plane == Plane::Controller);
+    (controller_plane || !s.controller_requests.is_empty()).then(|| EvidenceTable {
+        title: "Controller-plane requests (the cluster's own traffic; not in the client tables, attribution or findings)",
+        header: vec!["listener", "api", "requests", "per s", "p50", "p99", "max", "broker p50", "broker p99"],
+        rows: s
+            .controller_requests
+            .iter()
+            .map(|a| {
+                let total = |ns| of_set(a.count, ns, duration);
+                vec![
+                    a.listener.clone(),
+                    a.api.to_string(),
+                    a.count.to_string(),
+                    format!("{:.1}", a.rate_per_s),
+                    total(a.total.p50_ns),
+                    total(a.total.p99_ns),
+                    total(a.total.max_ns),
+                    total(a.broker.p50_ns),
+                    total(a.broker.p99_ns),
+                ]
+            })
+            .collect(),
+        numeric_from: 2,
+    })
+}
+
+/// Produce latency: all, stalled, not stalled (a set that can be empty: `-`).
+pub fn produce_table(s: &Summary) -> EvidenceTable {
     let p = &s.stalls.produce;
-    tables.push(EvidenceTable {
+    EvidenceTable {
         title: "Produce latency, stalled and not",
         header: vec!["Produce", "requests", "p50", "p99", "p99.9", "max"],
         rows: [("all", p.requests, &p.all), ("stalled", p.stalled_requests, &p.stalled), ("not stalled", p.requests - p.stalled_requests, &p.not_stalled)]
             .into_iter()
             .map(|(label, n, q)| {
-                vec![label.into(), n.to_string(), duration(q.p50_ns), duration(q.p99_ns), duration(q.p999_ns), duration(q.max_ns)]
+                let at = |ns| of_set(n, ns, duration);
+                vec![label.into(), n.to_string(), at(q.p50_ns), at(q.p99_ns), at(q.p999_ns), at(q.max_ns)]
             })
             .collect(),
         numeric_from: 1,
-    });
-    for (title, rows) in [
+    }
+}
+
+/// Page-cache misses by topic-partition, then by the client.id served: rows in
+/// `s.stalls.cold_partitions` and `cold_readers` order.
+pub fn cold_tables(s: &Summary) -> [EvidenceTable; 2] {
+    [
         ("Page-cache misses by topic-partition (or file)", &s.stalls.cold_partitions),
         ("Page-cache misses by client.id served (cold readers)", &s.stalls.cold_readers),
-    ] {
-        tables.push(EvidenceTable {
-            title,
-            header: vec!["name", "misses", "miss time", "bytes", "pages added"],
-            rows: rows
-                .iter()
-                .map(|m| vec![m.name.clone(), m.stalls.to_string(), duration(m.stall_ns), bytes(m.bytes), m.pages_added.to_string()])
-                .collect(),
-            numeric_from: 1,
-        });
-    }
-    tables.push(EvidenceTable {
+    ]
+    .map(|(title, rows)| EvidenceTable {
+        title,
+        header: vec!["name", "misses", "miss time", "bytes", "pages added"],
+        rows: rows
+            .iter()
+            .map(|m| vec![m.name.clone(), m.stalls.to_string(), duration(m.stall_ns), bytes(m.bytes), m.pages_added.to_string()])
+            .collect(),
+        numeric_from: 1,
+    })
+}
+
+/// The longest stalls, in `s.stalls.worst` order, with what they delayed.
+pub fn worst_stalls_table(s: &Summary) -> EvidenceTable {
+    EvidenceTable {
         title: "Longest network-thread stalls",
         header: vec!["call", "took", "thread", "listener", "cause", "file", "serving", "delayed Produce", "delay added"],
         rows: s
@@ -368,8 +414,11 @@ pub fn evidence_tables(s: &Summary) -> Vec<EvidenceTable> {
             })
             .collect(),
         numeric_from: 7,
-    });
-    tables.push(EvidenceTable {
+    }
+}
+
+pub fn thread_stalls_table(s: &Summary) -> EvidenceTable {
+    EvidenceTable {
         title: "Network-thread stalls per thread",
         header: vec!["thread", "listener", "cause", "stalls", "stall time"],
         rows: s
@@ -387,11 +436,11 @@ pub fn evidence_tables(s: &Summary) -> Vec<EvidenceTable> {
             })
             .collect(),
         numeric_from: 3,
-    });
-    tables
+    }
 }
 
-fn findings_section(summary: &Summary) -> String {
+/// The findings, each with its detail and fix; empty without findings.
+pub fn findings_section(summary: &Summary) -> String {
     let mut out = String::new();
     if summary.findings.is_empty() {
         return out;
@@ -428,5 +477,21 @@ mod tests {
         assert_eq!(bar.iter().filter(|c| **c != ' ').count(), 2);
         assert_eq!(bar_axis().chars().count(), BAR_COLUMNS);
         assert_eq!(bar_axis().find("1ms"), Some(11));
+    }
+
+    /// Produce requests none of which a stall delayed: the stalled set is empty, and its
+    /// percentiles read `-` (they are zeros, which would read as a measured `0ns`).
+    #[test]
+    fn empty_sets_read_a_dash() {
+        let mut s = kstall_core::summary::empty_summary();
+        let p = &mut s.stalls.produce;
+        p.requests = 5;
+        p.all = kstall_core::hist::Percentiles { p50_ns: 2_000_000, p90_ns: 2_000_000, p99_ns: 3_000_000, p999_ns: 3_000_000, max_ns: 3_000_000 };
+        p.not_stalled = p.all;
+        let text = table(&s);
+        let stalled = text.lines().find(|l| l.starts_with("│ stalled ")).unwrap_or_else(|| panic!("{text}"));
+        assert_eq!(stalled.split(['│', '┆']).map(str::trim).filter(|c| !c.is_empty()).collect::<Vec<_>>(), ["stalled", "0", "-", "-", "-", "-"]);
+        assert!(text.contains("│ not stalled ┆        5 ┆ 2.00ms ┆ 3.00ms ┆ 3.00ms ┆ 3.00ms │"), "{text}");
+        assert!(!text.contains("0ns ┆"), "{text}");
     }
 }
