@@ -2,7 +2,7 @@
 //!   setup   install the BPF toolchain, test tools and the Kafka distribution (idempotent)
 //!   build   setup, then build kstall (release)
 //!   test    setup, then run every test: plain `cargo test` (hermetic), the system tests
-//!           (crates/kstall-systests, as root, real brokers) on Kafka 4.x and again on 0.9 and
+//!           (tracer-cli/systests, as root, real brokers) on Kafka 4.x and again on 0.9 and
 //!           3.9, fuzzing, the kernel matrix; one total line at the end
 //!   demo    setup, build, start a real Kafka 4.x broker (KRaft) on a slow disk with a
 //!           synchronous producer, a tail consumer and a cold reader, run `kstall watch` on it
@@ -19,14 +19,14 @@
 //!           bpftrace), startup, memory, lost records at 200k syscalls/s, and a real broker's
 //!           producer throughput and p99 with and without kstall (docs/performance.md)
 //!   synthetic-broker kafka.Kafka DIR
-//!           the bench's load (see crates/kstall-testbed/src/synthetic_broker.rs), driven on stdin
+//!           the bench's load (see tracer-cli/testbed/src/synthetic_broker.rs), driven on stdin
 //!   matrix [host|5.10|6.1|6.12|sid ...]
 //!           the kernel matrix (part of `test`): kstall's functional check on this host and
 //!           inside QEMU guests booting Debian's kernels (xtask/src/matrix.rs)
 //!   kernel-check [--no-kprobes | --also-without-kprobes]
 //!           that check on the running kernel (the matrix runs it in each guest)
 //!   stand-in kafka.Kafka DIR
-//!           the check's stand-in broker (crates/kstall-testbed/src/stand_in.rs), driven on stdin
+//!           the check's stand-in broker (tracer-cli/testbed/src/stand_in.rs), driven on stdin
 use std::{
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
@@ -140,7 +140,7 @@ fn cargo_test(label: &str, args: &[&str], kafka: Option<KafkaVersion>, kstall: O
     Ok(CargoTests { passed, failed, ok: status.success() })
 }
 
-/// The system tests (crates/kstall-systests), in release as the kstall they run.
+/// The system tests (tracer-cli/systests), in release as the kstall they run.
 const SYSTESTS: [&str; 3] = ["--release", "--package", "kstall-systests"];
 
 /// The system tests that run once more on Kafka 0.9 (the default run is on Kafka 4.x), and the
@@ -203,14 +203,14 @@ fn matrix_tests(kstall: &Path, only: &[String]) -> Result<(u64, u64)> {
     Ok((outcomes.len() as u64 - failed, failed))
 }
 
-/// The framing parser's fuzz targets (crates/kstall-common/fuzz) and their share of 30 s of fuzzing.
+/// The framing parser's fuzz targets (tracer-ebpf/common/fuzz) and their share of 30 s of fuzzing.
 const FUZZ_TARGETS: [(&str, u64); 2] = [("framing", 25), ("response_start", 5)];
 
 /// Builds and runs one fuzz target for `seconds` (cargo-fuzz on the stable toolchain, its
 /// nightly flags let through by RUSTC_BOOTSTRAP; overflow checks on). Its output goes to
 /// `artifacts/<target>.log`; on failure the log's end and the crashing input are printed.
 fn fuzz(target: &str, seconds: u64) -> bool {
-    let dir = workspace_root().join("crates/kstall-common/fuzz");
+    let dir = workspace_root().join("tracer-ebpf/common/fuzz");
     let log = dir.join("artifacts").join(format!("{target}.log"));
     let status = std::fs::create_dir_all(dir.join("artifacts"))
         .and_then(|_| std::fs::File::create(&log))
@@ -279,7 +279,7 @@ fn demo(seconds: u64) -> Result<()> {
     let kstall = build_release()?;
     let dir = cache_dir().join("demo");
     // Log segments on a disk whose reads take 8 ms each, so cold reads cost what they cost on a
-    // busy spinning disk (see crates/kstall-systests/tests/stalls.rs); the local disk when loop or FUSE is missing.
+    // busy spinning disk (see tracer-cli/systests/tests/stalls.rs); the local disk when loop or FUSE is missing.
     let _ = std::fs::remove_dir_all(&dir);
     let disk = SlowDisk::create(&dir.join("disk"), 1024, Duration::from_millis(8))
         .inspect_err(|e| eprintln!("demo: no slow disk ({e:#}); using the local disk"))

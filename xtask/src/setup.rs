@@ -115,7 +115,7 @@ pub fn setup() -> Result<()> {
             .env("LLVM_PREFIX", format!("/usr/lib/llvm-{llvm}")))
         .context("cannot build bpf-linker")?;
     }
-    // cargo-fuzz runs the framing parser's fuzz targets (crates/kstall-common/fuzz) in `cargo xtask test`.
+    // cargo-fuzz runs the framing parser's fuzz targets (tracer-ebpf/common/fuzz) in `cargo xtask test`.
     if output(Command::new("cargo").args(["fuzz", "--version"])).is_err() {
         eprintln!("setup: cargo install cargo-fuzz {CARGO_FUZZ_VERSION}");
         run(Command::new("cargo").args(["install", &format!("cargo-fuzz@{CARGO_FUZZ_VERSION}"), "--locked"]))

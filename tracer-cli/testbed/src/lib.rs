@@ -1,4 +1,4 @@
-//! kstall's test fixtures, shared by the system tests (`crates/kstall-systests`) and by
+//! kstall's test fixtures, shared by the system tests (`tracer-cli/systests`) and by
 //! `cargo xtask` (the demo, the bench, the kernel matrix): a real Kafka broker with real clients
 //! (`kafka`, from Maven Central via `kafka_maven`, or 0.9 from npm), the project's own
 //! protocol-level clients (`kafka_protocol`, the one Kafka request encoder in the workspace), a
@@ -47,9 +47,9 @@ pub fn output(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// The workspace root (this crate lives in `crates/kstall-testbed`, two levels below it).
+/// The workspace root (this crate lives in `tracer-cli/testbed`, two levels below it).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().nth(2).expect("crates/kstall-testbed has a grandparent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().nth(2).expect("tracer-cli/testbed has a grandparent").to_path_buf()
 }
 
 /// Cargo's target directory: $CARGO_TARGET_DIR (a relative one taken from the workspace root,
@@ -79,6 +79,6 @@ mod tests {
     fn workspace_root_is_the_workspace() {
         let manifest = std::fs::read_to_string(workspace_root().join("Cargo.toml")).expect("Cargo.toml at the workspace root");
         assert!(manifest.contains("[workspace]"), "{} is not the workspace manifest", workspace_root().display());
-        assert!(workspace_root().join("crates/kstall-testbed/Cargo.toml").exists());
+        assert!(workspace_root().join("tracer-cli/testbed/Cargo.toml").exists());
     }
 }

@@ -1,5 +1,5 @@
-//! Types and arithmetic shared by kstall's kernel side (`crates/kstall-probes`, built for BPF) and its user
-//! side (`crates/kstall`). Everything here is `#[repr(C)]` plain data or a `const fn`, so the two
+//! Types and arithmetic shared by kstall's kernel side (`tracer-ebpf/probes`, built for BPF) and its user
+//! side (`tracer-cli/kstall`). Everything here is `#[repr(C)]` plain data or a `const fn`, so the two
 //! sides agree on layout and on histogram bucketing by construction.
 #![cfg_attr(not(test), no_std)]
 
