@@ -158,6 +158,8 @@ pub fn run(opts: &CheckOptions) -> Result<Value> {
             "top_cold_reader": s["stalls"]["cold_readers"][0]["name"],
             "socket_wait_measured": s["protocol"]["socket_wait_measured"],
             "lost": s["lost"],
+            // Where a request kstall did not count went: never parsed, or answered unmatched.
+            "protocol": s["protocol"],
         }));
         if check.is_none() {
             check = Some(json!({
@@ -269,7 +271,7 @@ pub fn failures(r: &Value) -> Vec<String> {
         let t = &p["truth"];
         let n = |v: &Value| v.as_u64().unwrap_or(u64::MAX);
         let (hits, misses) = (n(&p["sendfile_hits"]), n(&p["sendfile_misses"]));
-        expect(p["produce"] == t["produces_sent"], format!("{name}: Produce {} counted, {} sent", p["produce"], t["produces_sent"]));
+        expect(p["produce"] == t["produces_sent"], format!("{name}: Produce {} counted, {} sent (protocol: {})", p["produce"], t["produces_sent"], p["protocol"]));
         expect(p["fetch"] == t["fetches"], format!("{name}: Fetch {} counted, {} sent", p["fetch"], t["fetches"]));
         expect(hits + misses == n(&t["sendfiles"]), format!("{name}: {hits} hits + {misses} misses, {} sendfiles", t["sendfiles"]));
         match name {

@@ -38,6 +38,8 @@ pub struct Snapshot {
     pub alive_unlisted: HashSet<u32>,
     /// The kernel's counters, summed over CPUs, indexed by `kstall_common::counter`.
     pub counters: [u64; counter::COUNT as usize],
+    /// Runs of the probes the kernel skipped (see [`Lost::probe_runs_skipped`]).
+    pub probe_runs_skipped: u64,
     /// Since tracing started.
     pub elapsed: Duration,
 }
@@ -53,6 +55,7 @@ pub struct Observed {
     live_entries: Vec<(RowKey, LatencyHist)>,
     live_comms: HashMap<u32, String>,
     counters: [u64; counter::COUNT as usize],
+    probe_runs_skipped: u64,
     elapsed: Duration,
 }
 
@@ -178,7 +181,7 @@ impl Aggregator {
     /// First half of a refresh: roles of every thread with histograms, and what the session
     /// must do in the kernel (network threads to set, exited threads' entries to take).
     pub fn observe(&mut self, snapshot: Snapshot) -> Observed {
-        let Snapshot { histograms, comms, alive_unlisted, counters, elapsed } = snapshot;
+        let Snapshot { histograms, comms, alive_unlisted, counters, probe_runs_skipped, elapsed } = snapshot;
         self.comms.extend(comms.iter().map(|(tid, comm)| (*tid, comm.clone())));
         let threads = assign_roles(&histograms, &self.comms, &self.jvm_names, &self.thread_listeners);
         let network_threads = network_threads(&threads, &comms, &self.jvm_names);
@@ -195,13 +198,13 @@ impl Aggregator {
                 None => {}
             }
         }
-        Observed { network_threads, exited, threads, live_entries, live_comms: comms, counters, elapsed }
+        Observed { network_threads, exited, threads, live_entries, live_comms: comms, counters, probe_runs_skipped, elapsed }
     }
 
     /// Second half: folds what the session took out of the kernel for `observed.exited` into
     /// the roles' totals, and returns the summary of everything since tracing started.
     pub fn summarize(&mut self, observed: Observed, taken: Vec<(HistKey, LatencyHist)>) -> Summary {
-        let Observed { exited, threads, live_entries, live_comms, counters, elapsed, .. } = observed;
+        let Observed { exited, threads, live_entries, live_comms, counters, probe_runs_skipped, elapsed, .. } = observed;
         // Folded as taken out, not as read: a new thread with a reused tid may have counted
         // calls in between, and those are in what was taken.
         for (key, hist) in taken {
@@ -242,6 +245,7 @@ impl Aggregator {
                 histogram_map_full: counters[counter::HIST_MAP_FULL as usize],
                 in_flight_map_full: counters[counter::IN_FLIGHT_MAP_FULL as usize],
                 events: counters[counter::EVENTS_LOST as usize],
+                probe_runs_skipped,
             },
             protocol: ProtocolHealth {
                 requests_parsed: counters[counter::REQUESTS_PARSED as usize],
@@ -386,6 +390,7 @@ pub(crate) mod tests {
             comms: comms.iter().map(|(t, c)| (*t, c.to_string())).collect(),
             alive_unlisted: alive_unlisted.iter().copied().collect(),
             counters: [0; counter::COUNT as usize],
+            probe_runs_skipped: 0,
             elapsed: Duration::from_secs(1),
         }
     }

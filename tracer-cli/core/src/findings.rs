@@ -217,6 +217,18 @@ pub fn findings(s: &Summary) -> Vec<Finding> {
             fix: "Raise --stall-threshold so fewer slow calls are reported; kstall drains its 4 MiB buffer every 100 ms.".into(),
         });
     }
+    if s.lost.probe_runs_skipped > 0 {
+        out.push(Finding {
+            id: "probe_runs_skipped",
+            severity: Severity::Warning,
+            title: "The kernel skipped some of kstall's probe runs".into(),
+            detail: format!(
+                "{} probe runs did not happen because another BPF program or a bpf() map syscall held the CPU at the time; counts of calls, requests and stalls may be short by up to as many.",
+                s.lost.probe_runs_skipped
+            ),
+            fix: "Look for other BPF tools on this host (bpftool prog) and trace while they are not running; a kernel with preempt=voluntary makes kstall's own map reads unpreemptible.".into(),
+        });
+    }
     if let Some(busy) = s.network_busy_share().filter(|b| *b >= NETWORK_BUSY_WARNING) {
         out.push(Finding {
             id: "network_threads_saturated",
@@ -755,6 +767,17 @@ mod tests {
         let mut s = failing();
         s.listeners = vec![listener_info("SSL", SecurityProtocol::Ssl, Plane::Data, None)];
         assert!(!fires(&s, "framing_not_parsed"));
+    }
+
+    // ---- probe_runs_skipped ----
+    #[test]
+    fn skipped_probe_runs_are_a_warning_that_says_how_many() {
+        let mut s = empty_summary();
+        assert!(!fires(&s, "probe_runs_skipped"));
+        s.lost.probe_runs_skipped = 3;
+        let skipped = the(&findings(&s), "probe_runs_skipped");
+        assert_eq!(skipped.severity, Severity::Warning);
+        assert!(skipped.detail.starts_with("3 probe runs did not happen"), "{}", skipped.detail);
     }
 
     // ---- events_lost ----

@@ -77,6 +77,10 @@ pub struct Lost {
     /// Request and stall records dropped because the ring buffer was full: request latency
     /// and attribution miss them (the syscall histograms do not).
     pub events: u64,
+    /// Runs of the probes the kernel skipped because another BPF program, or a bpf() map
+    /// syscall (kstall's own reads among them), held the CPU (5.12+ count them): each may
+    /// miss a call, a request or a stall.
+    pub probe_runs_skipped: u64,
 }
 
 /// How well the Kafka framing could be followed on the network threads' sockets.

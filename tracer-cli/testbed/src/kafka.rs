@@ -85,11 +85,22 @@ fn metadata_dir(port: u16) -> PathBuf {
 }
 
 /// A KRaft cluster id as `kafka-storage.sh random-uuid` prints it: 16 random bytes in
-/// URL-safe base64 without padding.
+/// URL-safe base64 without padding, drawn again while it starts with '-' as Kafka's
+/// `Uuid.randomUuid` does, since argparse4j reads `-t -xyz...` as a missing argument (one
+/// id in 64 did, and failed a CI run).
 fn kraft_cluster_id() -> Result<String> {
+    loop {
+        let id = base64url_id(&mut fs::File::open("/dev/urandom")?)?;
+        if !id.starts_with('-') {
+            return Ok(id);
+        }
+    }
+}
+
+fn base64url_id(random: &mut impl std::io::Read) -> Result<String> {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut bytes = [0u8; 16];
-    std::io::Read::read_exact(&mut fs::File::open("/dev/urandom")?, &mut bytes)?;
+    random.read_exact(&mut bytes)?;
     let bits: u128 = u128::from_be_bytes(bytes);
     // 22 characters of 6 bits cover 132 bits: the 128 of the id, then 4 zero bits.
     Ok((0..22).map(|i| {
@@ -379,7 +390,7 @@ impl DemoBroker {
                 };
                 // Storage formatted with a fresh cluster id, as `kafka-storage.sh format` does.
                 let mut format = java("kafka.tools.StorageTool");
-                format.args(["format", "-t", &kraft_cluster_id()?, "-c"]).arg(&server_props);
+                format.arg("format").arg(format!("--cluster-id={}", kraft_cluster_id()?)).arg("-c").arg(&server_props);
                 let out = format.output().context("cannot run Kafka's StorageTool (java)")?;
                 if !out.status.success() {
                     bail!("kafka StorageTool format failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -574,5 +585,20 @@ impl DemoBroker {
 impl Drop for DemoBroker {
     fn drop(&mut self) {
         self.stop_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_ids_are_base64url_as_kafka_prints_them() {
+        assert_eq!(base64url_id(&mut &(0u8..16).collect::<Vec<_>>()[..]).unwrap(), "AAECAwQFBgcICQoLDA0ODw");
+        let dash_first: Vec<u8> = std::iter::once(0xfb).chain([0xff; 15]).collect();
+        assert_eq!(base64url_id(&mut &dash_first[..]).unwrap(), "-____________________w");
+        for _ in 0..256 {
+            assert!(!kraft_cluster_id().unwrap().starts_with('-'));
+        }
     }
 }

@@ -289,8 +289,8 @@ pub fn report(r: &Report) -> String {
         (
             "lost".into(),
             format!(
-                "{} request/stall records; {} calls (histogram map full); {} calls (in-flight map full)",
-                c.lost.events, c.lost.histogram_map_full, c.lost.in_flight_map_full
+                "{} request/stall records; {} calls (histogram map full); {} calls (in-flight map full); {} probe runs skipped by the kernel",
+                c.lost.events, c.lost.histogram_map_full, c.lost.in_flight_map_full, c.lost.probe_runs_skipped
             ),
         ),
         ("broker exited during the trace".into(), if c.broker_exited { "yes".into() } else { "no".into() }),

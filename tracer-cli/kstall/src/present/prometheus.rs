@@ -217,6 +217,12 @@ impl Collector for KstallCollector {
                 (vec![("map", "in_flight".into())], s.lost.in_flight_map_full),
             ],
         )?;
+        counter(
+            &mut enc,
+            "kstall_probe_runs_skipped",
+            "Probe runs the kernel skipped because another BPF program or a bpf() map syscall held the CPU.",
+            &[(none.clone(), s.lost.probe_runs_skipped)],
+        )?;
         counter(&mut enc, "kstall_tls_connections", "Connections whose bytes were TLS (no request view).", &[(none.clone(), s.protocol.tls_connections)])?;
         counter(&mut enc, "kstall_framing_errors", "Network-thread socket reads that did not parse as Kafka framing.", &[(none, s.protocol.framing_errors)])?;
         Ok(())

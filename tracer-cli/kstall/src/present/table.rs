@@ -136,6 +136,9 @@ pub fn table(summary: &Summary) -> String {
     if lost.events > 0 {
         out += &format!("warning: {} request and stall records lost (ring buffer full): attribution is incomplete\n", lost.events);
     }
+    if lost.probe_runs_skipped > 0 {
+        out += &format!("warning: {} probe runs skipped by the kernel (another BPF program or a map syscall held the CPU): counts may be short\n", lost.probe_runs_skipped);
+    }
     for e in summary.probes.evidence.iter().filter(|e| !e.available()) {
         out += &format!("note: {}\n", evidence_line(e));
     }

@@ -267,10 +267,14 @@ impl Tui {
             if missing.is_empty() { ("complete".to_string(), Style::new()) } else { (format!("degraded: {}", missing.join(", ")), Style::new().fg(Color::Yellow)) };
         let lost = &s.lost;
         let calls_lost = lost.histogram_map_full + lost.in_flight_map_full;
-        let (lost, lost_style) = if lost.events + calls_lost == 0 {
+        let (lost, lost_style) = if lost.events + calls_lost + lost.probe_runs_skipped == 0 {
             ("none".to_string(), Style::new())
         } else {
-            (format!("{} records (ring buffer full), {} calls (maps full)", lost.events, calls_lost), Style::new().fg(Color::Red).add_modifier(Modifier::BOLD))
+            let mut text = format!("{} records (ring buffer full), {} calls (maps full)", lost.events, calls_lost);
+            if lost.probe_runs_skipped > 0 {
+                text += &format!(", {} probe runs skipped", lost.probe_runs_skipped);
+            }
+            (text, Style::new().fg(Color::Red).add_modifier(Modifier::BOLD))
         };
         let label = |text: &'static str| Span::styled(text, Style::new().add_modifier(Modifier::BOLD));
         [

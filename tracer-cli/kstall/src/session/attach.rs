@@ -500,6 +500,29 @@ fn lookup_and_delete(fd: i32, key: &HistKey) -> Option<LatencyHist> {
     (unsupported && bpf(BPF_MAP_LOOKUP_ELEM) && bpf(BPF_MAP_DELETE_ELEM)).then_some(value)
 }
 
+/// BPF_OBJ_GET_INFO_BY_FD on a program: its recursion_misses, 0 where unknown.
+fn recursion_misses(fd: std::os::fd::BorrowedFd<'_>) -> u64 {
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    /// The info part of `union bpf_attr`.
+    #[repr(C)]
+    struct InfoAttr {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    // SAFETY: a plain C struct of integers; all zero is its empty value. Kernels that know
+    // fewer fields take the zero tail and fill what they know.
+    let mut info: aya_obj::generated::bpf_prog_info = unsafe { std::mem::zeroed() };
+    let attr = InfoAttr {
+        bpf_fd: fd.as_raw_fd() as u32,
+        info_len: std::mem::size_of_val(&info) as u32,
+        info: &mut info as *mut _ as u64,
+    };
+    // SAFETY: the attr points at a live, writable info of the length it names.
+    let ok = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_GET_INFO_BY_FD, &attr as *const InfoAttr, std::mem::size_of::<InfoAttr>()) == 0 };
+    if ok { info.recursion_misses } else { 0 }
+}
+
 fn raise_memlock_limit() {
     // Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; later ones ignore it.
     let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
@@ -564,6 +587,16 @@ impl Probes {
                 f(event);
             }
         }
+    }
+
+    /// Runs of the probes the kernel skipped, summed over programs (bpf_prog_info's
+    /// recursion_misses, 5.12+; 0 before). A tracepoint or kprobe program does not run on a CPU
+    /// where another one runs or where a bpf() map syscall is in progress; on a preemptible
+    /// kernel (full or lazy preemption, the default of recent ones) such a syscall can be
+    /// preempted by a broker thread, whose calls on that CPU then go untraced. Each skipped run
+    /// may miss a call, a request or a stall.
+    pub fn probe_runs_skipped(&self) -> u64 {
+        self.ebpf.programs().filter_map(|(_, p)| p.fd().ok()).map(|fd| recursion_misses(fd.as_fd())).sum()
     }
 
     /// Diagnostic counters summed over CPUs, indexed by `kstall_common::counter`.
