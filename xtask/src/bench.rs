@@ -205,7 +205,7 @@ fn floor_script(tracepoints: &[String]) -> String {
 /// What a user would write: a latency histogram per syscall, for kstall's syscalls, one process.
 fn bpftrace_script(pid: u32) -> String {
     let probes = |phase: &str| -> String {
-        Syscall::ALL
+        Syscall::TRACED
             .iter()
             .map(|s| format!("tracepoint:syscalls:sys_{phase}_{}", s.tracepoint_name()))
             .collect::<Vec<_>>()

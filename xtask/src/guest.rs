@@ -193,7 +193,7 @@ fn from_manifest(dir: &Path, manifest: &[u8]) -> Option<Vec<GuestKernel>> {
 
 /// 5.10 and 6.1 ship boot/vmlinuz-R and lib/modules/R; 6.12 usr/lib/modules/R and sid
 /// usr/lib/modules/R/vmlinuz too.
-fn layout(root: &Path, release: &str) -> Option<(PathBuf, PathBuf)> {
+pub fn layout(root: &Path, release: &str) -> Option<(PathBuf, PathBuf)> {
     let modules = ["lib/modules", "usr/lib/modules"].map(|m| root.join(m).join(release));
     let modules = modules
         .into_iter()
@@ -208,13 +208,19 @@ fn layout(root: &Path, release: &str) -> Option<(PathBuf, PathBuf)> {
 /// Downloads `packages` and extracts them as `dir/release`, via a temp dir renamed at the end
 /// so that an interrupted run never leaves a kernel dir that looks complete.
 fn extract(apt_dir: &Path, dir: &Path, release: &str, packages: &[String]) -> Result<()> {
+    extract_for("amd64", apt_dir, dir, release, packages)
+}
+
+/// `extract` for packages of Debian architecture `arch` (its apt config in `apt_dir`); only
+/// amd64 kernels get an uncompressed vmlinux (QEMU's PVH entry is x86's).
+pub fn extract_for(arch: &str, apt_dir: &Path, dir: &Path, release: &str, packages: &[String]) -> Result<()> {
     let [debs, tmp, depmod] =
         [".debs", ".tmp", ".depmod"].map(|d| dir.join(format!("{d}-{release}")));
     for d in [&debs, &tmp, &depmod] {
         let _ = fs::remove_dir_all(d);
         fs::create_dir_all(d)?;
     }
-    run(apt(apt_dir, "apt-get")
+    run(apt_for(arch, apt_dir, "apt-get")
         .current_dir(&debs)
         .args(["download", "-qq"])
         .args(packages))?;
@@ -242,7 +248,8 @@ fn extract(apt_dir: &Path, dir: &Path, release: &str, packages: &[String]) -> Re
         .arg(&depmod)
         .arg(release))?;
     let (vmlinuz, _) = layout(&tmp, release).context("no vmlinuz in the packages")?;
-    if let Err(e) = write_vmlinux(&vmlinuz, &tmp.join(format!("vmlinux-{release}"))) {
+    if arch == "amd64"
+        && let Err(e) = write_vmlinux(&vmlinuz, &tmp.join(format!("vmlinux-{release}"))) {
         eprintln!(
             "guest: will boot the compressed {} (slower): {e:#}",
             vmlinuz.display()
@@ -304,6 +311,11 @@ fn write_vmlinux(vmlinuz: &Path, out: &Path) -> Result<()> {
 
 /// apt-get or apt-cache on the private config and state in `dir`.
 fn apt(dir: &Path, program: &str) -> Command {
+    apt_for("amd64", dir, program)
+}
+
+/// apt-get or apt-cache on the private config and state in `dir`, for Debian architecture `arch`.
+pub fn apt_for(arch: &str, dir: &Path, program: &str) -> Command {
     let d = dir.display();
     let options = [
         format!("Dir::Etc::sourcelist={d}/sources.list"),
@@ -311,7 +323,7 @@ fn apt(dir: &Path, program: &str) -> Command {
         format!("Dir::State={d}/state"),
         format!("Dir::Cache={d}/cache"),
         "Dir::State::status=/dev/null".into(),
-        "APT::Architecture=amd64".into(),
+        format!("APT::Architecture={arch}"),
         "APT::Sandbox::User=root".into(),
     ];
     let mut command = Command::new(program);
@@ -320,13 +332,13 @@ fn apt(dir: &Path, program: &str) -> Command {
 }
 
 #[derive(Debug, PartialEq)]
-struct Stanza {
+pub struct Stanza {
     version: String,
     /// Package names of every alternative, without version constraints.
     depends: Vec<String>,
 }
 
-fn parse_stanzas(text: &str) -> Vec<Stanza> {
+pub fn parse_stanzas(text: &str) -> Vec<Stanza> {
     let field = |s: &str, name: &str| {
         s.lines()
             .find_map(|l| l.strip_prefix(name))
@@ -345,8 +357,8 @@ fn parse_stanzas(text: &str) -> Vec<Stanza> {
     text.split("\n\n").filter_map(stanza).collect()
 }
 
-/// The newest linux-image-amd64 of `line` ("sid": the newest of all) and the image it needs.
-fn pick_image(stanzas: &[Stanza], line: &str) -> Option<(String, String)> {
+/// The newest linux-image-<arch> metapackage of `line` ("sid": the newest of all) and the image it needs.
+pub fn pick_image(stanzas: &[Stanza], line: &str) -> Option<(String, String)> {
     let key = |v: &str| {
         v.split(|c: char| !c.is_ascii_digit())
             .filter_map(|n| n.parse().ok())
@@ -359,7 +371,7 @@ fn pick_image(stanzas: &[Stanza], line: &str) -> Option<(String, String)> {
     let image = newest
         .depends
         .iter()
-        .find(|d| d.starts_with("linux-image-") && *d != "linux-image-amd64")?;
+        .find(|d| d.strip_prefix("linux-image-").is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit())))?;
     Some((newest.version.clone(), image.clone()))
 }
 
@@ -367,10 +379,22 @@ fn pick_image(stanzas: &[Stanza], line: &str) -> Option<(String, String)> {
 /// Lazy init is off so the guest does not zero inode tables in the background. Debian's
 /// mke2fs.conf does not enable orphan_file, which 5.10 could not mount.
 pub fn make_ext4_image(path: &Path, size_mib: u64) -> Result<()> {
+    make_ext4_image_of(path, size_mib, None, None)
+}
+
+/// `make_ext4_image` with a label and holding a copy of `contents` (`mkfs.ext4 -d`: owners,
+/// modes, device nodes, symlinks and hard links as they are there).
+pub fn make_ext4_image_of(path: &Path, size_mib: u64, label: Option<&str>, contents: Option<&Path>) -> Result<()> {
     fs::File::create(path)?.set_len(size_mib << 20)?;
-    run(Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0"])
-        .arg(path))
+    let mut mkfs = Command::new("mkfs.ext4");
+    mkfs.args(["-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0"]);
+    if let Some(label) = label {
+        mkfs.args(["-L", label]);
+    }
+    if let Some(contents) = contents {
+        mkfs.arg("-d").arg(contents);
+    }
+    run(mkfs.arg(path))
 }
 
 /// Boots `kernel` and runs `script` as root (the caller is root) with `bash -c`, stdin from

@@ -1,6 +1,8 @@
 //! `cargo xtask <command>`:
 //!   setup   install the BPF toolchain, test tools and the Kafka distribution (idempotent)
 //!   build   setup, then build kstall (release)
+//!   dist    setup, then static kstall binaries for x86_64 and aarch64 in target/dist, with
+//!           SHA256SUMS (xtask/src/dist.rs)
 //!   test    setup, then run every test: plain `cargo test` (hermetic), the system tests
 //!           (tracer-cli/systests, as root, real brokers) on Kafka 4.x and again on 0.9 and
 //!           3.9, fuzzing, the kernel matrix; one total line at the end
@@ -25,6 +27,9 @@
 //!           inside QEMU guests booting Debian's kernels (xtask/src/matrix.rs)
 //!   kernel-check [--no-kprobes | --also-without-kprobes]
 //!           that check on the running kernel (the matrix runs it in each guest)
+//!   arm64-check [KSTALL-AARCH64 XTASK-AARCH64]
+//!           `kstall check` and that check in a Debian arm64 guest under qemu-system-aarch64
+//!           (xtask/src/guest_arm64.rs); without binaries, only boots it and runs its programs
 //!   stand-in kafka.Kafka DIR
 //!           the check's stand-in broker (tracer-cli/testbed/src/stand_in.rs), driven on stdin
 use std::{
@@ -82,6 +87,33 @@ fn kernel_check_here(args: &[String]) -> Result<()> {
         bail!("{failed} check(s) failed");
     }
     Ok(())
+}
+
+/// `cargo xtask arm64-check [KSTALL XTASK]`: the aarch64 test (xtask/src/guest_arm64.rs) with
+/// these static aarch64 builds; without them, the guest boots and runs programs of its root.
+fn arm64_check(args: &[String]) -> Result<()> {
+    match args {
+        [kstall, xtask] => {
+            let outcome = xtask::guest_arm64::outcome(Path::new(kstall), Path::new(xtask));
+            if let Some(r) = &outcome.record {
+                println!("{}{r}", xtask::kernel_check::RECORD_PREFIX);
+            }
+            if !outcome.failures.is_empty() {
+                bail!("the arm64 check failed: {}", outcome.failures.join("; "));
+            }
+            Ok(())
+        }
+        [] => {
+            let run = xtask::guest_arm64::smoke()?;
+            print!("{}", run.output);
+            println!("arm64 guest: script status {} in {:.0} s", run.status, run.wall.as_secs_f64());
+            if run.status != 0 {
+                bail!("the script failed in the arm64 guest");
+            }
+            Ok(())
+        }
+        _ => bail!("usage: cargo xtask arm64-check [KSTALL-AARCH64 XTASK-AARCH64]"),
+    }
 }
 
 fn cargo() -> Command {
@@ -175,7 +207,11 @@ fn test(extra: &[String]) -> Result<()> {
     let crashed = FUZZ_TARGETS.iter().filter(|(target, share)| !fuzz(target, seconds * share / 30)).count() as u64;
     passed += FUZZ_TARGETS.len() as u64 - crashed;
     failed += crashed;
-    let (matrix_passed, matrix_failed) = matrix_tests(&kstall, &[])?;
+    let (dist_passed, dist_failed, shipped) = dist_tests()?;
+    passed += dist_passed;
+    failed += dist_failed;
+    // The kernel matrix runs the shipped static kstall, from outside the build tree.
+    let (matrix_passed, matrix_failed) = matrix_tests(&shipped, &[])?;
     passed += matrix_passed;
     failed += matrix_failed;
     println!("tests: {passed} passed, {failed} failed");
@@ -185,6 +221,9 @@ fn test(extra: &[String]) -> Result<()> {
     if crashed > 0 {
         bail!("{crashed} fuzz target(s) failed");
     }
+    if dist_failed > 0 {
+        bail!("{dist_failed} test(s) of the shipped artifacts failed");
+    }
     if matrix_failed > 0 {
         bail!("{matrix_failed} kernel matrix run(s) failed");
     }
@@ -192,6 +231,55 @@ fn test(extra: &[String]) -> Result<()> {
         bail!("no test ran");
     }
     Ok(())
+}
+
+/// `cargo xtask dist`, then each artifact tested as a user gets it: the static x86_64 kstall
+/// from outside the build tree with no toolchain on PATH, the .deb installed in a clean Debian
+/// root, both .rpm's contents, both images (the x86_64 one run under podman against a broker),
+/// and the static aarch64 kstall in an arm64 guest (`guest_arm64`). Returns (passed, failed)
+/// and a copy of the static x86_64 kstall outside the build tree, for the kernel matrix.
+fn dist_tests() -> Result<(u64, u64, PathBuf)> {
+    use xtask::{
+        dist::{self, Arch},
+        guest_arm64, package,
+    };
+    let started = Instant::now();
+    let built = dist::dist()?;
+    let packages = |arch| built.packages(arch).context("dist made no packages");
+    let (x86, arm) = (packages(Arch::X86_64)?, packages(Arch::Aarch64)?);
+    let checks: Vec<(&str, Box<dyn FnOnce() -> Result<()>>)> = vec![
+        ("static x86_64 kstall check, outside the build tree", Box::new(|| dist::test_static_kstall_check(built.binary(Arch::X86_64)))),
+        (".deb in a clean Debian root", Box::new(|| package::test_deb(&x86.deb))),
+        (".rpm x86_64", Box::new(|| package::test_rpm(&x86.rpm, Arch::X86_64))),
+        (".rpm aarch64", Box::new(|| package::test_rpm(&arm.rpm, Arch::Aarch64))),
+        ("image x86_64 under podman", Box::new(|| package::test_image(&x86.image, Arch::X86_64))),
+        ("image aarch64", Box::new(|| package::test_image(&arm.image, Arch::Aarch64))),
+    ];
+    let (mut passed, mut failed) = (0, 0);
+    for (name, check) in checks {
+        let t = Instant::now();
+        match check() {
+            Ok(()) => {
+                println!("dist test: {name}: ok ({:.0} s)", t.elapsed().as_secs_f64());
+                passed += 1;
+            }
+            Err(e) => {
+                println!("dist test: {name}: FAILED: {e:#}");
+                failed += 1;
+            }
+        }
+    }
+    let arm64_xtask = dist::build_static("xtask", "xtask", Arch::Aarch64)?;
+    match guest_arm64::outcome(built.binary(Arch::Aarch64), &arm64_xtask).failures.is_empty() {
+        true => passed += 1,
+        false => failed += 1,
+    }
+    let outside = std::env::temp_dir().join("kstall-shipped");
+    std::fs::create_dir_all(&outside)?;
+    let shipped = outside.join("kstall");
+    std::fs::copy(built.binary(Arch::X86_64), &shipped)?;
+    println!("xtask test: dist and its artifacts took {:.0}s ({passed} passed, {failed} failed)", started.elapsed().as_secs_f64());
+    Ok((passed, failed, shipped))
 }
 
 /// The kernel matrix (`xtask/src/matrix.rs`); returns (passed, failed), one per run.
@@ -503,6 +591,8 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("setup") => setup(),
         Some("build") => setup().and_then(|_| build_release().map(|_| ())),
+        Some("dist") => setup().and_then(|_| xtask::dist::dist().map(drop)),
+        Some("package") => xtask::package::package_command(&args[1..]),
         Some("test") => test(&args[1..]),
         Some("demo") => {
             let seconds = args.get(1).and_then(|s| s.trim_end_matches('s').parse().ok()).unwrap_or(30);
@@ -523,14 +613,19 @@ fn main() -> ExitCode {
             None => Err(anyhow::anyhow!("usage: stand-in kafka.Kafka DIR")),
         },
         Some("kernel-check") => kernel_check_here(&args),
-        Some("matrix") => build_release().and_then(|kstall| matrix_tests(&kstall, &args[1..])).map(drop),
+        Some("arm64-check") => arm64_check(&args[1..]),
+        // With KSTALL set, that binary (a static one from `dist`, say) instead of a fresh build.
+        Some("matrix") => match std::env::var_os("KSTALL") {
+            Some(kstall) => matrix_tests(Path::new(&kstall), &args[1..]).map(drop),
+            None => build_release().and_then(|kstall| matrix_tests(&kstall, &args[1..])).map(drop),
+        },
         Some("bench-export") => {
             let minutes = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(10.0);
             let rate = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1000);
             bench_export(minutes, rate)
         }
         _ => {
-            eprintln!("usage: cargo xtask <setup|build|test|demo [SECONDS]|broker|bench [REPEATS] [REQUESTS]|bench-export [MINUTES] [RATE]|matrix [LINE...]|kernel-check>");
+            eprintln!("usage: cargo xtask <setup|build|dist|test|demo [SECONDS]|broker|bench [REPEATS] [REQUESTS]|bench-export [MINUTES] [RATE]|matrix [LINE...]|kernel-check>");
             return ExitCode::from(2);
         }
     };

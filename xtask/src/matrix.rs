@@ -34,7 +34,7 @@ pub fn uses_kprobes(record: &Value) -> bool {
         .any(|e| e["hooks"].as_array().into_iter().flatten().any(|h| h.as_str().is_some_and(|h| h.starts_with("kprobe:"))))
 }
 
-fn outcome(name: String, record: Option<Value>, why_none: String, seconds: f64) -> Outcome {
+pub fn outcome(name: String, record: Option<Value>, why_none: String, seconds: f64) -> Outcome {
     let failures = match &record {
         Some(r) => kernel_check::failures(r),
         None => vec![why_none],
@@ -123,7 +123,7 @@ pub fn run(kstall: &Path, only: &[String]) -> Result<Vec<Outcome>> {
     Ok(outcomes)
 }
 
-fn report(o: &Outcome) {
+pub fn report(o: &Outcome) {
     if o.failures.is_empty() {
         println!("kernel matrix: {} ok ({:.0} s)", o.name, o.seconds);
     } else {

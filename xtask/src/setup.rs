@@ -14,8 +14,11 @@ const CARGO_FUZZ_VERSION: &str = "0.13.2";
 const VIRTME_NG_VERSION: &str = "1.42";
 
 /// Commands the tests and demo use, and the Debian package that provides each.
-const TOOLS: [(&str, &str); 9] = [
+const TOOLS: [(&str, &str); 11] = [
     ("kcat", "kcat"),
+    // export_web: a test certificate (openssl) and scrapes over TLS with basic auth (curl).
+    ("openssl", "openssl"),
+    ("curl", "curl"),
     ("strace", "strace"),
     ("tmux", "tmux"),
     ("setpriv", "util-linux"),
@@ -102,6 +105,17 @@ pub fn setup() -> Result<()> {
         ["qemu-system-x86", "kmod", "busybox-static", "file", "xz-utils", "zstd", "e2fsprogs", "debian-archive-keyring", "python3-pip"]
             .map(String::from),
     );
+    // `cargo xtask dist` (dist.rs): static binaries need glibc's libc.a (libc6-dev) for x86_64,
+    // the arm64 cross compiler and its libc.a for aarch64 (and for the C that crates compile
+    // with cc), qemu-user-static to run the arm64 one here; `file` (above) checks they are static.
+    packages.extend(["libc6-dev", "gcc-aarch64-linux-gnu", "libc6-dev-arm64-cross", "qemu-user-static"].map(String::from));
+    // Its packages (package.rs): dpkg-deb (dpkg) and rpmbuild (rpm) build the .deb and .rpm,
+    // help2man their man page, buildah the OCI image; the tests install the .deb into a
+    // debootstrap root and run the image with podman, on runc (crun refuses hybrid cgroups).
+    packages.extend(["rpm", "help2man", "buildah", "podman", "runc", "debootstrap"].map(String::from));
+    // The arm64 guest (guest_arm64.rs): qemu-system-aarch64 boots it; its root is made with
+    // debootstrap (above) and qemu-user-static (above); debugfs (e2fsprogs) reads its results.
+    packages.push("qemu-system-arm".into());
     apt.ensure(&packages)?;
 
     let linker = cargo_bin("bpf-linker");

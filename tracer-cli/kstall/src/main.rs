@@ -15,8 +15,20 @@ use std::{process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
 
+/// `kstall --version`: what exactly runs, for bug reports (set by build.rs).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("KSTALL_GIT_COMMIT"),
+    ", target ",
+    env!("KSTALL_TARGET"),
+    ", built ",
+    env!("KSTALL_BUILD_DATE"),
+    ")"
+);
+
 #[derive(Parser)]
-#[command(name = "kstall", version, about = "Why is this Kafka broker slow? Syscall latency per thread role with page-cache hits and misses, Kafka request latency per API and client, and Produce stalls blamed on the cold reads behind them, from eBPF.")]
+#[command(name = "kstall", version = VERSION, about = "Why is this Kafka broker slow? Syscall latency per thread role with page-cache hits and misses, Kafka request latency per API and client, and Produce stalls blamed on the cold reads behind them, from eBPF.")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -63,6 +75,10 @@ enum Command {
         /// Trace for one interval, print one scrape to stdout and exit.
         #[arg(long)]
         once: bool,
+        /// TLS and basic auth for the endpoint: a YAML file in the Prometheus exporter-toolkit
+        /// format (tls_server_config: cert_file, key_file; basic_auth_users: name: bcrypt hash).
+        #[arg(long = "web.config.file", value_name = "PATH")]
+        web_config_file: Option<std::path::PathBuf>,
     },
     /// Say whether kstall can run on this kernel and which evidence it will have (loads and
     /// attaches every probe, pointed at no process, then detaches); touches no broker.
@@ -94,8 +110,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Watch { pid, interval, duration, format, stall_threshold } => {
             watch::run(watch::WatchOptions { pid, interval, duration, format, stall_threshold }).await
         }
-        Command::Export { pid, auto: _, listen, interval, stall_threshold, once } => {
-            export::run(export::ExportOptions { pid, listen, interval, stall_threshold, once }).await
+        Command::Export { pid, auto: _, listen, interval, stall_threshold, once, web_config_file } => {
+            export::run(export::ExportOptions { pid, listen, interval, stall_threshold, once, web_config_file }).await
         }
         Command::Check { format } => check::run(format),
         Command::Report { pid, duration, out, stall_threshold } => {

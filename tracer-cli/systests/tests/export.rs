@@ -16,122 +16,18 @@
 //! 300 Produce requests counted; SIGTERM ends kstall with status 0.
 use std::{
     io::{Read, Write},
-    net::{TcpListener, TcpStream},
-    path::Path,
-    process::{Child, Command, Stdio},
+    net::TcpStream,
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use kstall_testbed::{
     kafka::DemoBroker,
-    support::{ScratchDir, kstall_bin, spawn_until_ready},
+    support::{Prometheus, ScratchDir, free_port, http_get, kstall_bin, spawn_until_ready},
 };
 use serde_json::Value;
 
 const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy");
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// A plain HTTP/1.1 GET; returns (status, body).
-fn http_get(port: u16, path: &str, accept: Option<&str>) -> (u16, String) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let accept = accept.map_or(String::new(), |a| format!("Accept: {a}\r\n"));
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{accept}Connection: close\r\n\r\n").unwrap();
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map_or(String::new(), |(_, b)| b.to_string());
-    (status, body)
-}
-
-fn url_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-struct Prometheus {
-    child: Child,
-    port: u16,
-}
-
-impl Prometheus {
-    fn start(dir: &Path, target_port: u16) -> Prometheus {
-        std::fs::create_dir_all(dir).unwrap();
-        let config = dir.join("prometheus.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: kstall\n    static_configs:\n      - targets: ['127.0.0.1:{target_port}']\n"
-            ),
-        )
-        .unwrap();
-        let port = free_port();
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("prometheus (apt-get install prometheus)");
-        let p = Prometheus { child, port };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while http_get_opt(port, "/-/ready") != Some(200) {
-            assert!(Instant::now() < deadline, "Prometheus did not get ready");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        p
-    }
-
-    /// An instant query; returns the API's JSON answer.
-    fn query(&self, promql: &str) -> Value {
-        let (status, body) = http_get(self.port, &format!("/api/v1/query?query={}", url_encode(promql)), None);
-        let answer: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-        assert!(status == 200 || status == 400 || status == 422, "query {promql}: HTTP {status} {body}");
-        answer
-    }
-
-    /// The single value of a query, if it has one.
-    fn value(&self, promql: &str) -> Option<f64> {
-        let answer = self.query(promql);
-        answer["data"]["result"][0]["value"][1].as_str()?.parse().ok()
-    }
-
-    /// Polls until `ok` holds for the query's value (Prometheus scrapes every second).
-    fn wait_for(&self, promql: &str, what: &str, ok: impl Fn(f64) -> bool) -> f64 {
-        let deadline = Instant::now() + Duration::from_secs(45);
-        loop {
-            if let Some(v) = self.value(promql).filter(|v| ok(*v)) {
-                return v;
-            }
-            assert!(Instant::now() < deadline, "{what}: {promql} is {:?}", self.value(promql));
-            std::thread::sleep(Duration::from_millis(300));
-        }
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn http_get_opt(port: u16, path: &str) -> Option<u16> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    response.split_whitespace().nth(1)?.parse().ok()
-}
 
 fn produce(broker: &DemoBroker, n: usize) {
     let mut producer = broker.sync_producer("metrics-producer").expect("connect");
@@ -255,7 +151,7 @@ fn prometheus_scrapes_follow_the_workload_and_broker_restarts() {
     // The systemd unit: it verifies, and its command line (with --once) scrapes this broker.
     let unit = std::fs::read_to_string(format!("{DEPLOY}/kstall-export.service")).unwrap();
     let local_unit = dir.join("kstall-export.service");
-    std::fs::write(&local_unit, unit.replace("/usr/local/bin/kstall", kstall_bin())).unwrap();
+    std::fs::write(&local_unit, unit.replace("/usr/bin/kstall", kstall_bin())).unwrap();
     let verify = Command::new("systemd-analyze").arg("verify").arg(&local_unit).output().expect("systemd-analyze");
     assert!(verify.status.success() && verify.stderr.is_empty(), "systemd-analyze verify: {}", String::from_utf8_lossy(&verify.stderr));
     let exec = unit.lines().find_map(|l| l.strip_prefix("ExecStart=")).unwrap();

@@ -1,10 +1,12 @@
-//! Process and directory helpers shared by the system tests and the demo.
+//! Process, directory and HTTP helpers shared by the system tests and the demo, and the real
+//! Prometheus that the export tests scrape with.
 use std::{
-    io::{BufRead, BufReader},
-    path::PathBuf,
+    io::{BufRead, BufReader, Read, Write},
+    net::TcpStream,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{OnceLock, mpsc},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result};
@@ -105,4 +107,110 @@ pub fn assert_one_line_error(out: &std::process::Output, expected: &str) {
     assert!(stderr.starts_with("kstall: ") && stderr.contains(expected), "expected {expected:?}, got: {stderr}");
     assert!(!stderr.contains("panicked"));
     assert!(out.stdout.is_empty());
+}
+
+/// A free TCP port on 127.0.0.1 (free when asked; the caller binds it soon after).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A plain HTTP/1.1 GET to 127.0.0.1; returns (status, body).
+pub fn http_get(port: u16, path: &str, accept: Option<&str>) -> (u16, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let accept = accept.map_or(String::new(), |a| format!("Accept: {a}\r\n"));
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{accept}Connection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map_or(String::new(), |(_, b)| b.to_string());
+    (status, body)
+}
+
+/// The status of a GET, None when nothing answers (yet).
+pub fn http_get_opt(port: u16, path: &str) -> Option<u16> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    response.split_whitespace().nth(1)?.parse().ok()
+}
+
+pub fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The real Prometheus (Debian's package) scraping every second, on 127.0.0.1, stopped on drop.
+pub struct Prometheus {
+    child: Child,
+    pub port: u16,
+}
+
+impl Prometheus {
+    /// Scrapes `kstall export` at 127.0.0.1:`target_port` (job `kstall`, plain HTTP).
+    pub fn start(dir: &Path, target_port: u16) -> Prometheus {
+        Prometheus::start_with(dir, &format!("  - job_name: kstall\n    static_configs:\n      - targets: ['127.0.0.1:{target_port}']\n"))
+    }
+
+    /// With these `scrape_configs` entries (YAML list items, indented by two spaces).
+    pub fn start_with(dir: &Path, scrape_configs: &str) -> Prometheus {
+        std::fs::create_dir_all(dir).unwrap();
+        let config = dir.join("prometheus.yml");
+        std::fs::write(&config, format!("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n{scrape_configs}")).unwrap();
+        let port = free_port();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus (apt-get install prometheus)");
+        let p = Prometheus { child, port };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while http_get_opt(port, "/-/ready") != Some(200) {
+            assert!(Instant::now() < deadline, "Prometheus did not get ready");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        p
+    }
+
+    /// An instant query; returns the API's JSON answer.
+    pub fn query(&self, promql: &str) -> serde_json::Value {
+        let (status, body) = http_get(self.port, &format!("/api/v1/query?query={}", url_encode(promql)), None);
+        let answer: serde_json::Value = serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
+        assert!(status == 200 || status == 400 || status == 422, "query {promql}: HTTP {status} {body}");
+        answer
+    }
+
+    /// The single value of a query, if it has one.
+    pub fn value(&self, promql: &str) -> Option<f64> {
+        let answer = self.query(promql);
+        answer["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    }
+
+    /// Polls until `ok` holds for the query's value (Prometheus scrapes every second).
+    pub fn wait_for(&self, promql: &str, what: &str, ok: impl Fn(f64) -> bool) -> f64 {
+        let deadline = Instant::now() + Duration::from_secs(45);
+        loop {
+            if let Some(v) = self.value(promql).filter(|v| ok(*v)) {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "{what}: {promql} is {:?}", self.value(promql));
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -6,6 +6,11 @@
 pub mod events;
 pub mod framing;
 
+// The syscall table (Syscall::TRACED here, the numbers in tracer-cli/kstall's attach.rs) knows
+// these two; another architecture needs its own entries there first.
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64", bpf_target_arch = "x86_64", bpf_target_arch = "aarch64")))]
+compile_error!("kstall's syscall table covers x86_64 and aarch64 only");
+
 /// The syscalls kstall traces on the broker's threads. The discriminant is the `syscall` field
 /// of [`HistKey`]; the name is the suffix of the `syscalls:sys_{enter,exit}_<name>` tracepoints.
 #[repr(u8)]
@@ -39,6 +44,27 @@ impl Syscall {
         Syscall::Fdatasync,
     ];
 
+    /// The syscalls this build's target architecture has, which kstall traces: every one on
+    /// x86_64; on arm64 (and every architecture on include/uapi/asm-generic/unistd.h) all but
+    /// epoll_wait, which that table never had: there the JVM and libc wait in epoll_pwait, and
+    /// the kernel has no `sys_{enter,exit}_epoll_wait` tracepoints. The probes are built with
+    /// `bpf_target_arch` set to the user side's architecture (aya-build), so both sides agree.
+    #[cfg(not(any(target_arch = "aarch64", bpf_target_arch = "aarch64")))]
+    pub const TRACED: &'static [Syscall] = &Syscall::ALL;
+    #[cfg(any(target_arch = "aarch64", bpf_target_arch = "aarch64"))]
+    pub const TRACED: &'static [Syscall] = &[
+        Syscall::Sendfile,
+        Syscall::Read,
+        Syscall::Readv,
+        Syscall::Pread64,
+        Syscall::Write,
+        Syscall::Writev,
+        Syscall::Pwrite64,
+        Syscall::EpollPwait,
+        Syscall::Fsync,
+        Syscall::Fdatasync,
+    ];
+
     /// Name as shown to users.
     pub const fn name(self) -> &'static str {
         match self {
@@ -56,7 +82,8 @@ impl Syscall {
         }
     }
 
-    /// Name of the syscall tracepoints (`sys_enter_<this>`, `sys_exit_<this>`).
+    /// Name of the syscall tracepoints (`sys_enter_<this>`, `sys_exit_<this>`): the name of the
+    /// kernel function, which is sys_sendfile64 for sendfile on x86_64 and arm64 alike.
     pub const fn tracepoint_name(self) -> &'static str {
         match self {
             Syscall::Sendfile => "sendfile64",
@@ -364,7 +391,9 @@ pub struct Config {
     pub have_get_pages_events: u8,
     /// 1 when socket reads are known (sock:sock_recv_length or a kprobe on tcp_recvmsg).
     pub have_sock_events: u8,
-    pub _pad: u8,
+    /// log2 of the kernel's page size: 12 on x86_64; arm64 kernels are built for 4, 16 or
+    /// 64 KiB pages (RHEL 8's for 64), and page-cache indexes count those pages.
+    pub page_shift: u8,
 }
 
 impl Config {
@@ -391,13 +420,13 @@ impl Config {
         have_readahead_events: 0,
         have_get_pages_events: 0,
         have_sock_events: 0,
-        _pad: 0,
+        page_shift: 12,
     };
 }
 
 // 8 + 15 * 4 + 4 * 1 bytes: no implicit padding, so every byte aya copies is a field's.
 const _: () = assert!(core::mem::size_of::<Config>() == 72);
-const _: () = assert!(core::mem::offset_of!(Config, _pad) == 71);
+const _: () = assert!(core::mem::offset_of!(Config, page_shift) == 71);
 
 /// Names of the read-only globals user space sets at load time.
 pub mod global {
@@ -552,6 +581,25 @@ mod tests {
         let lookups = EvidenceSources { readahead: false, file_lookups: true };
         let cached_prefetch = CallEvidence { get_pages: 1, ..prefetch_after_hit };
         assert_eq!(classify_file_read(Syscall::Pread64, &cached_prefetch, lookups, true), CacheResult::Hit);
+    }
+
+    /// The syscall table per architecture: x86_64 traces every syscall it always did; arm64's
+    /// table (include/uapi/asm-generic/unistd.h) has no epoll_wait, so no tracepoint to attach.
+    #[test]
+    fn traced_syscalls_are_this_architectures() {
+        let traced: Vec<&str> = Syscall::TRACED.iter().map(|s| s.tracepoint_name()).collect();
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(Syscall::TRACED, &Syscall::ALL[..]);
+        #[cfg(target_arch = "aarch64")]
+        {
+            assert!(!traced.contains(&"epoll_wait"), "{traced:?}");
+            assert_eq!(Syscall::TRACED.len(), Syscall::ALL.len() - 1);
+        }
+        // The JVM's network threads wait in one of these on either architecture.
+        assert!(traced.contains(&"epoll_pwait") && traced.contains(&"sendfile64"), "{traced:?}");
+        for s in Syscall::TRACED {
+            assert_eq!(Syscall::from_u8(*s as u8), Some(*s));
+        }
     }
 
     #[test]

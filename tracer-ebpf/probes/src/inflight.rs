@@ -8,9 +8,12 @@ use crate::{
     maps::{IN_FLIGHT, IN_FLIGHT_OVERFLOW, NETWORK_THREADS},
 };
 
-/// log2 of the page size: 4 KiB on x86_64 and on the arm64 kernels of the distributions
-/// kstall supports (the stall records' byte ranges assume it too).
-pub(crate) const PAGE_SHIFT: u32 = 12;
+/// log2 of the kernel's page size (4 KiB on x86_64, 4, 16 or 64 KiB on arm64), as user space
+/// read it at load: file offsets become the page-cache indexes of the pages they fall in.
+#[inline(always)]
+pub(crate) fn page_shift() -> u32 {
+    global(&CONFIG.page_shift) as u32
+}
 
 /// A traced syscall in progress on one thread, and the evidence gathered during it.
 #[repr(C)]

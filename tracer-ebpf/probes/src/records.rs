@@ -7,7 +7,7 @@ use kstall_common::{
 };
 
 use crate::{
-    inflight::{InFlight, PAGE_SHIFT},
+    inflight::{InFlight, page_shift},
     kafka::request_on,
     maps::{EVENTS, bump},
 };
@@ -43,8 +43,8 @@ pub(crate) fn send_stall(tid: u32, syscall: Syscall, cache: CacheResult, call: &
         } else {
             (call.wanted_first, call.wanted_last)
         };
-        (*e).first_byte = first << PAGE_SHIFT;
-        (*e).end_byte = if first <= last { (last + 1) << PAGE_SHIFT } else { 0 };
+        (*e).first_byte = first << page_shift();
+        (*e).end_byte = if first <= last { (last + 1) << page_shift() } else { 0 };
         (*e).start_ns = call.start_ns;
         (*e).duration_ns = duration_ns;
         (*e).off_cpu_ns = call.off_cpu_ns;

@@ -12,7 +12,7 @@ use kstall_common::{
 
 use crate::{
     config::{CONFIG, global},
-    inflight::{InFlight, PAGE_SHIFT, broker_tid, is_network_thread, slot},
+    inflight::{InFlight, broker_tid, is_network_thread, page_shift, slot},
     kafka::follow_protocol,
     maps::{IN_FLIGHT_OVERFLOW, SYSCALL_IDS, bump, histogram},
     records::send_stall,
@@ -65,8 +65,8 @@ fn on_enter(ctx: &TracePointContext, tid: u32, syscall: Syscall) {
     };
     if let Some((offset, count)) = wanted {
         if count > 0 {
-            call.wanted_first = offset >> PAGE_SHIFT;
-            call.wanted_last = offset.wrapping_add(count - 1) >> PAGE_SHIFT;
+            call.wanted_first = offset >> page_shift();
+            call.wanted_last = offset.wrapping_add(count - 1) >> page_shift();
         }
     }
     // A slot held by a live call of another thread: this call goes to the overflow map.
@@ -168,7 +168,8 @@ pub fn enter_syscall(ctx: TracePointContext) -> u32 {
 /// its own path (a program shared by read and readv would make the verifier walk the
 /// parser twice).
 macro_rules! exit_probes {
-    ($($syscall:ident => $name:ident;)*) => {$(
+    ($($(#[$attr:meta])* $syscall:ident => $name:ident;)*) => {$(
+        $(#[$attr])*
         #[tracepoint]
         pub fn $name(ctx: TracePointContext) -> u32 {
             if let Some(tid) = broker_tid() {
@@ -187,6 +188,8 @@ exit_probes! {
     Writev => exit_writev;
     Pread64 => exit_pread64;
     Pwrite64 => exit_pwrite64;
+    // Syscall::TRACED: arm64 has no epoll_wait.
+    #[cfg(not(bpf_target_arch = "aarch64"))]
     EpollWait => exit_epoll_wait;
     EpollPwait => exit_epoll_pwait;
     Fsync => exit_fsync;

@@ -3,6 +3,7 @@
 //! traced again under its new pid); an HTTP server on its own thread serves the latest state.
 use std::{
     net::SocketAddr,
+    path::PathBuf,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -10,15 +11,19 @@ use std::{
 use anyhow::{Context, Result};
 use axum::{
     Router,
-    extract::State,
+    extract::{Request, State},
     http::{HeaderMap, StatusCode, header},
-    response::IntoResponse,
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
     routing::get,
 };
 use log::{info, warn};
 use prometheus_client::{encoding::text::encode, registry::Registry};
 
-use super::print_stdout;
+use super::{
+    print_stdout,
+    web_config::{self, BasicAuth, TlsListener, Verdict, WebConfig},
+};
 use crate::{
     present::prometheus::{self as metrics, ExportState, SharedState},
     session::{self, Session, SessionOptions, attach, discover as discovery},
@@ -36,10 +41,14 @@ pub struct ExportOptions {
     pub stall_threshold: Duration,
     /// Trace for one interval, print one scrape (classic text format) and exit.
     pub once: bool,
+    /// TLS and basic auth for the endpoint (exporter-toolkit format).
+    pub web_config_file: Option<PathBuf>,
 }
 
 pub async fn run(opts: ExportOptions) -> Result<()> {
     attach::check_privileges()?;
+    // Read before tracing, --once too: a bad file is an error at start, not at the first scrape.
+    let web = opts.web_config_file.as_deref().map(WebConfig::load).transpose()?;
     let state = SharedState::default();
     let registry = Arc::new(metrics::registry(state.clone(), session::own_usage));
     let session = |pid: Option<u32>, duration: Option<Duration>| SessionOptions {
@@ -63,10 +72,15 @@ pub async fn run(opts: ExportOptions) -> Result<()> {
     let listener = std::net::TcpListener::bind(opts.listen)
         .with_context(|| format!("cannot listen on {}: pick a free --listen address", opts.listen))?;
     listener.set_nonblocking(true)?;
-    info!("serving /metrics on http://{}", opts.listen);
+    for warning in web_config::exposure_warnings(opts.listen, web.as_ref()) {
+        warn!("{warning}");
+    }
+    let (tls, auth) = web.map_or((None, None), |w| (w.tls, w.auth));
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    info!("serving /metrics on {scheme}://{}{}", opts.listen, if auth.is_some() { " (basic auth)" } else { "" });
     // On the runtime's worker thread: the tracing below blocks this one at times (attach,
     // kernel map reads), and scrapes are answered meanwhile.
-    tokio::spawn(serve(listener, registry.clone()));
+    tokio::spawn(serve(listener, registry.clone(), tls, auth));
 
     let mut pid = opts.pid;
     loop {
@@ -126,18 +140,36 @@ fn scrape(registry: &Registry) -> String {
     text
 }
 
-async fn serve(listener: std::net::TcpListener, registry: Arc<Registry>) {
-    let app = Router::new()
+async fn serve(listener: std::net::TcpListener, registry: Arc<Registry>, tls: Option<Arc<rustls::ServerConfig>>, auth: Option<Arc<BasicAuth>>) {
+    let mut app = Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/", get(|| async { "kstall exporter: metrics at /metrics\n" }))
         .with_state(registry);
-    match tokio::net::TcpListener::from_std(listener) {
-        Ok(listener) => {
-            if let Err(e) = axum::serve(listener, app).await {
-                log::error!("HTTP server stopped: {e}");
-            }
-        }
-        Err(e) => log::error!("cannot serve: {e}"),
+    if let Some(auth) = auth {
+        // Every path, the 404s too, as the exporter-toolkit does.
+        app = app.layer(middleware::from_fn_with_state(auth, require_auth));
+    }
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(listener) => listener,
+        Err(e) => return log::error!("cannot serve: {e}"),
+    };
+    let served = match tls {
+        Some(tls) => match TlsListener::new(listener, tls) {
+            Ok(listener) => axum::serve(listener, app).await,
+            Err(e) => Err(e),
+        },
+        None => axum::serve(listener, app).await,
+    };
+    if let Err(e) = served {
+        log::error!("HTTP server stopped: {e}");
+    }
+}
+
+async fn require_auth(State(auth): State<Arc<BasicAuth>>, request: Request, next: Next) -> Response {
+    match auth.check(request.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes())).await {
+        Verdict::Allowed => next.run(request).await,
+        Verdict::Denied => (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Basic realm=\"kstall\", charset=\"UTF-8\"")], "Unauthorized\n").into_response(),
+        Verdict::Busy => (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, "2")], "Too many authentication attempts, retry later\n").into_response(),
     }
 }
 

@@ -60,8 +60,8 @@ struct Attachment {
 /// What kstall cannot work without: syscall latency, off-CPU and D-state time, pages added.
 fn required_attachments() -> Vec<Attachment> {
     let mut plan = Vec::new();
-    // One entry program for every syscall, one exit program per syscall.
-    for syscall in Syscall::ALL {
+    // One entry program for every syscall, one exit program per syscall (this architecture's).
+    for &syscall in Syscall::TRACED {
         let event = |phase: &str| Hook::tracepoint("syscalls", &format!("sys_{phase}_{}", syscall.tracepoint_name()));
         plan.push(Attachment { program: "enter_syscall".into(), hook: event("enter") });
         plan.push(Attachment { program: format!("exit_{}", syscall.name()), hook: event("exit") });
@@ -344,7 +344,7 @@ fn load_and_attach(
         have_readahead_events: has(Evidence::Readahead) as u8,
         have_get_pages_events: has(Evidence::FileLookups) as u8,
         have_sock_events: has(Evidence::SocketReads) as u8,
-        _pad: 0,
+        page_shift: procfs::page_size().trailing_zeros() as u8,
     };
 
     raise_memlock_limit();
@@ -396,9 +396,10 @@ fn program_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::progra
     ebpf.program_mut(name).with_context(|| format!("probe {name} missing from the embedded object: rebuild kstall"))
 }
 
-/// This architecture's number of each traced syscall.
-fn syscall_number(syscall: Syscall) -> libc::c_long {
-    match syscall {
+/// This architecture's number of a syscall (libc's for the target kstall is built for), None
+/// for one the architecture does not have (arm64 has no epoll_wait: see `Syscall::TRACED`).
+fn syscall_number(syscall: Syscall) -> Option<libc::c_long> {
+    Some(match syscall {
         Syscall::Sendfile => libc::SYS_sendfile,
         Syscall::Read => libc::SYS_read,
         Syscall::Readv => libc::SYS_readv,
@@ -406,19 +407,23 @@ fn syscall_number(syscall: Syscall) -> libc::c_long {
         Syscall::Write => libc::SYS_write,
         Syscall::Writev => libc::SYS_writev,
         Syscall::Pwrite64 => libc::SYS_pwrite64,
+        #[cfg(target_arch = "x86_64")]
         Syscall::EpollWait => libc::SYS_epoll_wait,
+        #[cfg(not(target_arch = "x86_64"))]
+        Syscall::EpollWait => return None,
         Syscall::EpollPwait => libc::SYS_epoll_pwait,
         Syscall::Fsync => libc::SYS_fsync,
         Syscall::Fdatasync => libc::SYS_fdatasync,
-    }
+    })
 }
 
 /// Tells the shared programs which syscall a number is.
 fn set_syscall_ids(ebpf: &mut Ebpf) -> Result<()> {
     let m = ebpf.map_mut(map::SYSCALL_IDS).context("syscall id map missing")?;
     let mut ids: Array<&mut MapData, u8> = Array::try_from(m)?;
-    for syscall in Syscall::ALL {
-        ids.set(syscall_number(syscall) as u32, syscall as u8 + 1, 0)?;
+    for &syscall in Syscall::TRACED {
+        let nr = syscall_number(syscall).with_context(|| format!("no syscall number for {} on this architecture", syscall.name()))?;
+        ids.set(nr as u32, syscall as u8 + 1, 0)?;
     }
     Ok(())
 }
@@ -614,6 +619,59 @@ impl Probes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The numbers the kernel gives the traced syscalls on each architecture, from its tables
+    /// (arch/x86/entry/syscalls/syscall_64.tbl; include/uapi/asm-generic/unistd.h for arm64),
+    /// against what the probes are told: libc's for the target kstall was built for.
+    #[test]
+    fn syscall_numbers_are_this_architectures_kernels() {
+        #[cfg(target_arch = "x86_64")]
+        let kernel: &[(Syscall, libc::c_long)] = &[
+            (Syscall::Sendfile, 40),
+            (Syscall::Read, 0),
+            (Syscall::Readv, 19),
+            (Syscall::Pread64, 17),
+            (Syscall::Write, 1),
+            (Syscall::Writev, 20),
+            (Syscall::Pwrite64, 18),
+            (Syscall::EpollWait, 232),
+            (Syscall::EpollPwait, 281),
+            (Syscall::Fsync, 74),
+            (Syscall::Fdatasync, 75),
+        ];
+        #[cfg(target_arch = "aarch64")]
+        let kernel: &[(Syscall, libc::c_long)] = &[
+            (Syscall::Sendfile, 71),
+            (Syscall::Read, 63),
+            (Syscall::Readv, 65),
+            (Syscall::Pread64, 67),
+            (Syscall::Write, 64),
+            (Syscall::Writev, 66),
+            (Syscall::Pwrite64, 68),
+            (Syscall::EpollPwait, 22),
+            (Syscall::Fsync, 82),
+            (Syscall::Fdatasync, 83),
+        ];
+        let ours: Vec<(Syscall, libc::c_long)> = Syscall::TRACED.iter().map(|&s| (s, syscall_number(s).unwrap())).collect();
+        assert_eq!(ours, kernel);
+        // Untraced ones have no number, and every number fits the probes' id map.
+        for s in Syscall::ALL {
+            assert_eq!(syscall_number(s).is_some(), Syscall::TRACED.contains(&s), "{s:?}");
+        }
+        assert!(ours.iter().all(|&(_, nr)| (0..kstall_common::SYSCALL_NR_LIMIT as libc::c_long).contains(&nr)));
+        // Every traced syscall gets its enter and exit tracepoint, and nothing else is planned.
+        let syscall_hooks: Vec<String> = required_attachments()
+            .iter()
+            .filter_map(|a| match &a.hook {
+                Hook::Tracepoint { category: "syscalls", event } if event != "sys_enter_close" => Some(event.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(syscall_hooks.len(), 2 * Syscall::TRACED.len());
+        #[cfg(target_arch = "aarch64")]
+        assert!(!syscall_hooks.iter().any(|h| h.contains("epoll_wait")), "{syscall_hooks:?}");
+        assert!(syscall_hooks.contains(&"sys_exit_epoll_pwait".to_string()));
+    }
 
     #[test]
     fn kernel_versions_parse_and_compare_with_the_floor() {
