@@ -18,12 +18,12 @@ use std::{
     io::{Read, Write},
     net::TcpStream,
     process::{Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use kstall_testbed::{
     kafka::DemoBroker,
-    support::{Prometheus, ScratchDir, free_port, http_get, kstall_bin, spawn_until_ready},
+    support::{Prometheus, ScratchDir, free_port, http_get, kstall_bin, spawn_until_ready, terminate},
 };
 use serde_json::Value;
 
@@ -177,16 +177,7 @@ fn prometheus_scrapes_follow_the_workload_and_broker_restarts() {
     prometheus.wait_for(produce_count, "Produce counted after the restart", |v| v == 300.0);
 
     // SIGTERM: a clean exit, probes detached.
-    // SAFETY: kill(2) on our child.
-    unsafe { libc::kill(exporter.id() as i32, libc::SIGTERM) };
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(status) = exporter.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "kstall export did not exit on SIGTERM");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = terminate(&mut exporter);
     assert!(status.success(), "exit status {status:?}");
     drop(prometheus);
     broker.stop();

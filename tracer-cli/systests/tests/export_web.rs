@@ -27,7 +27,7 @@ use std::{
 
 use kstall_testbed::{
     kafka::DemoBroker,
-    support::{Prometheus, ScratchDir, assert_one_line_error, free_port, http_get, kstall_bin, spawn_until_ready},
+    support::{Prometheus, ScratchDir, assert_one_line_error, free_port, http_get, kstall_bin, spawn_until_ready, terminate},
 };
 
 const USER: &str = "prometheus";
@@ -227,16 +227,7 @@ fn prometheus_scrapes_over_tls_with_basic_auth_and_strangers_are_refused() {
     prometheus.wait_for(r#"up{job="kstall-tls"}"#, "Prometheus still scrapes after the storm", |v| v == 1.0);
 
     // SIGTERM: a clean exit.
-    // SAFETY: kill(2) on our child.
-    unsafe { libc::kill(exporter.id() as i32, libc::SIGTERM) };
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(status) = exporter.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "kstall export did not exit on SIGTERM");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = terminate(&mut exporter);
     assert!(status.success(), "exit status {status:?}");
     drop(prometheus);
     broker.stop();

@@ -4,7 +4,7 @@ use std::{
     io::{BufRead, BufReader, Read, Write},
     net::TcpStream,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Command, ExitStatus, Stdio},
     sync::{OnceLock, mpsc},
     time::{Duration, Instant},
 };
@@ -212,5 +212,19 @@ impl Drop for Prometheus {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Sends SIGTERM to `child` and waits up to 15 s for it to end; fails the test if it does not.
+pub fn terminate(child: &mut Child) -> ExitStatus {
+    // SAFETY: kill(2) on a child of ours.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for the child") {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "{} did not exit on SIGTERM", child.id());
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
