@@ -1,16 +1,20 @@
 //! `cargo xtask bench`: what tracing a broker with kstall costs, against the tool a user would
 //! otherwise reach for.
 //!
-//! 1. Per traced syscall: the synthetic broker (`synthetic_broker`) runs the same number of
-//!    requests on its network thread (kstall's full path: histograms, Kafka framing, a record
-//!    per request) and on a request-handler thread (histograms only), untraced, under an empty
-//!    BPF program on every tracepoint kstall uses (the floor: what any BPF tracer pays to be
-//!    there), under kstall, and under a bpftrace script with a latency histogram per syscall on
-//!    the same syscall tracepoints. Configurations take turns within each repeat (order
-//!    rotated), so a drift of the machine hits them alike; cost = (time traced - time
-//!    untraced, same repeat and thread) / traced calls.
-//! 2. Startup (exec to every probe attached), peak RSS, and lost records at 200k traced
-//!    syscalls/s, from the same runs and one paced run.
+//! 1. Per syscall: the synthetic broker (`synthetic_broker`) runs the same number of requests
+//!    on its network thread (kstall's full path: histograms, Kafka framing, a record per
+//!    request) and on a request-handler thread (histograms only), and futex wakes (untraced)
+//!    on a third thread; another process runs futex wakes too (`xtask futex-loop`). Each is
+//!    timed untraced, and for each syscall-hook mechanism this kernel allows (fentry, raw
+//!    tracepoints, tracepoints: `KSTALL_HOOKS`) under the floor (kstall's programs on that
+//!    mechanism's hooks pointed at no process, so each returns at its first check: what any
+//!    tracer pays to be there) and under kstall; and under a bpftrace script with a latency
+//!    histogram per syscall on the syscall tracepoints. Configurations take turns within each
+//!    repeat (order rotated), so a drift of the machine hits them alike; cost = (time traced -
+//!    time untraced, same repeat and thread) / syscalls.
+//! 2. Startup (exec to every probe attached) on a quiet machine and while both request
+//!    threads run flat out, peak RSS, and lost records at 200k traced syscalls/s, from the same
+//!    runs and one paced run.
 //! 3. A real broker: Kafka's own producer benchmark (throughput, p99) and a synchronous
 //!    producer (p50, p99), with and without kstall attached, in turns.
 use std::{
@@ -25,34 +29,57 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use kstall_common::Syscall;
+use kstall_core::kernel::SyscallHooks;
 use serde_json::Value;
 
 use kstall_testbed::{
     kafka::DemoBroker,
     support::{proc_status_bytes, requests_of},
-    synthetic_broker::{BROKER_MAIN_CLASS, CLIENT_ID, THREADS, TRACED_CALLS_PER_REQUEST},
+    synthetic_broker::{BROKER_MAIN_CLASS, CLIENT_ID, OTHER_THREAD, THREADS, TRACED_CALLS_PER_REQUEST},
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Tracer {
     Untraced,
-    EmptyPrograms,
-    Kstall,
+    /// kstall's programs on a mechanism's hooks, pointed at no process: each returns at its
+    /// first check (`kstall check --hold`). What any tracer pays to be on those hooks.
+    Floor(SyscallHooks),
+    Kstall(SyscallHooks),
     Bpftrace,
 }
 
 impl Tracer {
-    const ALL: [Tracer; 4] = [Tracer::Untraced, Tracer::EmptyPrograms, Tracer::Kstall, Tracer::Bpftrace];
-
-    fn label(self) -> &'static str {
+    fn label(self) -> String {
         match self {
-            Tracer::Untraced => "untraced",
-            Tracer::EmptyPrograms => "empty programs (floor)",
-            Tracer::Kstall => "kstall",
-            Tracer::Bpftrace => "bpftrace histogram",
+            Tracer::Untraced => "untraced".into(),
+            Tracer::Floor(h) => format!("floor, {}", h.as_str()),
+            Tracer::Kstall(h) => format!("kstall, {}", h.as_str()),
+            Tracer::Bpftrace => "bpftrace histogram (tracepoints)".into(),
         }
     }
+
+    /// Every configuration for these mechanisms.
+    fn all(mechanisms: &[SyscallHooks]) -> Vec<Tracer> {
+        let mut all = vec![Tracer::Untraced];
+        for &h in mechanisms {
+            all.extend([Tracer::Floor(h), Tracer::Kstall(h)]);
+        }
+        all.push(Tracer::Bpftrace);
+        all
+    }
 }
+
+/// What is timed in each configuration: the two request threads (traced syscalls), the
+/// broker's futex thread and another process's futex loop (untraced syscalls).
+const MEASURED: [(&str, &str); 4] = [
+    ("network", "kafka-network-t (traced calls)"),
+    ("handler", "kafka-request-h (traced calls)"),
+    ("other", "broker's VM Thread (untraced futex)"),
+    ("process", "another process (untraced futex)"),
+];
+
+/// Futex wakes per measurement of the untraced-syscall loops.
+const FUTEX_CALLS: u64 = 1_000_000;
 
 pub struct BenchOptions {
     pub kstall: PathBuf,
@@ -141,15 +168,28 @@ struct Detached {
 }
 
 impl Attached {
-    fn kstall(kstall: &Path, pid: u32) -> Result<Attached> {
+    /// kstall tracing `pid` with these syscall hooks (None: its own choice).
+    fn kstall(kstall: &Path, pid: u32, hooks: Option<SyscallHooks>) -> Result<Attached> {
+        let mut cmd = Command::new(kstall);
+        cmd.args(["watch", "--pid", &pid.to_string(), "--format", "json"]);
+        Self::kstall_command(cmd, hooks, "tracing broker pid")
+    }
+
+    /// kstall's programs on these hooks, pointed at no process.
+    fn floor(kstall: &Path, hooks: SyscallHooks) -> Result<Attached> {
+        let mut cmd = Command::new(kstall);
+        cmd.args(["check", "--hold"]);
+        Self::kstall_command(cmd, Some(hooks), "pointed at no process")
+    }
+
+    fn kstall_command(mut cmd: Command, hooks: Option<SyscallHooks>, ready: &str) -> Result<Attached> {
+        if let Some(hooks) = hooks {
+            cmd.env("KSTALL_HOOKS", hooks.as_str());
+        }
         let started = Instant::now();
-        let mut child = Command::new(kstall)
-            .args(["watch", "--pid", &pid.to_string(), "--format", "json"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()?;
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
         let stdout = collect(child.stdout.take().context("stdout")?, "").1;
-        let (ready, stderr) = collect(child.stderr.take().context("stderr")?, "tracing broker pid");
+        let (ready, stderr) = collect(child.stderr.take().context("stderr")?, ready);
         Self::when_ready(child, started, ready, stdout, Some(stderr))
     }
 
@@ -196,12 +236,6 @@ impl Attached {
     }
 }
 
-/// An empty program on each tracepoint kstall attaches to (as `category:event`).
-fn floor_script(tracepoints: &[String]) -> String {
-    let probes: Vec<String> = tracepoints.iter().map(|t| format!("tracepoint:{t}")).collect();
-    format!("{} {{ }} BEGIN {{ printf(\"kstall-bench-ready\\n\"); }}", probes.join(", "))
-}
-
 /// What a user would write: a latency histogram per syscall, for kstall's syscalls, one process.
 fn bpftrace_script(pid: u32) -> String {
     let probes = |phase: &str| -> String {
@@ -222,7 +256,7 @@ fn bpftrace_script(pid: u32) -> String {
 
 /// The fields of kstall's final JSON the bench checks.
 struct KstallSaw {
-    tracepoints: Vec<String>,
+    hooks: Option<SyscallHooks>,
     attach_ms: f64,
     /// Requests of the load's client id, as kstall matched them.
     requests: u64,
@@ -231,11 +265,10 @@ struct KstallSaw {
 
 fn kstall_saw(json: &str) -> Result<KstallSaw> {
     let v: Value = serde_json::from_str(json).context("kstall's JSON")?;
-    let tracepoints =
-        v["probes"]["attached"].as_array().context("probes.attached")?.iter().filter_map(|t| t.as_str().map(String::from)).collect();
+    let hooks = v["probes"]["syscall_hooks"]["hooks"].as_str().and_then(SyscallHooks::from_name);
     let requests = requests_of(&v, CLIENT_ID, "Fetch");
     let lost = ["histogram_map_full", "in_flight_map_full", "events"].iter().filter_map(|k| v["lost"][k].as_u64()).sum();
-    Ok(KstallSaw { tracepoints, attach_ms: v["probes"]["attach_ms"].as_f64().unwrap_or(f64::NAN), requests, lost })
+    Ok(KstallSaw { hooks, attach_ms: v["probes"]["attach_ms"].as_f64().unwrap_or(f64::NAN), requests, lost })
 }
 
 /// min / median / max.
@@ -255,34 +288,59 @@ fn mib(bytes: u64) -> f64 {
 /// to end before the load runs.
 const SETTLE: Duration = Duration::from_secs(2);
 
+/// The syscall-hook mechanisms this kernel allows: the one kstall picks, and the worse ones.
+fn mechanisms(kstall: &Path) -> Result<Vec<SyscallHooks>> {
+    let out = Command::new(kstall).args(["check", "--format", "json"]).output()?;
+    let v: Value = serde_json::from_slice(&out.stdout).context("kstall check's JSON")?;
+    let best = v["syscall_hooks"]["hooks"].as_str().and_then(SyscallHooks::from_name).with_context(|| format!("kstall check: {}", v["error"]))?;
+    Ok(SyscallHooks::BEST_FIRST.into_iter().filter(|&h| h >= best).collect())
+}
+
+/// Another process's futex loop: ns per call.
+fn other_process(load_exe: &Path) -> Result<f64> {
+    let out = Command::new(load_exe).args(["futex-loop", &FUTEX_CALLS.to_string()]).output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let nanos: f64 = text.split_whitespace().nth(1).and_then(|w| w.parse().ok()).with_context(|| format!("futex-loop said {text:?}"))?;
+    Ok(nanos / FUTEX_CALLS as f64)
+}
+
 pub fn run(opts: &BenchOptions) -> Result<()> {
     let traced = opts.requests * TRACED_CALLS_PER_REQUEST;
-    println!("bench: {} repeats of {} requests ({traced} traced syscalls) per thread and configuration", opts.repeats, opts.requests);
+    let mechanisms = mechanisms(&opts.kstall)?;
+    let best = mechanisms[0];
+    let all = Tracer::all(&mechanisms);
+    println!(
+        "bench: {} repeats of {} requests ({traced} traced syscalls) per thread and configuration; syscall hooks here: {}",
+        opts.repeats,
+        opts.requests,
+        mechanisms.iter().map(|h| h.as_str()).collect::<Vec<_>>().join(", ")
+    );
     let mut load = Load::start(&opts.load, &opts.scratch)?;
-    // Warm-up, and the list of tracepoints kstall uses (for the floor).
-    let warm = Attached::kstall(&opts.kstall, load.pid())?;
+    // Warm-up.
+    let warm = Attached::kstall(&opts.kstall, load.pid(), None)?;
     thread::sleep(SETTLE);
     for (thread, _) in THREADS {
         load.run(opts.requests / 10, 0, thread)?;
     }
-    let tracepoints = kstall_saw(&warm.detach()?.stdout)?.tracepoints;
+    warm.detach()?;
 
-    // (tracer, thread) -> samples
-    let mut ns_per_request: BTreeMap<(Tracer, &str), Vec<f64>> = BTreeMap::new();
+    // (tracer, measured) -> samples: ns per request or per futex call; added ns per call.
+    let mut ns_per_unit: BTreeMap<(Tracer, &str), Vec<f64>> = BTreeMap::new();
     let mut added: BTreeMap<(Tracer, &str), Vec<f64>> = BTreeMap::new();
-    let mut ratio_floor: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
-    let mut ratio_bpftrace: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    let mut ratio_floor: BTreeMap<(SyscallHooks, &str), Vec<f64>> = BTreeMap::new();
+    let mut ratio_bpftrace: BTreeMap<(SyscallHooks, &str), Vec<f64>> = BTreeMap::new();
     let mut startup: BTreeMap<Tracer, Vec<f64>> = BTreeMap::new();
+    let mut startup_busy: Vec<f64> = Vec::new();
     let mut rss: BTreeMap<Tracer, Vec<f64>> = BTreeMap::new();
     let mut attach_ms = Vec::new();
     for repeat in 0..opts.repeats {
         let mut took = BTreeMap::new();
-        for i in 0..Tracer::ALL.len() {
-            let tracer = Tracer::ALL[(i + repeat) % Tracer::ALL.len()];
+        for i in 0..all.len() {
+            let tracer = all[(i + repeat) % all.len()];
             let attached = match tracer {
                 Tracer::Untraced => None,
-                Tracer::EmptyPrograms => Some(Attached::bpftrace(&floor_script(&tracepoints))?),
-                Tracer::Kstall => Some(Attached::kstall(&opts.kstall, load.pid())?),
+                Tracer::Floor(h) => Some(Attached::floor(&opts.kstall, h)?),
+                Tracer::Kstall(h) => Some(Attached::kstall(&opts.kstall, load.pid(), Some(h))?),
                 Tracer::Bpftrace => Some(Attached::bpftrace(&bpftrace_script(load.pid()))?),
             };
             thread::sleep(SETTLE);
@@ -290,86 +348,104 @@ pub fn run(opts: &BenchOptions) -> Result<()> {
                 let t = load.run(opts.requests, 0, thread)?;
                 took.insert((tracer, thread), t.as_nanos() as f64 / opts.requests as f64);
             }
+            let t = load.run(FUTEX_CALLS, 0, OTHER_THREAD.0)?;
+            took.insert((tracer, "other"), t.as_nanos() as f64 / FUTEX_CALLS as f64);
+            took.insert((tracer, "process"), other_process(&opts.load)?);
             let Some(attached) = attached else { continue };
             startup.entry(tracer).or_default().push(attached.startup.as_secs_f64() * 1e3);
             let detached = attached.detach()?;
             rss.entry(tracer).or_default().push(mib(detached.peak_rss_bytes));
-            if tracer == Tracer::Kstall {
+            if let Tracer::Kstall(h) = tracer {
                 // Requests are followed on the network thread only.
                 let saw = kstall_saw(&detached.stdout)?;
-                if saw.requests != opts.requests || saw.lost != 0 {
-                    bail!("kstall saw {} of {} requests, lost {}", saw.requests, opts.requests, saw.lost);
+                if saw.requests != opts.requests || saw.lost != 0 || saw.hooks != Some(h) {
+                    bail!("kstall ({}) saw {} of {} requests, lost {}, hooked by {:?}", h.as_str(), saw.requests, opts.requests, saw.lost, saw.hooks);
                 }
-                attach_ms.push(saw.attach_ms);
+                if h == best {
+                    attach_ms.push(saw.attach_ms);
+                }
             }
         }
-        for (thread, _) in THREADS {
-            let base = took[&(Tracer::Untraced, thread)];
-            let cost = |t: Tracer| (took[&(t, thread)] - base) / TRACED_CALLS_PER_REQUEST as f64;
-            for t in Tracer::ALL {
-                ns_per_request.entry((t, thread)).or_default().push(took[&(t, thread)]);
+        // Startup while the broker is busy: both request threads flat out.
+        writeln!(load.stdin, "run {} 0 both", opts.requests / 2)?;
+        thread::sleep(Duration::from_millis(300));
+        let attached = Attached::kstall(&opts.kstall, load.pid(), None)?;
+        startup_busy.push(attached.startup.as_secs_f64() * 1e3);
+        load.stdout.next().context("synthetic broker ended")??;
+        attached.detach()?;
+
+        for (measured, _) in MEASURED {
+            let base = took[&(Tracer::Untraced, measured)];
+            let per_call = if matches!(measured, "network" | "handler") { TRACED_CALLS_PER_REQUEST as f64 } else { 1.0 };
+            let cost = |t: Tracer| (took[&(t, measured)] - base) / per_call;
+            for &t in &all {
+                ns_per_unit.entry((t, measured)).or_default().push(took[&(t, measured)]);
                 if t != Tracer::Untraced {
-                    added.entry((t, thread)).or_default().push(cost(t));
+                    added.entry((t, measured)).or_default().push(cost(t));
                 }
             }
-            ratio_floor.entry(thread).or_default().push(cost(Tracer::Kstall) / cost(Tracer::EmptyPrograms));
-            ratio_bpftrace.entry(thread).or_default().push(cost(Tracer::Kstall) / cost(Tracer::Bpftrace));
+            if matches!(measured, "network" | "handler") {
+                for &h in &mechanisms {
+                    ratio_floor.entry((h, measured)).or_default().push(cost(Tracer::Kstall(h)) / cost(Tracer::Floor(h)));
+                    ratio_bpftrace.entry((h, measured)).or_default().push(cost(Tracer::Kstall(h)) / cost(Tracer::Bpftrace));
+                }
+            }
         }
-        println!(
-            "  repeat {}: ns/request (network thread, handler thread) untraced {:.0} {:.0}, floor {:.0} {:.0}, kstall {:.0} {:.0}, bpftrace {:.0} {:.0}",
-            repeat + 1,
-            took[&(Tracer::Untraced, "network")],
-            took[&(Tracer::Untraced, "handler")],
-            took[&(Tracer::EmptyPrograms, "network")],
-            took[&(Tracer::EmptyPrograms, "handler")],
-            took[&(Tracer::Kstall, "network")],
-            took[&(Tracer::Kstall, "handler")],
-            took[&(Tracer::Bpftrace, "network")],
-            took[&(Tracer::Bpftrace, "handler")],
-        );
+        let line: Vec<String> =
+            all.iter().map(|&t| format!("{} {:.0}/{:.0}", t.label(), took[&(t, "network")], took[&(t, "handler")])).collect();
+        println!("  repeat {}: ns/request (network/handler): {}", repeat + 1, line.join(", "));
     }
 
     let triple = |v: &Vec<f64>, digits: usize| {
         let (a, b, c) = spread(v.clone());
         format!("{a:.digits$} / {b:.digits$} / {c:.digits$}")
     };
-    println!("\n### Cost per traced syscall ({traced} traced syscalls per run, {} runs each; min / median / max)\n", opts.repeats);
-    println!("| configuration | thread | ns per request | added ns per traced syscall |");
+    println!(
+        "\n### Cost per syscall ({traced} traced syscalls per request-thread run, {FUTEX_CALLS} futex calls per untraced run, {} runs each; min / median / max)\n",
+        opts.repeats
+    );
+    println!("| configuration | thread | ns per request (or per futex call) | added ns per syscall |");
     println!("|---|---|---|---|");
-    for t in Tracer::ALL {
-        for (thread, comm) in THREADS {
-            let cost = added.get(&(t, thread)).map_or("-".to_string(), |v| triple(v, 0));
-            println!("| {} | {comm} | {} | {cost} |", t.label(), triple(&ns_per_request[&(t, thread)], 0));
+    for &t in &all {
+        for (measured, what) in MEASURED {
+            let cost = added.get(&(t, measured)).map_or("-".to_string(), |v| triple(v, 0));
+            println!("| {} | {what} | {} | {cost} |", t.label(), triple(&ns_per_unit[&(t, measured)], 0));
         }
     }
     println!();
-    for (thread, comm) in THREADS {
-        println!(
-            "{comm}: kstall / floor {} (target <= 1.5); kstall / bpftrace {} (target < 0.5)",
-            triple(&ratio_floor[thread], 2),
-            triple(&ratio_bpftrace[thread], 2)
-        );
+    for &h in &mechanisms {
+        for (measured, what) in &MEASURED[..2] {
+            println!(
+                "{} {what}: kstall / floor {}; kstall / bpftrace {} (target < 0.5)",
+                h.as_str(),
+                triple(&ratio_floor[&(h, *measured)], 2),
+                triple(&ratio_bpftrace[&(h, *measured)], 2)
+            );
+        }
     }
 
     println!("\n### Startup and memory (min / median / max)\n");
     println!("| tracer | exec to attached, ms | peak RSS, MiB |");
     println!("|---|---|---|");
-    for t in [Tracer::EmptyPrograms, Tracer::Kstall, Tracer::Bpftrace] {
+    for &t in all.iter().filter(|&&t| t != Tracer::Untraced) {
         println!("| {} | {} | {} |", t.label(), triple(&startup[&t], 0), triple(&rss[&t], 1));
     }
-    println!("\nkstall's own attach time (load start to last tracepoint): {} ms (target: exec to attached < 100 ms)", triple(&attach_ms, 0));
+    println!("| kstall ({}), broker busy (both request threads flat out) | {} | |", best.as_str(), triple(&startup_busy, 0));
+    println!("\nkstall's own attach time ({}: load start to last hook): {} ms (target: exec to attached < 100 ms)", best.as_str(), triple(&attach_ms, 0));
 
     // 200k traced syscalls/s for 10 s, half on each thread (one thread tops out below that
     // under tracing): nothing may be lost.
     let rate = 200_000 / TRACED_CALLS_PER_REQUEST / 2;
-    let attached = Attached::kstall(&opts.kstall, load.pid())?;
+    let attached = Attached::kstall(&opts.kstall, load.pid(), None)?;
     thread::sleep(SETTLE);
     let n = rate * 10;
     let took = load.run(n, rate, "both")?;
     let detached = attached.detach()?;
     let saw = kstall_saw(&detached.stdout)?;
     println!(
-        "\n### Paced load\n\n{} requests on each thread, {:.0} traced syscalls/s in all for {:.1} s: kstall matched {} network-thread requests, lost {} (calls and records); peak RSS {:.1} MiB",
+        "\n### Paced load\n\n{} ({}): {} requests on each thread, {:.0} traced syscalls/s in all for {:.1} s: kstall matched {} network-thread requests, lost {} (calls and records); peak RSS {:.1} MiB",
+        "kstall",
+        best.as_str(),
         n,
         (2 * n * TRACED_CALLS_PER_REQUEST) as f64 / took.as_secs_f64(),
         took.as_secs_f64(),
@@ -421,7 +497,7 @@ pub fn real_broker(kstall: &Path, work_dir: &Path, repeats: usize) -> Result<()>
     println!("|---|---|---|---|---|---|---|");
     for repeat in 0..repeats {
         for traced in [repeat % 2 == 1, repeat % 2 == 0] {
-            let attached = if traced { Some(Attached::kstall(kstall, broker.pid())?) } else { None };
+            let attached = if traced { Some(Attached::kstall(kstall, broker.pid(), None)?) } else { None };
             thread::sleep(SETTLE);
             let (rate, p99) = producer_perf(&broker, 300_000)?;
             let (sync50, sync99) = sync_produce(&broker, 5000)?;

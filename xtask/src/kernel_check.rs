@@ -22,6 +22,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
+use kstall_core::kernel::SyscallHooks;
 use kstall_testbed::{
     output,
     stand_in::{FETCH_CLIENT, PRODUCE_CLIENT},
@@ -40,6 +41,8 @@ pub struct CheckOptions {
     pub data_dir: PathBuf,
     /// Hide kprobes from kstall (KSTALL_NO_KPROBES): the tracepoint-only path of older kernels.
     pub no_kprobes: bool,
+    /// The syscall hooks kstall must use (KSTALL_HOOKS); None: the best the kernel allows.
+    pub hooks: Option<SyscallHooks>,
 }
 
 fn kernel_log_problems(since_lines: usize) -> Vec<String> {
@@ -59,6 +62,9 @@ fn kstall(opts: &CheckOptions) -> Command {
     let mut cmd = Command::new(&opts.kstall);
     if opts.no_kprobes {
         cmd.env("KSTALL_NO_KPROBES", "1");
+    }
+    if let Some(hooks) = opts.hooks {
+        cmd.env("KSTALL_HOOKS", hooks.as_str());
     }
     cmd
 }
@@ -106,6 +112,11 @@ fn row(summary: &Value, syscall: &str, cache: &str, field: &str) -> u64 {
         .filter(|r| r["role"] == "network" && r["syscall"] == syscall && r["cache"] == cache)
         .filter_map(|r| r[field].as_u64())
         .sum()
+}
+
+/// The syscall hooks a record's trace used.
+pub fn hooks_used(record: &Value) -> Option<SyscallHooks> {
+    record["run"]["syscall_hooks"]["hooks"].as_str().and_then(SyscallHooks::from_name)
 }
 
 /// Runs the check here and returns its record.
@@ -164,6 +175,7 @@ pub fn run(opts: &CheckOptions) -> Result<Value> {
         if check.is_none() {
             check = Some(json!({
                 "probes_attached": report["context"]["probes_attached"],
+                "syscall_hooks": report["context"]["syscall_hooks"],
                 "evidence": s["probes"]["evidence"],
             }));
         }
@@ -182,6 +194,7 @@ pub fn run(opts: &CheckOptions) -> Result<Value> {
     Ok(json!({
         "kernel": output(Command::new("uname").arg("-r"))?.trim(),
         "no_kprobes": opts.no_kprobes,
+        "hooks_forced": opts.hooks.map(SyscallHooks::as_str),
         "check": check_json,
         "run": check,
         "phases": phases,
@@ -261,6 +274,10 @@ pub fn failures(r: &Value) -> Vec<String> {
     expect(r["kernel_log_problems"].as_array().is_some_and(|a| a.is_empty()), format!("kernel log: {}", r["kernel_log_problems"]));
     expect(r["taint_before"] == r["taint_after"], format!("taint {} -> {}", r["taint_before"], r["taint_after"]));
     expect(r["check"]["can_run"] == true, format!("kstall check: {}", r["check"]["error"]));
+    if let Some(forced) = r["hooks_forced"].as_str() {
+        let used = &r["run"]["syscall_hooks"]["hooks"];
+        expect(used == forced, format!("KSTALL_HOOKS={forced}, but the trace used {used}"));
+    }
     let early = &r["early_signal"];
     expect(
         early["error"].is_null() && (early["summary_printed"] == true || early["said_nothing_traced"] == true),

@@ -20,12 +20,14 @@
 //!           what tracing costs: per traced syscall (untraced, empty programs, kstall,
 //!           bpftrace), startup, memory, lost records at 200k syscalls/s, and a real broker's
 //!           producer throughput and p99 with and without kstall (docs/performance.md)
+//!   futex-loop N
+//!           N untraced syscalls (futex wakes) in this process: the bench's other process
 //!   synthetic-broker kafka.Kafka DIR
 //!           the bench's load (see tracer-cli/testbed/src/synthetic_broker.rs), driven on stdin
 //!   matrix [host|5.10|6.1|6.12|sid ...]
 //!           the kernel matrix (part of `test`): kstall's functional check on this host and
 //!           inside QEMU guests booting Debian's kernels (xtask/src/matrix.rs)
-//!   kernel-check [--no-kprobes | --also-without-kprobes]
+//!   kernel-check [--no-kprobes | --every-mechanism]
 //!           that check on the running kernel (the matrix runs it in each guest)
 //!   arm64-check [KSTALL-AARCH64 XTASK-AARCH64]
 //!           `kstall check` and that check in a Debian arm64 guest under qemu-system-aarch64
@@ -55,10 +57,11 @@ use kstall_testbed::{
 };
 use xtask::setup::setup;
 
-/// `cargo xtask kernel-check [--no-kprobes | --also-without-kprobes]`: the kernel matrix's
+/// `cargo xtask kernel-check [--no-kprobes | --every-mechanism]`: the kernel matrix's
 /// functional check on this machine (the matrix runs it inside each guest); prints each
-/// record and fails on a failure. `--also-without-kprobes` runs it a second time with kprobes
-/// hidden when the first run used some.
+/// record and fails on a failure. `--every-mechanism` runs it again for each syscall-hook
+/// mechanism worse than the one kstall picked (KSTALL_HOOKS), with kprobes hidden, so every
+/// path a kernel can take is proven on it.
 fn kernel_check_here(args: &[String]) -> Result<()> {
     use xtask::kernel_check::{self, CheckOptions, RECORD_PREFIX};
     let data_dir = std::env::var_os("KSTALL_CHECK_DIR").map(PathBuf::from).unwrap_or_else(kernel_check::host_data_dir);
@@ -68,20 +71,26 @@ fn kernel_check_here(args: &[String]) -> Result<()> {
     }
     let kstall = kstall_path();
     let flag = |f: &str| args.iter().any(|a| a == f);
-    let mut opts = CheckOptions { kstall, data_dir, no_kprobes: flag("--no-kprobes") };
+    let mut opts = CheckOptions { kstall, data_dir, no_kprobes: flag("--no-kprobes"), hooks: None };
     let mut failed = 0;
-    loop {
-        let record = kernel_check::run(&opts)?;
+    let mut check = |opts: &CheckOptions| -> Result<serde_json::Value> {
+        let record = kernel_check::run(opts)?;
         println!("{RECORD_PREFIX}{record}");
         let failures = kernel_check::failures(&record);
         for f in &failures {
             eprintln!("kernel-check: FAILED: {f}");
         }
         failed += failures.len();
-        if opts.no_kprobes || !flag("--also-without-kprobes") || !xtask::matrix::uses_kprobes(&record) {
-            break;
+        Ok(record)
+    };
+    let first = check(&opts)?;
+    if flag("--every-mechanism") {
+        let best = kernel_check::hooks_used(&first).context("the first run says no syscall hooks")?;
+        for hooks in kstall_core::kernel::SyscallHooks::BEST_FIRST.into_iter().filter(|&h| h > best) {
+            opts.hooks = Some(hooks);
+            opts.no_kprobes = true;
+            check(&opts)?;
         }
-        opts.no_kprobes = true;
     }
     if failed > 0 {
         bail!("{failed} check(s) failed");
@@ -603,6 +612,13 @@ fn main() -> ExitCode {
             let repeats = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(5);
             let requests = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(200_000);
             bench(repeats, requests)
+        }
+        Some("futex-loop") => {
+            // Another process on the host making untraced syscalls (the bench's bystander).
+            let n = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
+            kstall_testbed::synthetic_broker::pin_to_cpu_from_last(0);
+            println!("done {} {n}", kstall_testbed::synthetic_broker::futex_wakes(n).as_nanos());
+            Ok(())
         }
         Some("synthetic-broker") => match args.get(2) {
             Some(dir) => kstall_testbed::synthetic_broker::main(Path::new(dir)),

@@ -1,7 +1,8 @@
 //! The kernel matrix: the functional check of `kernel_check.rs` on this host and inside a
 //! QEMU guest per Debian kernel line (`guest.rs`), each guest with its data on a real
-//! (virtio) block device. On kernels where kstall gathers some evidence through kprobes, the
-//! check runs a second time with kprobes hidden, so the tracepoint-only path is proven too.
+//! (virtio) block device. The check runs first as kstall chooses (the best syscall hooks the
+//! kernel allows, kprobes where allowed), then once per worse syscall-hook mechanism with
+//! kprobes hidden (KSTALL_HOOKS, KSTALL_NO_KPROBES), so every path a kernel can take is proven.
 //!
 //! The kernels: Debian's newest 5.10, 6.1, 6.12 and sid packages, fetched once through a private
 //! apt configuration (`~/.cache/kstall/kernels`, the host's apt untouched), booted by virtme-ng
@@ -11,6 +12,7 @@
 use std::{path::Path, time::Instant};
 
 use anyhow::Result;
+use kstall_core::kernel::SyscallHooks;
 use serde_json::Value;
 
 use crate::{
@@ -42,18 +44,56 @@ pub fn outcome(name: String, record: Option<Value>, why_none: String, seconds: f
     Outcome { name, record, failures, seconds }
 }
 
-/// The check on this machine's own kernel (kprobes as this kernel allows).
-fn on_host(kstall: &Path) -> Outcome {
+/// A record's name in the matrix: the kernel, then the syscall hooks and kprobes it used.
+fn label(kernel: &str, record: &Value) -> String {
+    let hooks = kernel_check::hooks_used(record).map_or("no syscall hooks", SyscallHooks::as_str);
+    format!("{kernel} ({hooks}{})", if uses_kprobes(record) { ", kprobes" } else { "" })
+}
+
+/// The records of one kernel: the first run with the best hooks it allows, then one per
+/// worse mechanism (kprobes hidden); a missing run is a failure. `best`: the mechanism the
+/// first run must have used, where it is known.
+fn outcomes_of(kernel: &str, records: Vec<Value>, best: Option<SyscallHooks>, why_none: String, seconds: f64) -> Vec<Outcome> {
+    let Some(first) = records.first() else { return vec![outcome(kernel.to_string(), None, why_none, seconds)] };
+    let first_hooks = kernel_check::hooks_used(first);
+    let mut outcomes: Vec<Outcome> = records.iter().map(|r| outcome(label(kernel, r), Some(r.clone()), String::new(), seconds)).collect();
+    if let (Some(best), Some(o)) = (best, outcomes.first_mut()) {
+        if first_hooks != Some(best) {
+            o.failures.push(format!("kstall chose {first_hooks:?} where {} is allowed", best.as_str()));
+        }
+    }
+    for hooks in SyscallHooks::BEST_FIRST.into_iter().filter(|&h| first_hooks.is_some_and(|f| h > f)) {
+        if !records.iter().any(|r| r["hooks_forced"] == hooks.as_str()) {
+            outcomes.push(outcome(format!("{kernel} ({})", hooks.as_str()), None, format!("no record of the run with KSTALL_HOOKS={}: {why_none}", hooks.as_str()), seconds));
+        }
+    }
+    outcomes
+}
+
+/// The check on this machine's own kernel, with every syscall-hook mechanism it allows.
+fn on_host(kstall: &Path) -> Vec<Outcome> {
     let started = Instant::now();
     let data_dir = kernel_check::host_data_dir();
-    let record = std::fs::create_dir_all(&data_dir)
-        .map_err(anyhow::Error::from)
-        .and_then(|()| kernel_check::run(&CheckOptions { kstall: kstall.to_path_buf(), data_dir, no_kprobes: false }));
-    let (record, why) = match record {
-        Ok(r) => (Some(r), String::new()),
-        Err(e) => (None, format!("{e:#}")),
-    };
-    outcome("host".into(), record, why, started.elapsed().as_secs_f64())
+    let mut records = Vec::new();
+    let mut why = String::new();
+    let run = |opts: &CheckOptions| std::fs::create_dir_all(&data_dir).map_err(anyhow::Error::from).and_then(|()| kernel_check::run(opts));
+    let mut opts = CheckOptions { kstall: kstall.to_path_buf(), data_dir: data_dir.clone(), no_kprobes: false, hooks: None };
+    match run(&opts) {
+        Ok(first) => {
+            let best = kernel_check::hooks_used(&first);
+            records.push(first);
+            for hooks in SyscallHooks::BEST_FIRST.into_iter().filter(|&h| best.is_some_and(|b| h > b)) {
+                opts.hooks = Some(hooks);
+                opts.no_kprobes = true;
+                match run(&opts) {
+                    Ok(r) => records.push(r),
+                    Err(e) => why = format!("{e:#}"),
+                }
+            }
+        }
+        Err(e) => why = format!("{e:#}"),
+    }
+    outcomes_of("host", records, None, why, started.elapsed().as_secs_f64())
 }
 
 /// Runs the matrix (`only`: the kernel lines to run, `host` among them; empty: all) and prints
@@ -62,8 +102,10 @@ pub fn run(kstall: &Path, only: &[String]) -> Result<Vec<Outcome>> {
     let wanted = |line: &str| only.is_empty() || only.iter().any(|o| o == line);
     let mut outcomes = Vec::new();
     if wanted("host") {
-        outcomes.push(on_host(kstall));
-        report(outcomes.last().expect("one"));
+        for o in on_host(kstall) {
+            report(&o);
+            outcomes.push(o);
+        }
     }
     let xtask = std::env::current_exe()?;
     let work = kstall_testbed::target_dir().join("kernel-matrix");
@@ -71,16 +113,16 @@ pub fn run(kstall: &Path, only: &[String]) -> Result<Vec<Outcome>> {
     for kernel in guest::kernels()?.into_iter().filter(|k| wanted(k.line)) {
         let disk = work.join(format!("{}.img", kernel.line));
         guest::make_ext4_image(&disk, 256)?;
-        // The check runs once more without kprobes where the first run used some.
+        // The check runs once more per worse syscall-hook mechanism, kprobes hidden.
         let script = format!(
-            "{MOUNT_DISK}mkdir -p {DISK_MOUNT_POINT}/data\nKSTALL={} KSTALL_CHECK_DIR={DISK_MOUNT_POINT}/data {} kernel-check --also-without-kprobes\n",
+            "{MOUNT_DISK}mkdir -p {DISK_MOUNT_POINT}/data\nKSTALL={} KSTALL_CHECK_DIR={DISK_MOUNT_POINT}/data {} kernel-check --every-mechanism\n",
             kstall.display(),
             xtask.display()
         );
         let started = Instant::now();
         let name = format!("{} {}", kernel.line, kernel.release);
-        let opts = GuestOptions { disk: Some(disk.clone()), timeout: std::time::Duration::from_secs(900), ..GuestOptions::default() };
-        match guest::run_in_guest(&kernel, &script, &opts) {
+        let opts = GuestOptions { disk: Some(disk.clone()), timeout: std::time::Duration::from_secs(1200), ..GuestOptions::default() };
+        let found = match guest::run_in_guest(&kernel, &script, &opts) {
             Ok(run) => {
                 let records: Vec<Value> = run
                     .output
@@ -88,29 +130,15 @@ pub fn run(kstall: &Path, only: &[String]) -> Result<Vec<Outcome>> {
                     .filter_map(|l| l.strip_prefix(RECORD_PREFIX))
                     .filter_map(|j| serde_json::from_str(j).ok())
                     .collect();
-                let seconds = started.elapsed().as_secs_f64();
-                let mut first = records.iter().find(|r| r["no_kprobes"] == false).cloned();
                 let tail: String = run.output.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
-                let why = format!("no record from the guest (script status {}):\n{tail}", run.status);
-                if first.is_none() {
-                    outcomes.push(outcome(name.clone(), None, why.clone(), seconds));
-                    report(outcomes.last().expect("pushed"));
-                    continue;
-                }
-                let with_kprobes = first.as_ref().is_some_and(uses_kprobes);
-                let label = if with_kprobes { format!("{name} (kprobes)") } else { name.clone() };
-                outcomes.push(outcome(label, first.take(), why.clone(), seconds));
-                report(outcomes.last().expect("pushed"));
-                if with_kprobes {
-                    let second = records.iter().find(|r| r["no_kprobes"] == true).cloned();
-                    outcomes.push(outcome(format!("{name} (tracepoints only)"), second, why, seconds));
-                    report(outcomes.last().expect("pushed"));
-                }
+                // Debian's kernels (BTF, 5.10+ on x86_64) allow fentry: the best path must be taken.
+                outcomes_of(&name, records, Some(SyscallHooks::Fentry), format!("no record from the guest (script status {}):\n{tail}", run.status), started.elapsed().as_secs_f64())
             }
-            Err(e) => {
-                outcomes.push(outcome(name, None, format!("{e:#}"), started.elapsed().as_secs_f64()));
-                report(outcomes.last().expect("pushed"));
-            }
+            Err(e) => vec![outcome(name, None, format!("{e:#}"), started.elapsed().as_secs_f64())],
+        };
+        for o in found {
+            report(&o);
+            outcomes.push(o);
         }
         let _ = std::fs::remove_file(&disk);
     }

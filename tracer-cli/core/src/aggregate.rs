@@ -253,6 +253,7 @@ impl Aggregator {
                 tls_connections: counters[counter::TLS_CONNECTIONS as usize],
                 framing_errors: counters[counter::FRAMING_ERRORS as usize],
                 responses_unmatched: counters[counter::RESPONSES_UNMATCHED as usize],
+                state_slots_taken: counters[counter::SLOTS_TAKEN as usize],
                 socket_wait_measured: self.socket_wait_measured,
             },
             requests: self.requests.summary(elapsed_seconds),
@@ -374,7 +375,7 @@ pub(crate) mod tests {
 
     fn kernel_side() -> KernelSide {
         KernelSide {
-            probes: ProbeInfo { attached: Vec::new(), unavailable: Vec::new(), evidence: Vec::new(), attach_ms: 0.0 },
+            probes: ProbeInfo::none(),
             socket_wait_measured: true,
             start_ns: 0,
         }

@@ -41,6 +41,58 @@ impl Evidence {
     }
 }
 
+/// How the traced syscalls' entries and exits are hooked. Best first: each kernel gets the
+/// first it allows (`cargo xtask bench` measures what each costs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SyscallHooks {
+    /// fentry/fexit on each traced syscall's kernel function (`__x64_sys_read`): only those
+    /// syscalls run a program, and no other task's syscalls are slowed (BTF, 5.5+ on x86_64,
+    /// 6.0+ on arm64, where the kernel allows them).
+    Fentry,
+    /// Raw tracepoints `sys_enter`/`sys_exit`: no perf record per event, but every syscall of
+    /// every task takes the tracing path and runs the (filtering) program.
+    RawTracepoint,
+    /// The classic `syscalls:sys_{enter,exit}_*` tracepoints: every kernel with
+    /// CONFIG_FTRACE_SYSCALLS; like raw tracepoints for other tasks, plus a perf record per event.
+    Tracepoint,
+}
+
+impl SyscallHooks {
+    pub const BEST_FIRST: [SyscallHooks; 3] = [SyscallHooks::Fentry, SyscallHooks::RawTracepoint, SyscallHooks::Tracepoint];
+
+    /// The name `KSTALL_HOOKS` takes and the JSON shows.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            SyscallHooks::Fentry => "fentry",
+            SyscallHooks::RawTracepoint => "raw_tracepoint",
+            SyscallHooks::Tracepoint => "tracepoint",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<SyscallHooks> {
+        SyscallHooks::BEST_FIRST.into_iter().find(|h| h.as_str() == name)
+    }
+}
+
+/// The syscall hooks in use, and why each better one is not.
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
+pub struct SyscallHookStatus {
+    pub hooks: SyscallHooks,
+    /// (better mechanism, why not), best first.
+    pub not_used: Vec<(SyscallHooks, String)>,
+}
+
+impl std::fmt::Display for SyscallHookStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.hooks.as_str())?;
+        for (hooks, why) in &self.not_used {
+            write!(f, "; not {}: {why}", hooks.as_str())?;
+        }
+        Ok(())
+    }
+}
+
 /// How one kind of evidence is gathered on this kernel, or why it is not.
 #[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct EvidenceStatus {

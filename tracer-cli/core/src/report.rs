@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::{
     broker::Broker,
-    kernel::EvidenceStatus,
+    kernel::{EvidenceStatus, SyscallHookStatus},
     listeners::{BrokerConfig, ListenerInfo},
     roles::Role,
     summary::{Finding, Lost, Summary, ThreadNames},
@@ -50,6 +50,8 @@ pub struct Context {
     /// What kstall read from the broker's properties file; null when it could not.
     pub broker_config: Option<BrokerConfig>,
     pub thread_names_from: ThreadNames,
+    /// How the traced syscalls are hooked here, and why not better.
+    pub syscall_hooks: SyscallHookStatus,
     pub probes_attached: usize,
     pub probes_unavailable: Vec<String>,
     /// How each kind of optional kernel evidence is gathered here, or why not.
@@ -95,6 +97,7 @@ impl Report {
             listeners: s.listeners.clone(),
             broker_config: s.broker_config.clone(),
             thread_names_from: s.thread_names,
+            syscall_hooks: s.probes.syscall_hooks.clone(),
             probes_attached: s.probes.attached.len(),
             probes_unavailable: s.probes.unavailable.clone(),
             evidence: s.probes.evidence.clone(),

@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::{
     broker::Broker,
     hist::{BucketCount, Percentiles, kernel_buckets, percentiles},
-    kernel::EvidenceStatus,
+    kernel::{EvidenceStatus, SyscallHookStatus, SyscallHooks},
     listeners::{BrokerConfig, Listener, ListenerInfo},
     requests::{ControllerApiRow, RequestSummary},
     roles::{Role, RoleSource},
@@ -92,8 +92,11 @@ pub struct ProtocolHealth {
     pub tls_connections: u64,
     /// Reads that did not parse as Kafka framing (the parser resyncs at the next read).
     pub framing_errors: u64,
-    /// Responses to requests read before kstall attached (or aged out of the kernel map).
+    /// Responses to requests read before kstall attached (or whose request was lost).
     pub responses_unmatched: u64,
+    /// Connection or socket state replaced by another's sharing its kernel slot (more than
+    /// 16384 fds, or socket addresses hashed alike): a request or an arrival time lost.
+    pub state_slots_taken: u64,
     /// The kernel shows socket reads and data arrival (sock tracepoints, 6.3+, or kprobes):
     /// socket wait is measured.
     pub socket_wait_measured: bool,
@@ -101,11 +104,26 @@ pub struct ProtocolHealth {
 
 #[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct ProbeInfo {
+    /// How the traced syscalls are hooked on this kernel, and why not better.
+    pub syscall_hooks: SyscallHookStatus,
     pub attached: Vec<String>,
     pub unavailable: Vec<String>,
     /// How each kind of optional kernel evidence is gathered here, or why not.
     pub evidence: Vec<EvidenceStatus>,
     pub attach_ms: f64,
+}
+
+impl ProbeInfo {
+    /// Nothing attached (for tests of the core).
+    pub fn none() -> ProbeInfo {
+        ProbeInfo {
+            syscall_hooks: SyscallHookStatus { hooks: SyscallHooks::Tracepoint, not_used: Vec::new() },
+            attached: Vec::new(),
+            unavailable: Vec::new(),
+            evidence: Vec::new(),
+            attach_ms: 0.0,
+        }
+    }
 }
 
 /// Where a summary's thread names came from.
@@ -279,7 +297,7 @@ pub fn empty_summary() -> Summary {
         listeners: Vec::new(),
         exited_threads: 0,
         thread_names: ThreadNames::Jvm,
-        probes: ProbeInfo { attached: Vec::new(), unavailable: Vec::new(), evidence: Vec::new(), attach_ms: 0.0 },
+        probes: ProbeInfo::none(),
         lost: Lost::default(),
         protocol: ProtocolHealth::default(),
         requests: RequestSummary::default(),

@@ -85,6 +85,10 @@ enum Command {
     Check {
         #[arg(long, value_enum, default_value = "text")]
         format: check::Format,
+        /// Stay attached (pointed at no process) until Ctrl-C or SIGTERM: the bench's floor,
+        /// what the hooks cost with programs that return at their first check.
+        #[arg(long, hide = true)]
+        hold: bool,
     },
     /// Trace a running broker for a while and write a report that explains its latency:
     /// findings first, then the evidence (tables, charts), then the context.
@@ -113,7 +117,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Export { pid, auto: _, listen, interval, stall_threshold, once, web_config_file } => {
             export::run(export::ExportOptions { pid, listen, interval, stall_threshold, once, web_config_file }).await
         }
-        Command::Check { format } => check::run(format),
+        Command::Check { format, hold } => check::run(format, hold),
         Command::Report { pid, duration, out, stall_threshold } => {
             report::run(report::ReportOptions {
                 session: session::SessionOptions { pid, interval: Duration::from_secs(1), duration: Some(duration), stall_threshold },
@@ -131,7 +135,7 @@ fn main() -> ExitCode {
     // Levels for `export`'s log (RUST_LOG overrides); the other commands print, not log.
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let result = match cli.command {
-        Command::Check { format } => check::run(format),
+        Command::Check { format, hold } => check::run(format, hold),
         // One runtime for everything that waits: the tracing loop, and export's HTTP server.
         command => match tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build() {
             Ok(runtime) => runtime.block_on(run(command)),

@@ -65,16 +65,49 @@ fn check_without_privileges_says_why_it_cannot_run() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("kstall cannot run here: kstall needs root"));
 }
 
-/// `kstall check` on this kernel: it loads and attaches every probe and names each kind of
-/// evidence with its hooks or with why it is missing.
+/// The syscall-hook mechanisms, best first, and a hook each attaches (x86_64 names).
+const MECHANISMS: [(&str, &str); 3] =
+    [("fentry", "fexit:__x64_sys_read"), ("raw_tracepoint", "raw_tracepoint:sys_exit"), ("tracepoint", "syscalls:sys_exit_read")];
+
+fn check_json(hooks: Option<&str>) -> (std::process::Output, serde_json::Value) {
+    let mut cmd = Command::new(kstall_bin());
+    cmd.args(["check", "--format", "json"]);
+    if let Some(hooks) = hooks {
+        cmd.env("KSTALL_HOOKS", hooks);
+    }
+    let out = cmd.output().unwrap();
+    let json = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    (out, json)
+}
+
+/// `kstall check` that cannot run: its report on stdout, one line naming the fix on stderr.
+fn assert_check_refused(out: &std::process::Output, expected: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.starts_with("kstall: ") && stderr.contains(expected), "expected {expected:?}, got: {stderr}");
+    assert!(!stderr.contains("panicked"));
+}
+
+/// `kstall check` on this kernel: it loads and attaches every probe, says which syscall hooks
+/// it chose and why not a better one, and names each kind of evidence with its hooks or with
+/// why it is missing. Every mechanism from the chosen one down attaches when forced
+/// (KSTALL_HOOKS); a better one the kernel refuses is one line naming the fix.
 #[test]
 fn check_says_what_this_kernel_gives() {
-    let out = Command::new(kstall_bin()).args(["check", "--format", "json"]).output().unwrap();
+    let (out, check) = check_json(None);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let check: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(check["can_run"], true);
+    let chosen = check["syscall_hooks"]["hooks"].as_str().unwrap().to_string();
+    let rank = MECHANISMS.iter().position(|(m, _)| *m == chosen).unwrap();
+    let not_used = check["syscall_hooks"]["not_used"].as_array().unwrap();
+    assert_eq!(not_used.len(), rank, "each better mechanism with why not: {not_used:?}");
+    for (i, refused) in not_used.iter().enumerate() {
+        assert_eq!(refused[0], MECHANISMS[i].0);
+        assert!(!refused[1].as_str().unwrap().is_empty());
+    }
     let attached = check["attached"].as_array().unwrap();
-    assert!(attached.iter().any(|h| h == "sched:sched_switch") && attached.len() >= 25, "{attached:?}");
+    assert!(attached.iter().any(|h| h == "sched:sched_switch") && attached.iter().any(|h| h == MECHANISMS[rank].1), "{attached:?}");
     let evidence = check["evidence"].as_array().unwrap();
     let kinds: Vec<&str> = evidence.iter().map(|e| e["evidence"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["file_lookups", "readahead", "socket_reads", "data_arrival"]);
@@ -85,9 +118,33 @@ fn check_says_what_this_kernel_gives() {
             assert!(attached.contains(hook), "{hook} attached");
         }
     }
+    for (i, (mechanism, hook)) in MECHANISMS.iter().enumerate() {
+        let (out, forced) = check_json(Some(mechanism));
+        if i < rank {
+            // Refused here: one line saying so and how to let kstall pick.
+            assert_check_refused(&out, "unset KSTALL_HOOKS to let kstall pick");
+            continue;
+        }
+        assert!(out.status.success(), "{mechanism}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(forced["syscall_hooks"]["hooks"], *mechanism);
+        let attached = forced["attached"].as_array().unwrap();
+        assert!(attached.iter().any(|h| h == hook) && attached.iter().any(|h| h == "sched:sched_switch"), "{mechanism}: {attached:?}");
+        // Only this mechanism's syscall hooks.
+        for (other, other_hook) in MECHANISMS.iter().filter(|(m, _)| m != mechanism) {
+            assert!(!attached.iter().any(|h| h == other_hook), "{mechanism} attached {other}'s {other_hook}");
+        }
+    }
     // After the check, none of its programs stays loaded.
     let text = Command::new(kstall_bin()).arg("check").output().unwrap();
-    assert!(String::from_utf8_lossy(&text.stdout).contains("kstall can run here"));
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("kstall can run here") && text.contains(&format!("syscall hooks: {chosen}")), "{text}");
+}
+
+#[test]
+fn unknown_hook_mechanism() {
+    let (out, check) = check_json(Some("kprobe"));
+    assert_check_refused(&out, "KSTALL_HOOKS=kprobe is not a hook mechanism: use fentry, raw_tracepoint, tracepoint");
+    assert_eq!(check["can_run"], false);
 }
 
 /// A reader that goes away (`kstall check | head -0`) ends the output quietly, as with other

@@ -17,9 +17,14 @@
 //! it does on every broker thread (latency histograms with page-cache evidence) but no
 //! protocol work, which is the fair match for a bpftrace histogram script.
 //!
+//! A third thread, named `VM Thread`, makes the syscall a JVM makes most, futex (a wake with no
+//! waiter), which kstall does not trace: what tracing costs the broker's other threads.
+//! [`futex_wakes`] is the same loop for another process on the host (`xtask futex-loop N`).
+//!
 //! Control on stdin, one command a line: `run N RATE THREAD` does N requests (RATE requests/s,
-//! 0 for as fast as it can) on THREAD (`network`, `handler`, or `both` at once, N each) and
-//! answers `done NANOS N` on stdout (the longer thread's time); end of input ends the process.
+//! 0 for as fast as it can) on THREAD (`network`, `handler`, or `both` at once, N each; or N
+//! futex wakes on `other`) and answers `done NANOS N` on stdout (the longer thread's time); end
+//! of input ends the process.
 use std::{
     io::{BufRead, Write},
     net::{TcpListener, TcpStream},
@@ -132,7 +137,7 @@ pub fn name_this_thread(name: &str) {
 
 /// Keeps a worker on one CPU, counted from the last down: a measured run on the last CPU, so
 /// the tracer's own user space runs beside it, not on it; two at once on two CPUs.
-fn pin_to_cpu_from_last(index: usize) {
+pub fn pin_to_cpu_from_last(index: usize) {
     // SAFETY: a zeroed cpu_set_t is an empty set; the calls read and write only it.
     unsafe {
         let cpus = libc::sysconf(libc::_SC_NPROCESSORS_ONLN).max(1) as usize;
@@ -144,6 +149,20 @@ fn pin_to_cpu_from_last(index: usize) {
 
 /// Where a run happens: the thread's comm decides kstall's role for it.
 pub const THREADS: [(&str, &str); 2] = [("network", "kafka-network-t"), ("handler", "kafka-request-h")];
+/// The thread of untraced syscalls (futex wakes), as HotSpot names one of its own.
+pub const OTHER_THREAD: (&str, &str) = ("other", "VM Thread");
+
+/// `n` futex(FUTEX_WAKE) calls on a word nobody waits on: the JVM's commonest syscall, which
+/// kstall does not trace. Returns the time they took.
+pub fn futex_wakes(n: u64) -> Duration {
+    let word = 0u32;
+    let started = Instant::now();
+    for _ in 0..n {
+        // SAFETY: a wake on a private futex word we own; no waiter, nothing changes.
+        unsafe { libc::syscall(libc::SYS_futex, &word as *const u32, libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG, 1, 0, 0, 0) };
+    }
+    started.elapsed()
+}
 
 /// A worker thread running the loop on request, with its own sockets and segment.
 struct Worker {
@@ -152,20 +171,20 @@ struct Worker {
     results: mpsc::Receiver<Result<Duration>>,
 }
 
-fn spawn_worker(comm: &'static str, segment: &Path) -> Result<Worker> {
+/// A thread named `comm` that runs `work(n, rate)` on request.
+fn spawn_worker(comm: &'static str, mut work: impl FnMut(u64, u64) -> Result<Duration> + Send + 'static) -> Worker {
     let (commands, inbox) = mpsc::channel::<(u64, u64, usize)>();
     let (results_tx, results) = mpsc::channel::<Result<Duration>>();
-    let mut thread = NetworkThread::new(segment)?;
     std::thread::spawn(move || {
         name_this_thread(comm);
         for (n, rate, cpu) in inbox {
             pin_to_cpu_from_last(cpu);
-            if results_tx.send(thread.run(n, rate)).is_err() {
+            if results_tx.send(work(n, rate)).is_err() {
                 break;
             }
         }
     });
-    Ok(Worker { commands, results })
+    Worker { commands, results }
 }
 
 /// The process's main: reads commands on stdin, runs them on the named thread.
@@ -173,8 +192,10 @@ pub fn main(scratch: &Path) -> Result<()> {
     std::fs::create_dir_all(scratch)?;
     let mut workers = Vec::new();
     for (i, (_, comm)) in THREADS.iter().enumerate() {
-        workers.push(spawn_worker(comm, &scratch.join(format!("{i:020}.log")))?);
+        let mut thread = NetworkThread::new(&scratch.join(format!("{i:020}.log")))?;
+        workers.push(spawn_worker(comm, move |n, rate| thread.run(n, rate)));
     }
+    let other = spawn_worker(OTHER_THREAD.1, |n, _| Ok(futex_wakes(n)));
     println!("ready");
     for line in std::io::stdin().lock().lines() {
         let line = line?;
@@ -187,10 +208,13 @@ pub fn main(scratch: &Path) -> Result<()> {
             bail!("expected `run N RATE network|handler|both`, got {line:?}")
         };
         // `both`: the two threads at once, each with N requests at RATE.
-        let chosen: Vec<&Worker> =
-            workers.iter().zip(THREADS).filter(|(_, (name, _))| *thread == "both" || name == thread).map(|(w, _)| w).collect();
+        let chosen: Vec<&Worker> = if *thread == OTHER_THREAD.0 {
+            vec![&other]
+        } else {
+            workers.iter().zip(THREADS).filter(|(_, (name, _))| *thread == "both" || name == thread).map(|(w, _)| w).collect()
+        };
         if chosen.is_empty() {
-            bail!("no thread {thread:?}: network, handler or both");
+            bail!("no thread {thread:?}: network, handler, both or other");
         }
         for (cpu, worker) in chosen.iter().enumerate() {
             worker.commands.send((n, rate, cpu))?;

@@ -37,19 +37,7 @@ impl RequestId {
     };
 }
 
-/// A request read completely, waiting for its response: key (broker tgid, socket fd,
-/// correlation_id) in an LRU map, so requests whose response never comes age out. A request
-/// left by a closed connection cannot be matched by the next one on the same fd: a response
-/// always follows the reading of its own request, which replaces the stale entry.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct PendingKey {
-    pub tgid: u32,
-    pub fd: u32,
-    pub correlation_id: i32,
-    pub _pad: u32,
-}
-
+/// A request read completely, waiting for its response, in its connection's state.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PendingRequest {
@@ -66,15 +54,10 @@ pub struct PendingRequest {
     pub response_start_ns: u64,
 }
 
-/// One broker connection as its network thread sees it: (tgid, fd) in an LRU map, removed
-/// when the broker closes the fd.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct ConnKey {
-    pub tgid: u32,
-    pub fd: u32,
-}
-
+/// One broker connection as its network thread sees it, in the slot of its fd (fd modulo
+/// CONNECTION_SLOTS), cleared when the broker closes the fd. Kafka's SocketServer serves one
+/// request per connection at a time (it mutes the channel from a request's read until its
+/// response is sent), so one pending request per connection is all there is to keep.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Connection {
@@ -86,9 +69,14 @@ pub struct Connection {
     /// Size of the response being written, its 4-byte size prefix included.
     pub response_total: u64,
     pub response_correlation_id: i32,
+    /// fd + 1 of the connection in this slot; 0 for a free slot.
+    pub fd_plus_1: u32,
     /// A response is being written (its request may or may not be known).
     pub responding: u8,
-    pub _pad: [u8; 3],
+    /// `pending` holds a request read and not yet answered.
+    pub has_pending: u8,
+    pub _pad: [u8; 6],
+    pub pending: PendingRequest,
 }
 
 impl Connection {
@@ -98,9 +86,48 @@ impl Connection {
         response_left: 0,
         response_total: 0,
         response_correlation_id: 0,
+        fd_plus_1: 0,
         responding: 0,
-        _pad: [0; 3],
+        has_pending: 0,
+        _pad: [0; 6],
+        pending: PendingRequest {
+            id: RequestId::NONE,
+            tid: 0,
+            request_bytes: 0,
+            arrival_ns: 0,
+            read_start_ns: 0,
+            read_done_ns: 0,
+            response_start_ns: 0,
+        },
     };
+}
+
+/// Data arrival on a socket a network thread reads, in the slot of its address
+/// ([`socket_slot`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SocketState {
+    /// The socket (kernel address) in this slot, 0 for a free one.
+    pub sk: u64,
+    /// First sk_data_ready since the last read, 0 when none.
+    pub unread_since_ns: u64,
+}
+
+/// Slots of socket state: a power of two.
+pub const SOCKET_SLOTS: u32 = 16384;
+
+/// A socket's slot: its address (slab objects a few KiB apart) hashed (Fibonacci hashing) to
+/// SOCKET_SLOTS.
+pub const fn socket_slot(sk: u64) -> u32 {
+    (sk.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SOCKET_SLOTS.trailing_zeros())) as u32
+}
+
+/// Slots of connection state, by fd: a JVM's fds are small dense numbers (the lowest free one
+/// each time), so the connections of a broker with fewer fds than this never share one.
+pub const CONNECTION_SLOTS: u32 = 16384;
+
+pub const fn connection_slot(fd: u32) -> u32 {
+    fd % CONNECTION_SLOTS
 }
 
 /// Sent when a request's response has been fully written (the last write or sendfile).
@@ -164,7 +191,18 @@ mod tests {
         assert_eq!(core::mem::size_of::<RequestId>(), fields);
         assert_eq!(core::mem::size_of::<RequestEvent>(), 4 * 4 + 6 * 8 + fields);
         assert_eq!(core::mem::size_of::<StallEvent>(), 4 + 4 + 4 + 4 + 4 + 4 + 9 * 8 + fields);
-        assert_eq!(core::mem::size_of::<PendingKey>(), 16);
-        assert_eq!(core::mem::size_of::<ConnKey>(), 8);
+    }
+
+    /// Sockets spread over the slots: 4096 sockets a slab object apart (2304 bytes, a tcp_sock)
+    /// take nearly as many distinct slots.
+    #[test]
+    fn socket_slots_spread_slab_neighbours() {
+        let base = 0xffff_8881_0000_0000u64;
+        let mut slots: std::vec::Vec<u32> = (0..4096u64).map(|i| socket_slot(base + i * 2304)).collect();
+        assert!(slots.iter().all(|&s| s < SOCKET_SLOTS));
+        slots.sort_unstable();
+        slots.dedup();
+        assert!(slots.len() > 3600, "{} distinct slots", slots.len());
+        assert_eq!(connection_slot(5), connection_slot(5 + CONNECTION_SLOTS));
     }
 }

@@ -352,7 +352,11 @@ pub mod counter {
     pub const REQUESTS_PARSED: u32 = 5;
     /// Responses whose request was not known (read before kstall attached, or aged out).
     pub const RESPONSES_UNMATCHED: u32 = 6;
-    pub const COUNT: u32 = 7;
+    /// A connection's or socket's state replaced by another's that shares its slot (fds
+    /// CONNECTION_SLOTS apart, or socket addresses hashed alike): its request or data
+    /// arrival time is lost.
+    pub const SLOTS_TAKEN: u32 = 7;
+    pub const COUNT: u32 = 8;
 }
 
 /// What user space tells the probes at load time: the broker's tgid, which optional evidence is
@@ -442,9 +446,16 @@ pub mod map {
     /// an array indexed by tid modulo IN_FLIGHT_SLOTS, holding the tid.
     pub const NETWORK_THREADS: &str = "NETWORK_THREADS";
     pub const EVENTS: &str = "EVENTS";
-    /// Syscall number -> Syscall as u8 + 1, for the entry program all syscalls share.
+    /// Syscall number -> Syscall as u8 + 1, for the entry program all syscalls share
+    /// ([`SYSCALL_ID_CLOSE`] for close on the raw-tracepoint path).
     pub const SYSCALL_IDS: &str = "SYSCALL_IDS";
+    /// Syscall as u8 -> its exit program, which the raw sys_exit program tail-calls.
+    pub const EXIT_PROGRAMS: &str = "EXIT_PROGRAMS";
 }
+
+/// In the syscall-id map: close(2), whose entry drops the fd's connection state (the raw
+/// sys_enter program sees every syscall; the tracepoint path has sys_enter_close for it).
+pub const SYSCALL_ID_CLOSE: u8 = u8::MAX;
 
 /// Syscall numbers below this are looked up in the syscall-id map (x86_64 and arm64 are
 /// below 512).
@@ -464,11 +475,6 @@ pub const fn thread_slot(tid: u32) -> u32 {
 
 /// Bound of the overflow map for threads whose slot another thread's call holds.
 pub const IN_FLIGHT_MAX_ENTRIES: u32 = 4096;
-/// LRU bounds: connections of the broker's network threads, requests awaiting a response, and
-/// sockets whose data arrival is timed. Beyond them the least recently used entry goes.
-pub const CONNECTIONS_MAX_ENTRIES: u32 = 8192;
-pub const PENDING_MAX_ENTRIES: u32 = 8192;
-pub const SOCKETS_MAX_ENTRIES: u32 = 8192;
 /// Ring buffer for request and stall records: 4 MiB holds ~30k requests, far more than one
 /// user-space drain interval (100 ms) of a busy broker.
 pub const EVENTS_BYTES: u32 = 4 << 20;

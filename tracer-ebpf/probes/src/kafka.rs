@@ -1,5 +1,5 @@
 //! Kafka framing on a network thread's sockets: requests in through reads (parsed by
-//! kstall_common::framing, kept in PENDING until answered), responses out through writes and
+//! kstall_common::framing, kept in its connection until answered), responses out through writes and
 //! sendfile; an answered request becomes a record (`records::send_request`).
 use aya_ebpf::{
     helpers::{bpf_probe_read_user, generated},
@@ -8,14 +8,15 @@ use aya_ebpf::{
 };
 use kstall_common::{
     Syscall, counter,
-    events::{ConnKey, Connection, PendingKey, PendingRequest, RequestId},
+    events::{Connection, PendingRequest, RequestId},
     framing::{self, ByteSource, Feed, RequestFraming, RequestHeader, parse_response_start},
 };
 
 use crate::{
     config::{CONFIG, global},
     inflight::{InFlight, broker_tid},
-    maps::{CONNECTIONS, PENDING, bump, connection},
+    maps::{bump, connection, connection_or_new},
+    mem::{copy_words, zero_words},
     records::send_request,
 };
 
@@ -30,7 +31,7 @@ pub(crate) fn follow_protocol(tid: u32, syscall: Syscall, call: &InFlight, ret: 
             if call.sk == 0 && global(&CONFIG.have_sock_events) != 0 {
                 return;
             }
-            let Some(conn) = connection(fd) else { return };
+            let Some(conn) = connection_or_new(fd) else { return };
             let conn = unsafe { &mut *conn };
             if call.sk != 0 && conn.sk != call.sk {
                 if conn.sk != 0 {
@@ -38,6 +39,7 @@ pub(crate) fn follow_protocol(tid: u32, syscall: Syscall, call: &InFlight, ret: 
                     conn.requests = RequestFraming::NEW;
                     conn.responding = 0;
                     conn.response_left = 0;
+                    conn.has_pending = 0;
                 }
                 conn.sk = call.sk;
             }
@@ -52,15 +54,13 @@ pub(crate) fn follow_protocol(tid: u32, syscall: Syscall, call: &InFlight, ret: 
                 };
                 (v[0], if v[1] < ret { v[1] } else { ret })
             };
-            feed(tid, fd, conn, &UserBytes { base }, len, call, now);
+            feed(tid, conn, &UserBytes { base }, len, call, now);
             if len < ret {
                 conn.requests.state = framing::state::HUNTING;
             }
         }
         Syscall::Write | Syscall::Writev => {
-            let Some(conn) = CONNECTIONS.get_ptr_mut(ConnKey { tgid: global(&CONFIG.target_tgid), fd }) else {
-                return;
-            };
+            let Some(conn) = connection(fd) else { return };
             let conn = unsafe { &mut *conn };
             let start = if conn.responding != 0 {
                 None
@@ -69,12 +69,19 @@ pub(crate) fn follow_protocol(tid: u32, syscall: Syscall, call: &InFlight, ret: 
             } else {
                 writev_first_8(call.args[1], call.args[2])
             };
-            progress_response(tid, fd, conn, start, ret, call.start_ns, now);
+            // The bytes as a plain value, zero when absent: an Option's payload is undefined
+            // on its None path, and LLVM may still copy it, which the verifier refuses (a read
+            // of an uninitialised register).
+            let (has_start, start) = match start {
+                Some(bytes) => (true, bytes),
+                None => (false, [0; 8]),
+            };
+            progress_response(tid, fd, conn, has_start, start, ret, call.start_ns, now);
         }
         Syscall::Sendfile => {
-            if let Some(conn) = CONNECTIONS.get_ptr_mut(ConnKey { tgid: global(&CONFIG.target_tgid), fd }) {
+            if let Some(conn) = connection(fd) {
                 // A response's records go out by sendfile after its header was written.
-                progress_response(tid, fd, unsafe { &mut *conn }, None, ret, call.start_ns, now);
+                progress_response(tid, fd, unsafe { &mut *conn }, false, [0; 8], ret, call.start_ns, now);
             }
         }
         _ => {}
@@ -117,17 +124,14 @@ const _: () = assert!(COPY_MASK >= framing::HEADER_CAPTURE);
 const _: () = assert!(framing::HEADER_CAPTURE - 1 + COPY_MASK <= framing::HEADER_BUFFER);
 
 #[inline(always)]
-fn feed(tid: u32, fd: u32, conn: &mut Connection, src: &UserBytes, len: u64, call: &InFlight, now: u64) {
+fn feed(tid: u32, conn: &mut Connection, src: &UserBytes, len: u64, call: &InFlight, now: u64) {
     let len = if len > u32::MAX as u64 { u32::MAX } else { len as u32 };
     let was_tls = conn.requests.tls;
-    let outcome = framing::feed_request_bytes(
-        &mut conn.requests,
-        src,
-        len,
-        call.start_ns,
-        call.arrival_ns,
-        |f, header| remember_request(tid, fd, f, header, now),
-    );
+    let outcome = framing::feed_request_bytes(&mut conn.requests, src, len, call.start_ns, call.arrival_ns, |f, header| {
+        remember_request(&mut conn.pending, tid, f, header, now);
+        conn.has_pending = 1;
+        bump(counter::REQUESTS_PARSED);
+    });
     match outcome {
         Feed::Ok => {}
         Feed::Tls => {
@@ -139,29 +143,26 @@ fn feed(tid: u32, fd: u32, conn: &mut Connection, src: &UserBytes, len: u64, cal
     }
 }
 
-/// A request was read completely: keep it until its response is written.
+/// A request was read completely: kept in its connection until its response is written (a
+/// request without response, a Produce with acks=0, is replaced by the next one). Written in
+/// place, field by field: a struct built and copied would be a byte-wise memcpy (`mem`).
+/// Bytes of `client_id` past its length are left as they were (readers take the length).
 #[inline(always)]
-fn remember_request(tid: u32, fd: u32, f: &RequestFraming, header: &RequestHeader, now: u64) {
-    let mut id = RequestId::NONE;
-    let (len, cut) = framing::client_id(f, header, &mut id.client_id);
-    id.correlation_id = header.correlation_id;
-    id.api_key = header.api_key;
-    id.api_version = header.api_version;
-    id.client_id_len = len;
-    id.client_id_cut = cut as u8;
-    id.known = 1;
-    let pending = PendingRequest {
-        id,
-        tid,
-        request_bytes: f.body_len + 4,
-        arrival_ns: f.arrival_ns,
-        read_start_ns: f.started_ns,
-        read_done_ns: now,
-        response_start_ns: 0,
-    };
-    let key = PendingKey { tgid: global(&CONFIG.target_tgid), fd, correlation_id: header.correlation_id, _pad: 0 };
-    let _ = PENDING.insert(key, pending, 0);
-    bump(counter::REQUESTS_PARSED);
+fn remember_request(p: &mut PendingRequest, tid: u32, f: &RequestFraming, header: &RequestHeader, now: u64) {
+    let (len, cut) = framing::client_id(f, header, &mut p.id.client_id);
+    p.id.correlation_id = header.correlation_id;
+    p.id.api_key = header.api_key;
+    p.id.api_version = header.api_version;
+    p.id.client_id_len = len;
+    p.id.client_id_cut = cut as u8;
+    p.id.known = 1;
+    p.id._pad = 0;
+    p.tid = tid;
+    p.request_bytes = f.body_len + 4;
+    p.arrival_ns = f.arrival_ns;
+    p.read_start_ns = f.started_ns;
+    p.read_done_ns = now;
+    p.response_start_ns = 0;
 }
 
 #[inline(always)]
@@ -194,27 +195,29 @@ fn writev_first_8(iov: u64, count: u64) -> Option<[u8; 8]> {
 }
 
 /// `sent` more bytes of a response went out on `fd`; `start` holds a response's first 8
-/// bytes when this write begins one.
+/// bytes when this write begins one (`has_start`).
 #[inline(always)]
 fn progress_response(
     tid: u32,
     fd: u32,
     conn: &mut Connection,
-    start: Option<[u8; 8]>,
+    has_start: bool,
+    start: [u8; 8],
     sent: u64,
     call_start_ns: u64,
     now: u64,
 ) {
-    let tgid = global(&CONFIG.target_tgid);
     if conn.responding == 0 {
-        let Some((total, correlation_id)) = start.and_then(parse_response_start) else { return };
+        if !has_start {
+            return;
+        }
+        let Some((total, correlation_id)) = parse_response_start(start) else { return };
         conn.responding = 1;
         conn.response_total = total as u64;
         conn.response_left = total as u64;
         conn.response_correlation_id = correlation_id;
-        let key = PendingKey { tgid, fd, correlation_id, _pad: 0 };
-        if let Some(p) = PENDING.get_ptr_mut(key) {
-            unsafe { (*p).response_start_ns = call_start_ns };
+        if conn.has_pending != 0 && conn.pending.id.correlation_id == correlation_id {
+            conn.pending.response_start_ns = call_start_ns;
         }
     }
     conn.response_left = conn.response_left.saturating_sub(sent);
@@ -222,42 +225,53 @@ fn progress_response(
         return;
     }
     conn.responding = 0;
-    let key = PendingKey { tgid, fd, correlation_id: conn.response_correlation_id, _pad: 0 };
-    let Some(p) = PENDING.get_ptr(key) else {
+    if conn.has_pending == 0 || conn.pending.id.correlation_id != conn.response_correlation_id {
         bump(counter::RESPONSES_UNMATCHED);
         return;
-    };
-    // A record the ring buffer had no room for leaves the request pending (the LRU ages it out).
-    if !send_request(tid, fd, conn, p, now) {
-        return;
     }
-    let _ = PENDING.remove(key);
+    // A record the ring buffer had no room for is counted there (EVENTS_LOST).
+    send_request(tid, fd, conn, now);
+    conn.has_pending = 0;
 }
 
-/// The request whose response is being written on `fd`, if known.
+/// The request whose response is being written on `fd`, into `dst` (RequestId::NONE's fields
+/// when unknown).
 #[inline(always)]
-pub(crate) fn request_on(fd: u32) -> RequestId {
-    let tgid = global(&CONFIG.target_tgid);
-    let Some(conn) = CONNECTIONS.get_ptr(ConnKey { tgid, fd }) else { return RequestId::NONE };
-    let conn = unsafe { &*conn };
-    if conn.responding == 0 {
-        return RequestId::NONE;
+pub(crate) fn request_on(fd: u32, dst: *mut RequestId) {
+    if let Some(conn) = connection(fd) {
+        let conn = unsafe { &*conn };
+        if conn.responding != 0 && conn.has_pending != 0 && conn.pending.id.correlation_id == conn.response_correlation_id {
+            copy_words(dst, &conn.pending.id);
+            return;
+        }
     }
-    let key = PendingKey { tgid, fd, correlation_id: conn.response_correlation_id, _pad: 0 };
-    match PENDING.get_ptr(key) {
-        Some(p) => unsafe { (*p).id },
-        None => RequestId::NONE,
+    unknown_request(dst);
+}
+
+/// RequestId::NONE into `dst`, a word at a time.
+#[inline(always)]
+pub(crate) fn unknown_request(dst: *mut RequestId) {
+    zero_words(dst);
+    unsafe { (*dst).api_key = RequestId::NONE.api_key };
+}
+
+/// close(fd) by the broker: the fd's connection state goes, so a new connection that gets the
+/// same fd starts from a clean parser (a client may leave mid-request).
+#[inline(always)]
+pub(crate) fn forget_connection(fd: u64) {
+    if let Some(conn) = connection(fd as u32) {
+        unsafe { (*conn).fd_plus_1 = 0 };
     }
 }
 
-/// sys_enter_close of the broker: a closed fd's connection state goes, so a new connection
-/// that gets the same fd starts from a clean parser (a client may leave mid-request).
+/// sys_enter_close of the broker (classic tracepoints; the other mechanisms see close in
+/// `syscalls`).
 #[tracepoint]
 pub fn enter_close(ctx: TracePointContext) -> u32 {
     if broker_tid().is_none() {
         return 0;
     }
     let fd: u64 = unsafe { ctx.read_at(global(&CONFIG.sys_enter_args_offset) as usize) }.unwrap_or(u64::MAX);
-    let _ = CONNECTIONS.remove(ConnKey { tgid: global(&CONFIG.target_tgid), fd: fd as u32 });
+    forget_connection(fd);
     0
 }

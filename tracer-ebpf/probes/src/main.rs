@@ -2,11 +2,13 @@
 //! page-cache hit/miss verdict for every file read, aggregated in the kernel. On network
 //! threads it also follows Kafka's framing through the socket reads and writes, and sends one
 //! small record per answered request and per stall (a page-cache miss or a slow call) through
-//! a ring buffer; nothing else reaches user space per call. The required hooks are classic and
-//! syscall tracepoints, so it loads on kernels without kprobes or fentry; field offsets come
-//! from user space (tracefs `format`). Evidence that newer kernels give as tracepoints
+//! a ring buffer; nothing else reaches user space per call. Each traced syscall's entry and exit
+//! run the same logic behind three mechanisms, of which user space attaches the cheapest the
+//! kernel allows: fentry/fexit on the syscall's function, raw tracepoints `sys_enter` and
+//! `sys_exit`, or classic syscall tracepoints (field offsets from tracefs `format`), which load
+//! on kernels without BTF, kprobes or fentry. Evidence that newer kernels give as tracepoints
 //! (readahead 6.18, socket reads and data arrival 6.3) comes from kprobes on older kernels
-//! that allow them: the same logic behind either hook.
+//! that allow them: again the same logic behind either hook.
 //!
 //! The programs (user space attaches them by function name) are in `syscalls` (every traced
 //! syscall's entry and exit), `evidence` (scheduler and page-cache events a call causes),
@@ -27,6 +29,8 @@ mod inflight;
 mod kafka;
 #[cfg(target_arch = "bpf")]
 mod maps;
+#[cfg(target_arch = "bpf")]
+mod mem;
 #[cfg(target_arch = "bpf")]
 mod records;
 #[cfg(target_arch = "bpf")]

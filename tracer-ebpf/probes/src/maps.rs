@@ -4,19 +4,15 @@
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use kstall_common::{
-    CONNECTIONS_MAX_ENTRIES, EVENTS_BYTES, HIST_MAX_ENTRIES, HistKey, IN_FLIGHT_MAX_ENTRIES, IN_FLIGHT_SLOTS,
-    LatencyHist, PENDING_MAX_ENTRIES, SOCKETS_MAX_ENTRIES, SYSCALL_NR_LIMIT, counter,
-    events::{ConnKey, Connection, PendingKey, PendingRequest},
+    EVENTS_BYTES, HIST_MAX_ENTRIES, HistKey, IN_FLIGHT_MAX_ENTRIES, IN_FLIGHT_SLOTS, LatencyHist, SYSCALL_NR_LIMIT, Syscall,
+    counter,
+    events::{CONNECTION_SLOTS, Connection, SOCKET_SLOTS, SocketState, connection_slot},
 };
 
-use crate::{
-    config::{CONFIG, global},
-    inflight::InFlight,
-    sockets::SocketState,
-};
+use crate::inflight::InFlight;
 
 #[map]
 pub(crate) static IN_FLIGHT: Array<InFlight> = Array::with_max_entries(IN_FLIGHT_SLOTS, 0);
@@ -43,6 +39,11 @@ pub(crate) static ZERO_HIST: Array<LatencyHist> = Array::with_max_entries(1, 0);
 #[map]
 pub(crate) static SYSCALL_IDS: Array<u8> = Array::with_max_entries(SYSCALL_NR_LIMIT, 0);
 
+/// Each traced syscall's exit program on the raw-tracepoint path, by Syscall as u8 (user space
+/// fills it after loading them).
+#[map]
+pub(crate) static EXIT_PROGRAMS: ProgramArray = ProgramArray::with_max_entries(Syscall::ALL.len() as u32, 0);
+
 #[map]
 pub(crate) static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
 
@@ -52,18 +53,15 @@ pub(crate) static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(cou
 #[map]
 pub(crate) static NETWORK_THREADS: Array<u32> = Array::with_max_entries(IN_FLIGHT_SLOTS, 0);
 
+/// Connection state of the broker's network threads by fd slot (`connection_slot`): an
+/// array, so following a request costs no hash or LRU operation per call.
 #[map]
-pub(crate) static CONNECTIONS: LruHashMap<ConnKey, Connection> = LruHashMap::with_max_entries(CONNECTIONS_MAX_ENTRIES, 0);
+pub(crate) static CONNECTIONS: Array<Connection> = Array::with_max_entries(CONNECTION_SLOTS, 0);
 
+/// Data arrival on sockets the network threads read, by socket slot (`socket_slot`): looked up
+/// by every sk_data_ready on the host, so an array index, not a hash.
 #[map]
-pub(crate) static PENDING: LruHashMap<PendingKey, PendingRequest> = LruHashMap::with_max_entries(PENDING_MAX_ENTRIES, 0);
-
-#[map]
-pub(crate) static SOCKETS: LruHashMap<u64, SocketState> = LruHashMap::with_max_entries(SOCKETS_MAX_ENTRIES, 0);
-
-/// Source of a fresh connection state for inserts: too large for the BPF stack.
-#[map]
-pub(crate) static NEW_CONNECTION: Array<Connection> = Array::with_max_entries(1, 0);
+pub(crate) static SOCKETS: Array<SocketState> = Array::with_max_entries(SOCKET_SLOTS, 0);
 
 #[map]
 pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
@@ -85,14 +83,26 @@ pub(crate) fn histogram(key: &HistKey) -> Option<*mut LatencyHist> {
     HISTOGRAMS.get_ptr_mut(key)
 }
 
-/// Connection state for a socket fd of the broker, created on its first read.
+/// The state of connection `fd`, if its slot holds it.
 #[inline(always)]
 pub(crate) fn connection(fd: u32) -> Option<*mut Connection> {
-    let key = ConnKey { tgid: global(&CONFIG.target_tgid), fd };
-    if let Some(c) = CONNECTIONS.get_ptr_mut(key) {
-        return Some(c);
+    let c = CONNECTIONS.get_ptr_mut(connection_slot(fd))?;
+    (unsafe { (*c).fd_plus_1 } == fd.wrapping_add(1)).then_some(c)
+}
+
+/// The state of connection `fd`, fresh on its first read: a slot held by another live
+/// connection is taken over (counted in SLOTS_TAKEN).
+#[inline(always)]
+pub(crate) fn connection_or_new(fd: u32) -> Option<*mut Connection> {
+    let c = CONNECTIONS.get_ptr_mut(connection_slot(fd))?;
+    unsafe {
+        if (*c).fd_plus_1 != fd.wrapping_add(1) {
+            if (*c).fd_plus_1 != 0 {
+                bump(counter::SLOTS_TAKEN);
+            }
+            *c = Connection::NEW;
+            (*c).fd_plus_1 = fd.wrapping_add(1);
+        }
     }
-    let fresh = NEW_CONNECTION.get_ptr(0)?;
-    let _ = CONNECTIONS.insert(key, unsafe { &*fresh }, BPF_NOEXIST as u64);
-    CONNECTIONS.get_ptr_mut(key)
+    Some(c)
 }

@@ -1,16 +1,22 @@
 //! The records user space reads from the EVENTS ring buffer: one per stall (a page-cache
 //! miss, or a network-thread call at least `stall_threshold_ns` slow) and one per answered
 //! request. A full ring buffer counts EVENTS_LOST.
+use aya_ebpf::bindings::BPF_RB_NO_WAKEUP;
 use kstall_common::{
     CacheResult, Syscall, counter,
-    events::{Connection, PendingRequest, RequestEvent, RequestId, StallEvent, kind},
+    events::{Connection, RequestEvent, StallEvent, kind},
 };
 
 use crate::{
     inflight::{InFlight, page_shift},
-    kafka::request_on,
+    kafka::{request_on, unknown_request},
+    mem::copy_words,
     maps::{EVENTS, bump},
 };
+
+/// User space drains the ring buffer on a timer (every 100 ms) and never sleeps on it, so a
+/// submit need not wake anyone: a wakeup is an irq_work per record, hundreds of ns.
+const NO_WAKEUP: u64 = BPF_RB_NO_WAKEUP as u64;
 
 #[inline(always)]
 pub(crate) fn send_stall(tid: u32, syscall: Syscall, cache: CacheResult, call: &InFlight, duration_ns: u64, ret: i64) {
@@ -51,22 +57,26 @@ pub(crate) fn send_stall(tid: u32, syscall: Syscall, cache: CacheResult, call: &
         (*e).blocked_ns = call.evidence.blocked_ns;
         (*e).pages_added = call.evidence.pages_added as u64;
         (*e).bytes = ret;
-        (*e).request = if socket_fd >= 0 { request_on(socket_fd as u32) } else { RequestId::NONE };
+        if socket_fd >= 0 {
+            request_on(socket_fd as u32, &raw mut (*e).request);
+        } else {
+            unknown_request(&raw mut (*e).request);
+        }
     }
-    entry.submit(0);
+    entry.submit(NO_WAKEUP);
 }
 
-/// The response to request `p` went out completely on `fd` (`conn.response_total` bytes, the
-/// last at `now`); false when the ring buffer had no room for the record.
+/// The response to the connection's pending request went out completely on `fd`
+/// (`conn.response_total` bytes, the last at `now`).
 #[inline(always)]
-pub(crate) fn send_request(tid: u32, fd: u32, conn: &Connection, p: *const PendingRequest, now: u64) -> bool {
+pub(crate) fn send_request(tid: u32, fd: u32, conn: &Connection, now: u64) {
     let Some(mut entry) = EVENTS.reserve::<RequestEvent>(0) else {
         bump(counter::EVENTS_LOST);
-        return false;
+        return;
     };
     let e = entry.as_mut_ptr();
     unsafe {
-        let p = &*p;
+        let p = &conn.pending;
         (*e).kind = kind::REQUEST;
         (*e).tid = tid;
         (*e).fd = fd;
@@ -77,8 +87,7 @@ pub(crate) fn send_request(tid: u32, fd: u32, conn: &Connection, p: *const Pendi
         (*e).read_done_ns = p.read_done_ns;
         (*e).response_start_ns = p.response_start_ns;
         (*e).response_done_ns = now;
-        (*e).id = p.id;
+        copy_words(&raw mut (*e).id, &p.id);
     }
-    entry.submit(0);
-    true
+    entry.submit(NO_WAKEUP);
 }

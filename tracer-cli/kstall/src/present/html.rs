@@ -280,6 +280,7 @@ pub fn report(r: &Report) -> String {
         ("broker config".into(), c.broker_config.as_ref().map_or("not read".into(), config_line)),
         ("thread names from".into(), c.thread_names_from.as_str().into()),
         ("probes".into(), format!("{} hooks attached in {:.0} ms", c.probes_attached, c.attach_ms)),
+        ("syscall hooks".into(), c.syscall_hooks.to_string()),
         ("unavailable tracepoints".into(), if c.probes_unavailable.is_empty() { "none".into() } else { c.probes_unavailable.join(", ") }),
         (
             "kernel evidence".into(),

@@ -48,8 +48,9 @@ pub fn markdown(report: &Report) -> String {
         out += &format!("- evidence {}\n", evidence_line(e));
     }
     out += &format!(
-        "- thread names from: {}\n- probes: {} hooks attached in {:.0} ms; unavailable: {}\n- stall threshold: {}\n- lost: {} request/stall records, {} calls (histogram map full), {} calls (in-flight map full), {} probe runs skipped by the kernel\n- broker exited during the trace: {}\n- command line:\n\n```\n{}\n```\n",
+        "- thread names from: {}\n- syscall hooks: {}\n- probes: {} hooks attached in {:.0} ms; unavailable: {}\n- stall threshold: {}\n- lost: {} request/stall records, {} calls (histogram map full), {} calls (in-flight map full), {} probe runs skipped by the kernel\n- broker exited during the trace: {}\n- command line:\n\n```\n{}\n```\n",
         c.thread_names_from.as_str(),
+        c.syscall_hooks,
         c.probes_attached,
         c.attach_ms,
         if c.probes_unavailable.is_empty() { "none".into() } else { c.probes_unavailable.join(", ") },

@@ -259,7 +259,7 @@ impl Tui {
         }
         let listeners: Vec<String> = s.listeners.iter().map(listeners::label).collect();
         let missing: Vec<&str> = s.probes.evidence.iter().filter(|e| !e.available()).map(|e| e.evidence.as_str()).collect();
-        let mut probes = format!("{} attached", s.probes.attached.len());
+        let mut probes = format!("{} attached ({})", s.probes.attached.len(), s.probes.syscall_hooks.hooks.as_str());
         if !s.probes.unavailable.is_empty() {
             probes += &format!(", {} unavailable", s.probes.unavailable.len());
         }

@@ -1,7 +1,10 @@
-//! Loading the embedded probes into the kernel, pointing them at the broker, attaching them
-//! to tracepoints (and, for evidence older kernels lack as tracepoints, to kprobes where the
-//! kernel allows them), and reading their maps. Dropping [`Probes`] detaches everything; so
-//! does the kernel if kstall is killed (links live only as long as kstall's file descriptors).
+//! Loading the embedded probes into the kernel, pointing them at the broker, attaching them,
+//! and reading their maps. The traced syscalls are hooked by the cheapest mechanism the kernel
+//! allows, decided at load: fentry/fexit, else raw tracepoints `sys_enter`/`sys_exit`, else the
+//! classic syscall tracepoints (`SyscallHooks`; `KSTALL_HOOKS` forces one). Evidence comes
+//! from (raw) tracepoints, and for what older kernels lack as tracepoints, from kprobes where
+//! the kernel allows them. Dropping [`Probes`] detaches everything; so does the kernel if
+//! kstall is killed (links live only as long as kstall's file descriptors).
 use std::{
     os::fd::{AsFd, AsRawFd},
     time::{Duration, Instant},
@@ -9,16 +12,15 @@ use std::{
 
 use anyhow::{Context, Result, anyhow, bail};
 use aya::{
-    Ebpf, EbpfLoader,
-    maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
-    programs::{KProbe, TracePoint},
+    Btf, Ebpf, EbpfLoader,
+    maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, ProgramArray, RingBuf},
+    programs::{FEntry, FExit, KProbe, RawTracePoint, TracePoint},
 };
 use kstall_common::{
-    HistKey, LatencyHist, Syscall, counter,
-    Config, global, map, thread_slot,
+    Config, HistKey, LatencyHist, SYSCALL_ID_CLOSE, Syscall, counter, global, map, thread_slot,
 };
 
-use kstall_core::kernel::{Event, Evidence, EvidenceStatus, decode_event};
+use kstall_core::kernel::{Event, Evidence, EvidenceStatus, SyscallHookStatus, SyscallHooks, decode_event};
 
 use super::tracefs::{self, Tracefs};
 
@@ -33,6 +35,13 @@ const OLDEST_KERNEL: (u32, u32) = (5, 8);
 enum Hook {
     Tracepoint { category: &'static str, event: String },
     Kprobe { function: &'static str },
+    /// A raw tracepoint; `category` only says where tracefs lists it (the kernel names raw
+    /// tracepoints without it).
+    RawTracepoint { category: &'static str, name: &'static str },
+    FEntry { function: String },
+    FExit { function: String },
+    /// Loaded, not attached: raw_exit tail-calls it from EXIT_PROGRAMS[index].
+    TailCall { index: u32 },
 }
 
 impl Hook {
@@ -46,6 +55,10 @@ impl std::fmt::Display for Hook {
         match self {
             Hook::Tracepoint { category, event } => write!(f, "{category}:{event}"),
             Hook::Kprobe { function } => write!(f, "kprobe:{function}"),
+            Hook::RawTracepoint { name, .. } => write!(f, "raw_tracepoint:{name}"),
+            Hook::FEntry { function } => write!(f, "fentry:{function}"),
+            Hook::FExit { function } => write!(f, "fexit:{function}"),
+            Hook::TailCall { index } => write!(f, "tail call {index}"),
         }
     }
 }
@@ -57,20 +70,66 @@ struct Attachment {
     hook: Hook,
 }
 
-/// What kstall cannot work without: syscall latency, off-CPU and D-state time, pages added.
-fn required_attachments() -> Vec<Attachment> {
+/// The kernel function of a syscall (`__x64_sys_read`): what fentry and fexit attach to. The
+/// syscall wrappers take the caller's `struct pt_regs`, on x86_64 since 4.17, on arm64 since 4.19.
+fn syscall_function(tracepoint_name: &str) -> String {
+    #[cfg(target_arch = "x86_64")]
+    const PREFIX: &str = "__x64_sys_";
+    #[cfg(target_arch = "aarch64")]
+    const PREFIX: &str = "__arm64_sys_";
+    format!("{PREFIX}{tracepoint_name}")
+}
+
+/// What kstall cannot work without: syscall latency (by `hooks`), off-CPU and D-state time,
+/// pages added. In attach order: an exit hook before its entry hook, so no call is entered
+/// without its exit being seen (the raw path's exit programs even before that).
+fn required_attachments(hooks: SyscallHooks) -> Vec<Attachment> {
     let mut plan = Vec::new();
-    // One entry program for every syscall, one exit program per syscall (this architecture's).
-    for &syscall in Syscall::TRACED {
-        let event = |phase: &str| Hook::tracepoint("syscalls", &format!("sys_{phase}_{}", syscall.tracepoint_name()));
-        plan.push(Attachment { program: "enter_syscall".into(), hook: event("enter") });
-        plan.push(Attachment { program: format!("exit_{}", syscall.name()), hook: event("exit") });
+    let tp = |program: &str, category, event: &str| Attachment { program: program.into(), hook: Hook::tracepoint(category, event) };
+    match hooks {
+        SyscallHooks::Fentry => {
+            for &syscall in Syscall::TRACED {
+                let function = syscall_function(syscall.tracepoint_name());
+                plan.push(Attachment { program: format!("fexit_{}", syscall.name()), hook: Hook::FExit { function: function.clone() } });
+                plan.push(Attachment { program: format!("fentry_{}", syscall.name()), hook: Hook::FEntry { function } });
+            }
+            plan.push(Attachment { program: "fentry_close".into(), hook: Hook::FEntry { function: syscall_function("close") } });
+        }
+        SyscallHooks::RawTracepoint => {
+            for &syscall in Syscall::TRACED {
+                plan.push(Attachment { program: format!("raw_exit_{}", syscall.name()), hook: Hook::TailCall { index: syscall as u32 } });
+            }
+            plan.push(Attachment { program: "raw_exit".into(), hook: Hook::RawTracepoint { category: "raw_syscalls", name: "sys_exit" } });
+            plan.push(Attachment { program: "raw_enter".into(), hook: Hook::RawTracepoint { category: "raw_syscalls", name: "sys_enter" } });
+        }
+        SyscallHooks::Tracepoint => {
+            // One entry program for every syscall, one exit program per syscall (this architecture's).
+            for &syscall in Syscall::TRACED {
+                let event = |phase: &str| format!("sys_{phase}_{}", syscall.tracepoint_name());
+                plan.push(tp(&format!("exit_{}", syscall.name()), "syscalls", &event("exit")));
+                plan.push(tp("enter_syscall", "syscalls", &event("enter")));
+            }
+            plan.push(tp("enter_close", "syscalls", "sys_enter_close"));
+        }
     }
-    let tp = |program: &str, category, event| Attachment { program: program.into(), hook: Hook::tracepoint(category, event) };
-    plan.push(tp("enter_close", "syscalls", "sys_enter_close"));
     plan.push(tp("sched_switch", "sched", "sched_switch"));
     plan.push(tp("page_cache_add", "filemap", "mm_filemap_add_to_page_cache"));
     plan
+}
+
+/// The syscall hooks to try, best first: `KSTALL_HOOKS` names one (to compare them, or to
+/// step around a kernel that misbehaves with the better one).
+fn syscall_hook_candidates() -> Result<Vec<SyscallHooks>> {
+    match std::env::var("KSTALL_HOOKS") {
+        Ok(name) if !name.is_empty() => match SyscallHooks::from_name(&name) {
+            Some(hooks) => Ok(vec![hooks]),
+            None => bail!(
+                "KSTALL_HOOKS={name} is not a hook mechanism: use {} (or unset it for the best this kernel allows)",
+                SyscallHooks::BEST_FIRST.map(|h| h.as_str()).join(", ")
+            ),
+        },
+        _ => Ok(SyscallHooks::BEST_FIRST.to_vec()),
+    }
 }
 
 /// Ways to get it, best first (the kernel that brought the tracepoints; kprobes need
@@ -78,6 +137,10 @@ fn required_attachments() -> Vec<Attachment> {
 fn sources(evidence: Evidence) -> Vec<(&'static str, Vec<Attachment>)> {
     let tp = |program: &str, category, event: &str| Attachment { program: program.into(), hook: Hook::tracepoint(category, event) };
     let kp = |program: &str, function| Attachment { program: program.into(), hook: Hook::Kprobe { function } };
+    let raw = |program: &str, category: &'static str, name: &'static str| Attachment {
+        program: program.into(),
+        hook: Hook::RawTracepoint { category, name },
+    };
     match evidence {
         Evidence::FileLookups => {
             vec![("6.12", vec![tp("page_cache_get_pages", "filemap", "mm_filemap_get_pages")])]
@@ -98,11 +161,15 @@ fn sources(evidence: Evidence) -> Vec<(&'static str, Vec<Attachment>)> {
                 ],
             ),
         ],
+        // The socket events as raw tracepoints (no perf record per event: they run several
+        // times per request, sk_data_ready for every socket of the host), else classic.
         Evidence::SocketReads => vec![
+            ("6.3", vec![raw("sock_recv_raw", "sock", "sock_recv_length")]),
             ("6.3", vec![tp("sock_recv", "sock", "sock_recv_length")]),
             ("", vec![kp("sock_recv_kprobe", "tcp_recvmsg")]),
         ],
         Evidence::DataArrival => vec![
+            ("6.3", vec![raw("sock_data_ready_raw", "sock", "sk_data_ready")]),
             ("6.3", vec![tp("sock_data_ready", "sock", "sk_data_ready")]),
             ("", vec![kp("sock_data_ready_kprobe", "sock_def_readable")]),
         ],
@@ -167,11 +234,7 @@ impl Drop for Probes {
         let programs: Vec<&mut aya::programs::Program> = self.ebpf.programs_mut().map(|(_, p)| p).collect();
         std::thread::scope(|scope| {
             for program in programs {
-                scope.spawn(move || match program {
-                    aya::programs::Program::TracePoint(p) => drop(p.unload()),
-                    aya::programs::Program::KProbe(p) => drop(p.unload()),
-                    _ => {}
-                });
+                scope.spawn(move || unload(program));
             }
         });
     }
@@ -183,9 +246,12 @@ pub struct Probes {
     events: RingBuf<MapData>,
     /// Network threads the kernel parses Kafka framing for, as last set.
     network_threads: Vec<u32>,
+    /// How the traced syscalls are hooked, and why not better.
+    pub syscall_hooks: SyscallHookStatus,
     /// The kernel shows which socket a read takes and when its data arrived.
     pub have_socket_wait: bool,
-    /// Every hook attached (`category:event` for tracepoints, `kprobe:function`).
+    /// Every hook attached (`category:event` for tracepoints, `kprobe:function`,
+    /// `raw_tracepoint:name`, `fentry:function`, `fexit:function`).
     pub attached: Vec<String>,
     /// Optional tracepoints this kernel lacks.
     pub unavailable: Vec<String>,
@@ -216,7 +282,10 @@ fn plan_evidence(
                     .iter()
                     .filter(|a| match &a.hook {
                         Hook::Tracepoint { category, event } => !tracefs.has_event(category, event),
+                        Hook::RawTracepoint { category, name } => !tracefs.has_event(category, name),
                         Hook::Kprobe { .. } => kprobes.is_err(),
+                        // Evidence comes from tracepoints, raw tracepoints and kprobes only.
+                        _ => true,
                     })
                     .collect();
                 match absent.first() {
@@ -227,7 +296,17 @@ fn plan_evidence(
                     Some(a) if matches!(a.hook, Hook::Kprobe { .. }) => {
                         reasons.push(kprobes.clone().err().unwrap_or_default());
                     }
-                    Some(a) => reasons.push(format!("no tracepoint {} (Linux {since}+)", a.hook)),
+                    Some(a) => {
+                        let event = match &a.hook {
+                            Hook::RawTracepoint { category, name } => format!("{category}:{name}"),
+                            hook => hook.to_string(),
+                        };
+                        let reason = format!("no tracepoint {event} (Linux {since}+)");
+                        // A raw and a classic tracepoint of one event are missing together.
+                        if !reasons.contains(&reason) {
+                            reasons.push(reason);
+                        }
+                    }
                 }
             }
             status.missing = Some(reasons.join("; "));
@@ -236,27 +315,121 @@ fn plan_evidence(
         .collect()
 }
 
+/// The kernel's BTF, which fentry and fexit need to name their functions: parsed when fentry
+/// is tried, on this thread, after the loader dropped its own copy (aya's `EbpfLoader::new`
+/// parses it too), so the two do not add up in kstall's memory (~17 MiB each).
+enum KernelBtf {
+    NotRead,
+    Read(std::result::Result<Btf, String>),
+}
+
+impl KernelBtf {
+    fn get(&mut self) -> std::result::Result<&Btf, String> {
+        if let KernelBtf::NotRead = self {
+            *self = KernelBtf::Read(Btf::from_sys_fs().map_err(|e| format!("cannot read the kernel's BTF (/sys/kernel/btf/vmlinux): {e}")));
+        }
+        match self {
+            KernelBtf::Read(Ok(btf)) => Ok(btf),
+            KernelBtf::Read(Err(e)) => Err(e.clone()),
+            KernelBtf::NotRead => unreachable!("read above"),
+        }
+    }
+}
+
+/// Whether this kernel refuses fentry programs outright (some builds and lockdown settings
+/// answer EPERM to any), found without the kernel's BTF: a two-instruction fentry program with
+/// no function named is refused with EPERM there, and with EINVAL where fentry is allowed.
+fn fentry_refused() -> Option<String> {
+    const BPF_PROG_LOAD: libc::c_long = 5;
+    const BPF_PROG_TYPE_TRACING: u32 = 26;
+    const BPF_TRACE_FENTRY: u32 = 24;
+    /// The BPF_PROG_LOAD part of `union bpf_attr`, up to expected_attach_type; the kernel
+    /// takes the rest as zero (attach_btf_id among it).
+    #[repr(C)]
+    struct ProgLoadAttr {
+        prog_type: u32,
+        insn_cnt: u32,
+        insns: u64,
+        license: u64,
+        log_level: u32,
+        log_size: u32,
+        log_buf: u64,
+        kern_version: u32,
+        prog_flags: u32,
+        prog_name: [u8; 16],
+        prog_ifindex: u32,
+        expected_attach_type: u32,
+    }
+    // r0 = 0; exit
+    let insns: [u64; 2] = [0xb7, 0x95];
+    let license = c"GPL";
+    let attr = ProgLoadAttr {
+        prog_type: BPF_PROG_TYPE_TRACING,
+        insn_cnt: 2,
+        insns: insns.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        log_level: 0,
+        log_size: 0,
+        log_buf: 0,
+        kern_version: 0,
+        prog_flags: 0,
+        prog_name: [0; 16],
+        prog_ifindex: 0,
+        expected_attach_type: BPF_TRACE_FENTRY,
+    };
+    // SAFETY: the attr points at live instructions and license of the lengths it names.
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_LOAD, &attr as *const ProgLoadAttr, std::mem::size_of::<ProgLoadAttr>()) };
+    if fd >= 0 {
+        // SAFETY: a program fd this call just got.
+        unsafe { libc::close(fd as i32) };
+        return None;
+    }
+    match std::io::Error::last_os_error() {
+        e if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EACCES)) => {
+            Some(format!("the kernel refuses fentry programs ({e})"))
+        }
+        _ => None,
+    }
+}
+
+/// Why a syscall-hook mechanism cannot be used here, as far as can be told before loading.
+fn hooks_unusable(hooks: SyscallHooks, tracefs: &Tracefs) -> Option<String> {
+    match hooks {
+        SyscallHooks::Fentry if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() => {
+            Some("the kernel has no BTF (/sys/kernel/btf/vmlinux: CONFIG_DEBUG_INFO_BTF)".into())
+        }
+        SyscallHooks::Fentry => fentry_refused(),
+        SyscallHooks::Tracepoint => required_attachments(hooks).iter().find_map(|a| match &a.hook {
+            Hook::Tracepoint { category: "syscalls", event } if !tracefs.has_event("syscalls", event) => Some(format!(
+                "no tracepoint syscalls:{event} (syscall tracepoints need a kernel built with CONFIG_FTRACE_SYSCALLS=y)"
+            )),
+            _ => None,
+        }),
+        _ => None,
+    }
+}
+
 /// Loads the probes for the broker `target_tgid` (u32::MAX for none: `kstall check`) and
-/// attaches them. An optional hook that the kernel refuses after all (a kprobe on a function
-/// this build renamed or inlined) costs its evidence, not the run: the probes are loaded again
-/// without it, once per kind at most.
+/// attaches them, the traced syscalls by the best mechanism the kernel allows. An optional hook
+/// that the kernel refuses after all (a kprobe on a function this build renamed or inlined)
+/// costs its evidence, not the run: the probes are loaded again without it, once per kind at
+/// most. A syscall-hook mechanism the kernel refuses gives way to the next one.
 pub fn attach(target_tgid: u32, stall_threshold: Duration) -> Result<Probes> {
     let started = Instant::now();
     check_kernel_version()?;
     let tracefs = Tracefs::new(tracefs::locate_or_mount()?);
+    let candidates = syscall_hook_candidates()?;
     // Check every required tracepoint before loading anything: a missing one is the error.
-    let required = required_attachments();
-    for a in &required {
+    for a in required_attachments(SyscallHooks::RawTracepoint) {
         if let Hook::Tracepoint { category, event } = &a.hook {
             if !tracefs.has_event(category, event) {
-                let fix = match *category {
-                    "syscalls" => "syscall tracepoints need a kernel built with CONFIG_FTRACE_SYSCALLS=y",
-                    _ => "it needs a kernel built with CONFIG_TRACING=y",
-                };
-                bail!("this kernel has no tracepoint {category}:{event}; kstall needs it ({fix})");
+                bail!("this kernel has no tracepoint {category}:{event}; kstall needs it (it needs a kernel built with CONFIG_TRACING=y)");
             }
         }
     }
+    let mut refused_hooks: Vec<(SyscallHooks, String)> =
+        candidates.iter().filter_map(|&h| hooks_unusable(h, &tracefs).map(|why| (h, why))).collect();
+    let mut btf = KernelBtf::NotRead;
     let unavailable: Vec<String> = Evidence::ALL
         .iter()
         .flat_map(|&e| sources(e))
@@ -270,18 +443,21 @@ pub fn attach(target_tgid: u32, stall_threshold: Duration) -> Result<Probes> {
     let mut skip: Vec<(Evidence, String)> = Vec::new();
     loop {
         let plan = plan_evidence(&tracefs, &kprobes, &skip);
-        match load_and_attach(&tracefs, target_tgid, stall_threshold, &required, &plan)? {
+        match load_and_attach(&tracefs, target_tgid, stall_threshold, &candidates, &mut refused_hooks, &mut btf, &plan)? {
             Loaded::Refused(evidence, why) => skip.push((evidence, why)),
-            Loaded::Attached(mut ebpf, attached) => {
+            Loaded::Attached(mut ebpf, hooks, attached) => {
                 let evidence: Vec<EvidenceStatus> = plan.into_iter().map(|(status, _)| status).collect();
                 let has = |e: Evidence| evidence.iter().any(|s| s.evidence == e && s.available());
                 let have_socket_wait = has(Evidence::SocketReads) && has(Evidence::DataArrival);
                 let events = ebpf.take_map(map::EVENTS).context("event ring buffer missing")?;
                 let events = RingBuf::try_from(events)?;
+                // Only the better ones than what is in use: a worse one was never tried.
+                refused_hooks.retain(|(h, _)| *h < hooks);
                 return Ok(Probes {
                     ebpf,
                     events,
                     network_threads: Vec::new(),
+                    syscall_hooks: SyscallHookStatus { hooks, not_used: refused_hooks },
                     have_socket_wait,
                     attached,
                     unavailable,
@@ -295,25 +471,39 @@ pub fn attach(target_tgid: u32, stall_threshold: Duration) -> Result<Probes> {
 
 /// What one attempt at loading gave.
 enum Loaded {
-    /// Everything attached: the object and the hooks.
-    Attached(Ebpf, Vec<String>),
+    /// Everything attached: the object, how the syscalls are hooked, and the hooks.
+    Attached(Ebpf, SyscallHooks, Vec<String>),
     /// The kernel refused an optional hook: try again without this evidence.
     Refused(Evidence, String),
 }
 
-/// Loads the object with this plan's settings and attaches every planned program.
+/// What attaching with one syscall-hook mechanism gave.
+enum Attempt {
+    Attached(Vec<String>),
+    /// The kernel refused the mechanism (a program or a hook of it): try the next one.
+    HooksRefused(String),
+    /// The kernel refused an optional hook.
+    EvidenceRefused(Evidence, String),
+}
+
+/// Loads the object with this plan's settings and attaches every planned program, the syscalls
+/// by the first of `candidates` the kernel takes (`refused` gains the others' reasons).
 fn load_and_attach(
     tracefs: &Tracefs,
     target_tgid: u32,
     stall_threshold: Duration,
-    required: &[Attachment],
+    candidates: &[SyscallHooks],
+    refused: &mut Vec<(SyscallHooks, String)>,
+    btf: &mut KernelBtf,
     plan: &[(EvidenceStatus, Vec<Attachment>)],
 ) -> Result<Loaded> {
     let has = |e: Evidence| plan.iter().any(|(s, _)| s.evidence == e && s.available());
     let switch = tracefs.format("sched", "sched_switch")?;
     let add = tracefs.format("filemap", "mm_filemap_add_to_page_cache")?;
-    let exit = tracefs.format("syscalls", "sys_exit_read")?;
-    let enter = tracefs.format("syscalls", "sys_enter_read")?;
+    // The syscall tracepoints' offsets (the classic path); defaults where they are missing.
+    let syscall_offset = |event: &str, field: &str, default: u32| {
+        tracefs.format("syscalls", event).ok().and_then(|f| f.field(field).map(|f| f.offset as u32)).unwrap_or(default)
+    };
     // Optional events keep the defaults when absent; their programs are then not attached.
     let optional_offset = |category: &str, event: &str, field: &str, size: usize, default: u32| {
         tracefs
@@ -332,9 +522,9 @@ fn load_and_attach(
         switch_next_pid_offset: switch.offset_of("sched_switch", "next_pid", 4)?,
         add_to_cache_order_offset: add.field("order").filter(|f| f.size == 1).map_or(u32::MAX, |f| f.offset as u32),
         add_to_cache_index_offset: add.offset_of("mm_filemap_add_to_page_cache", "index", 8)?,
-        sys_exit_ret_offset: exit.offset_of("sys_exit_read", "ret", 8)?,
-        sys_enter_args_offset: enter.offset_of("sys_enter_read", "fd", 8)?,
-        syscall_nr_offset: enter.offset_of("sys_enter_read", "__syscall_nr", 4)?,
+        sys_exit_ret_offset: syscall_offset("sys_exit_read", "ret", default.sys_exit_ret_offset),
+        sys_enter_args_offset: syscall_offset("sys_enter_read", "fd", default.sys_enter_args_offset),
+        syscall_nr_offset: syscall_offset("sys_enter_read", "__syscall_nr", default.syscall_nr_offset),
         get_pages_inode_offset: optional_offset("filemap", "mm_filemap_get_pages", "i_ino", 8, default.get_pages_inode_offset),
         get_pages_dev_offset: optional_offset("filemap", "mm_filemap_get_pages", "s_dev", 4, default.get_pages_dev_offset),
         get_pages_index_offset: optional_offset("filemap", "mm_filemap_get_pages", "index", 8, default.get_pages_index_offset),
@@ -349,7 +539,8 @@ fn load_and_attach(
 
     raise_memlock_limit();
     let mut ebpf = EbpfLoader::new()
-        // No CO-RE relocations or BTF-typed programs: skip parsing the kernel's BTF (~100 ms).
+        // No CO-RE relocations: the kernel's BTF that new() parsed goes (fentry's attach
+        // points are looked up in a copy of KernelBtf's, when fentry is tried).
         .btf(None)
         // must_exist, and aya checks the size against the symbol's: a probes object that does
         // not define CONFIG as this Config fails the load instead of running on defaults.
@@ -364,32 +555,110 @@ fn load_and_attach(
         })?;
 
     set_syscall_ids(&mut ebpf)?;
+    let evidence: Vec<(Evidence, &Attachment)> =
+        plan.iter().flat_map(|(status, attachments)| attachments.iter().map(move |a| (status.evidence, a))).collect();
+    for &hooks in candidates {
+        if refused.iter().any(|(h, _)| *h == hooks) {
+            continue;
+        }
+        match attach_with(&mut ebpf, hooks, &evidence, btf)? {
+            Attempt::Attached(attached) => return Ok(Loaded::Attached(ebpf, hooks, attached)),
+            Attempt::EvidenceRefused(evidence, why) => return Ok(Loaded::Refused(evidence, why)),
+            Attempt::HooksRefused(why) => {
+                // Detach and unload what this mechanism got; the next starts clean.
+                for (_, program) in ebpf.programs_mut() {
+                    unload(program);
+                }
+                refused.push((hooks, why));
+            }
+        }
+    }
+    let reasons: Vec<String> = refused.iter().map(|(h, why)| format!("{}: {why}", h.as_str())).collect();
+    let hint = if candidates.len() == 1 { " (KSTALL_HOOKS chose it: unset KSTALL_HOOKS to let kstall pick)" } else { "" };
+    bail!("cannot hook the broker's syscalls on this kernel{hint}: {}", reasons.join("; "))
+}
+
+/// Loads and attaches the programs of one syscall-hook mechanism and the planned evidence.
+fn attach_with(ebpf: &mut Ebpf, hooks: SyscallHooks, evidence: &[(Evidence, &Attachment)], btf: &mut KernelBtf) -> Result<Attempt> {
+    let required = required_attachments(hooks);
+    let btf = match hooks {
+        SyscallHooks::Fentry => match btf.get() {
+            Ok(btf) => Some(btf),
+            Err(why) => return Ok(Attempt::HooksRefused(why)),
+        },
+        _ => None,
+    };
+    // A kernel that refuses the mechanism refuses its smallest program as well: one first,
+    // before the parallel load of all.
+    if hooks != SyscallHooks::Tracepoint {
+        let first = required.iter().find(|a| !matches!(a.hook, Hook::TailCall { .. })).expect("a syscall hook");
+        if let Err(e) = load_programs(ebpf, &[first], btf) {
+            return Ok(Attempt::HooksRefused(format!("{e:#}")));
+        }
+    }
     // Each attachment with the evidence it serves (None: required).
-    let all: Vec<(Option<Evidence>, &Attachment)> = required
-        .iter()
-        .map(|a| (None, a))
-        .chain(plan.iter().flat_map(|(status, attachments)| attachments.iter().map(move |a| (Some(status.evidence), a))))
-        .collect();
-    load_programs(&mut ebpf, &all.iter().map(|(_, a)| *a).collect::<Vec<_>>())?;
+    let all: Vec<(Option<Evidence>, &Attachment)> =
+        required.iter().map(|a| (None, a)).chain(evidence.iter().map(|&(e, a)| (Some(e), a))).collect();
+    if let Err(e) = load_programs(ebpf, &all.iter().map(|(_, a)| *a).collect::<Vec<_>>(), btf) {
+        if hooks == SyscallHooks::Tracepoint {
+            bail!("{e:#}; please report it with the output of `kstall check --format json`");
+        }
+        return Ok(Attempt::HooksRefused(format!("{e:#}")));
+    }
     let mut attached = Vec::new();
     for &(evidence, a) in &all {
         let result = match &a.hook {
             Hook::Tracepoint { category, event } => {
-                let program: &mut TracePoint = program_mut(&mut ebpf, &a.program)?.try_into()?;
+                let program: &mut TracePoint = program_mut(ebpf, &a.program)?.try_into()?;
                 program.attach(category, event).map(drop)
             }
             Hook::Kprobe { function } => {
-                let program: &mut KProbe = program_mut(&mut ebpf, &a.program)?.try_into()?;
+                let program: &mut KProbe = program_mut(ebpf, &a.program)?.try_into()?;
                 program.attach(*function, 0).map(drop)
+            }
+            Hook::RawTracepoint { name, .. } => {
+                let program: &mut RawTracePoint = program_mut(ebpf, &a.program)?.try_into()?;
+                program.attach(name).map(drop)
+            }
+            Hook::FEntry { .. } => {
+                let program: &mut FEntry = program_mut(ebpf, &a.program)?.try_into()?;
+                program.attach().map(drop)
+            }
+            Hook::FExit { .. } => {
+                let program: &mut FExit = program_mut(ebpf, &a.program)?.try_into()?;
+                program.attach().map(drop)
+            }
+            Hook::TailCall { index } => {
+                let fd = program_mut(ebpf, &a.program)?.fd()?.try_clone()?;
+                let m = ebpf.map_mut(map::EXIT_PROGRAMS).context("exit program map missing")?;
+                let mut exits: ProgramArray<&mut MapData> = ProgramArray::try_from(m)?;
+                exits.set(*index, &fd, 0).with_context(|| format!("cannot set exit program {index}"))?;
+                continue;
             }
         };
         match (result, evidence) {
             (Ok(()), _) => attached.push(a.hook.to_string()),
-            (Err(e), Some(evidence)) => return Ok(Loaded::Refused(evidence, format!("the kernel refused {}: {e}", a.hook))),
+            (Err(e), Some(evidence)) => return Ok(Attempt::EvidenceRefused(evidence, format!("the kernel refused {}: {e}", a.hook))),
+            (Err(e), None) if hooks != SyscallHooks::Tracepoint => {
+                return Ok(Attempt::HooksRefused(format!("the kernel refused {}: {e}", a.hook)));
+            }
             (Err(e), None) => bail!("cannot attach to {}: {e}", a.hook),
         }
     }
-    Ok(Loaded::Attached(ebpf, attached))
+    Ok(Attempt::Attached(attached))
+}
+
+/// Detaches and unloads a program, if loaded.
+fn unload(program: &mut aya::programs::Program) {
+    use aya::programs::Program as P;
+    let _ = match program {
+        P::TracePoint(p) => p.unload(),
+        P::KProbe(p) => p.unload(),
+        P::RawTracePoint(p) => p.unload(),
+        P::FEntry(p) => p.unload(),
+        P::FExit(p) => p.unload(),
+        _ => Ok(()),
+    };
 }
 
 fn program_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::Program> {
@@ -425,24 +694,34 @@ fn set_syscall_ids(ebpf: &mut Ebpf) -> Result<()> {
         let nr = syscall_number(syscall).with_context(|| format!("no syscall number for {} on this architecture", syscall.name()))?;
         ids.set(nr as u32, syscall as u8 + 1, 0)?;
     }
+    ids.set(libc::SYS_close as u32, SYSCALL_ID_CLOSE, 0)?;
     Ok(())
 }
 
-/// Loads the planned programs on every CPU at once. Loading is mostly the kernel's verifier,
-/// which checks each program on its own (the framing parsers of exit_read and exit_readv take
-/// tens of ms each): in parallel, startup takes about the longest of them, not their sum.
-fn load_programs(ebpf: &mut Ebpf, plan: &[&Attachment]) -> Result<()> {
-    let mut wanted: Vec<&str> = plan.iter().map(|a| a.program.as_str()).collect();
-    wanted.sort_unstable();
-    wanted.dedup();
-    let mut programs: Vec<(&str, &mut aya::programs::Program)> =
-        ebpf.programs_mut().filter(|(name, _)| wanted.contains(name)).collect();
+/// Loads the planned programs not loaded yet on every CPU at once. Loading is mostly the
+/// kernel's verifier, which checks each program on its own (the framing parsers of the read
+/// and readv exits take tens of ms each): in parallel, startup takes about the longest of
+/// them, not their sum. fentry and fexit programs are bound to their function at load (`btf`).
+fn load_programs(ebpf: &mut Ebpf, plan: &[&Attachment], btf: Option<&Btf>) -> Result<()> {
+    // Each program once, with the hook it is loaded for.
+    let mut wanted: Vec<(&str, &Hook)> = Vec::new();
+    for a in plan {
+        if !wanted.iter().any(|(name, _)| *name == a.program) {
+            wanted.push((a.program.as_str(), &a.hook));
+        }
+    }
+    let mut programs: Vec<(&str, &Hook, &mut aya::programs::Program)> = ebpf
+        .programs_mut()
+        .filter_map(|(name, p)| wanted.iter().find(|(w, _)| *w == name).map(|&(w, hook)| (w, hook, p)))
+        .collect();
     if programs.len() != wanted.len() {
         bail!("the embedded object lacks some of kstall's probes: rebuild kstall");
     }
+    programs.retain(|(_, _, p)| p.fd().is_err());
     // The exit programs of reads, writes and sendfile hold the parsers and take longest:
     // first, so none starts last.
-    programs.sort_by_key(|(name, _)| !["exit_read", "exit_readv", "exit_sendfile", "exit_write", "exit_writev"].contains(name));
+    let parsers = ["read", "readv", "sendfile", "write", "writev"];
+    programs.sort_by_key(|(name, _, _)| !parsers.iter().any(|p| name.strip_suffix(p).is_some_and(|head| head.ends_with("exit_"))));
     let queue = std::sync::Mutex::new(programs.into_iter());
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
     std::thread::scope(|scope| {
@@ -450,17 +729,23 @@ fn load_programs(ebpf: &mut Ebpf, plan: &[&Attachment]) -> Result<()> {
             .map(|_| {
                 scope.spawn(|| -> Result<()> {
                     loop {
-                        let Some((name, program)) = queue.lock().expect("not poisoned").next() else {
+                        let Some((name, hook, program)) = queue.lock().expect("not poisoned").next() else {
                             return Ok(());
                         };
+                        let function = match hook {
+                            Hook::FEntry { function } | Hook::FExit { function } => function.as_str(),
+                            _ => "",
+                        };
+                        let btf = || btf.context("fentry without the kernel's BTF");
                         let loaded = match program {
                             aya::programs::Program::TracePoint(p) => p.load(),
                             aya::programs::Program::KProbe(p) => p.load(),
+                            aya::programs::Program::RawTracePoint(p) => p.load(),
+                            aya::programs::Program::FEntry(p) => p.load(function, btf()?),
+                            aya::programs::Program::FExit(p) => p.load(function, btf()?),
                             _ => bail!("probe {name} is of a kind kstall does not load"),
                         };
-                        loaded.map_err(|e| {
-                            anyhow!("the kernel's verifier refused probe {name} ({e}); please report it with the output of `kstall check --format json`")
-                        })?;
+                        loaded.map_err(|e| anyhow!("the kernel refused probe {name} ({e})"))?;
                     }
                 })
             })
@@ -660,7 +945,7 @@ mod tests {
         }
         assert!(ours.iter().all(|&(_, nr)| (0..kstall_common::SYSCALL_NR_LIMIT as libc::c_long).contains(&nr)));
         // Every traced syscall gets its enter and exit tracepoint, and nothing else is planned.
-        let syscall_hooks: Vec<String> = required_attachments()
+        let syscall_hooks: Vec<String> = required_attachments(SyscallHooks::Tracepoint)
             .iter()
             .filter_map(|a| match &a.hook {
                 Hook::Tracepoint { category: "syscalls", event } if event != "sys_enter_close" => Some(event.clone()),
@@ -671,6 +956,72 @@ mod tests {
         #[cfg(target_arch = "aarch64")]
         assert!(!syscall_hooks.iter().any(|h| h.contains("epoll_wait")), "{syscall_hooks:?}");
         assert!(syscall_hooks.contains(&"sys_exit_epoll_pwait".to_string()));
+    }
+
+    /// Each mechanism hooks every traced syscall's entry and exit (and close), an exit before
+    /// its entry; the rest of the plan is the same for all.
+    #[test]
+    fn every_mechanism_hooks_every_syscall_exit_first() {
+        let common = |plan: &[Attachment]| -> Vec<String> {
+            plan.iter()
+                .filter(|a| matches!(&a.hook, Hook::Tracepoint { category, .. } if *category != "syscalls"))
+                .map(|a| a.hook.to_string())
+                .collect()
+        };
+        let tracepoints = required_attachments(SyscallHooks::Tracepoint);
+        for hooks in SyscallHooks::BEST_FIRST {
+            let plan = required_attachments(hooks);
+            assert_eq!(common(&plan), ["sched:sched_switch", "filemap:mm_filemap_add_to_page_cache"], "{hooks:?}");
+            let position = |hook: &str| plan.iter().position(|a| a.hook.to_string() == hook);
+            match hooks {
+                SyscallHooks::Fentry => {
+                    for &s in Syscall::TRACED {
+                        let function = syscall_function(s.tracepoint_name());
+                        let (exit, entry) = (position(&format!("fexit:{function}")), position(&format!("fentry:{function}")));
+                        assert!(exit.is_some() && exit < entry, "{s:?}");
+                    }
+                    assert!(position(&format!("fentry:{}", syscall_function("close"))).is_some());
+                    #[cfg(target_arch = "x86_64")]
+                    assert!(position("fentry:__x64_sys_sendfile64").is_some());
+                }
+                SyscallHooks::RawTracepoint => {
+                    // Every exit program is in EXIT_PROGRAMS before sys_exit is attached.
+                    let tail_calls: Vec<u32> = plan
+                        .iter()
+                        .filter_map(|a| match a.hook {
+                            Hook::TailCall { index } => Some(index),
+                            _ => None,
+                        })
+                        .collect();
+                    assert_eq!(tail_calls, Syscall::TRACED.iter().map(|&s| s as u32).collect::<Vec<_>>());
+                    let last_tail_call = plan.iter().rposition(|a| matches!(a.hook, Hook::TailCall { .. }));
+                    assert!(last_tail_call < position("raw_tracepoint:sys_exit"));
+                    assert!(position("raw_tracepoint:sys_exit") < position("raw_tracepoint:sys_enter"));
+                }
+                SyscallHooks::Tracepoint => {
+                    for &s in Syscall::TRACED {
+                        let event = |phase: &str| format!("syscalls:sys_{phase}_{}", s.tracepoint_name());
+                        assert!(position(&event("exit")).is_some() && position(&event("exit")) < position(&event("enter")), "{s:?}");
+                    }
+                    assert!(position("syscalls:sys_enter_close").is_some());
+                }
+            }
+            // The programs named exist for every mechanism: the same names as the probes'
+            // macro generates (checked against the object when loaded, in the system tests).
+            assert!(plan.len() >= tracepoints.len() - Syscall::TRACED.len() + 1);
+        }
+    }
+
+    #[test]
+    fn kstall_hooks_picks_one_mechanism_or_says_what_it_takes() {
+        // SAFETY: this test alone reads KSTALL_HOOKS.
+        unsafe { std::env::set_var("KSTALL_HOOKS", "raw_tracepoint") };
+        assert_eq!(syscall_hook_candidates().unwrap(), [SyscallHooks::RawTracepoint]);
+        unsafe { std::env::set_var("KSTALL_HOOKS", "kprobe") };
+        let e = syscall_hook_candidates().unwrap_err().to_string();
+        assert!(e.contains("fentry, raw_tracepoint, tracepoint"), "{e}");
+        unsafe { std::env::remove_var("KSTALL_HOOKS") };
+        assert_eq!(syscall_hook_candidates().unwrap(), SyscallHooks::BEST_FIRST);
     }
 
     #[test]
@@ -713,7 +1064,8 @@ mod tests {
         ]);
         let plan = plan_evidence(&all, &Ok(()), &[]);
         assert_eq!(plan_of(&plan, Evidence::Readahead).0, ["readahead:page_cache_sync_ra", "readahead:page_cache_async_ra"]);
-        assert_eq!(plan_of(&plan, Evidence::SocketReads).0, ["sock:sock_recv_length"]);
+        assert_eq!(plan_of(&plan, Evidence::SocketReads).0, ["raw_tracepoint:sock_recv_length"]);
+        assert_eq!(plan_of(&plan, Evidence::DataArrival).0, ["raw_tracepoint:sk_data_ready"]);
         std::fs::remove_dir_all(root).unwrap();
 
         // 5.10 with kprobes: none of those tracepoints.

@@ -266,6 +266,7 @@ impl Session {
         let config = discovery::broker_config(&broker);
         let kernel = KernelSide {
             probes: ProbeInfo {
+                syscall_hooks: probes.syscall_hooks.clone(),
                 attached: probes.attached.clone(),
                 unavailable: probes.unavailable.clone(),
                 evidence: probes.evidence.clone(),
@@ -288,10 +289,11 @@ impl Session {
             tracer.refresh()?;
         }
         eprintln!(
-            "kstall: tracing broker pid {} ({}): {} probes attached in {:.0} ms; Ctrl-C to stop",
+            "kstall: tracing broker pid {} ({}): {} probes attached ({}) in {:.0} ms; Ctrl-C to stop",
             broker.pid,
             broker.main_class,
             tracer.probes.attached.len(),
+            tracer.probes.syscall_hooks.hooks.as_str(),
             tracer.probes.attach_time.as_secs_f64() * 1e3
         );
         Ok(Session { broker, tracer, names, opts })
