@@ -72,7 +72,8 @@ fn kstall_programs() -> BTreeSet<u64> {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|p| p["type"] == "tracepoint")
+        // Each hook mechanism's program type (fentry and fexit are "tracing").
+        .filter(|p| ["tracepoint", "raw_tracepoint", "tracing", "kprobe"].contains(&p["type"].as_str().unwrap_or("")))
         .filter(|p| p["name"].as_str().is_some_and(|n| PREFIXES.iter().any(|pre| n.starts_with(pre))))
         .map(|p| p["id"].as_u64().unwrap())
         .collect()
