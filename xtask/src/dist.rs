@@ -285,15 +285,17 @@ pub fn test_static_kstall_check(built: &Path) -> Result<()> {
     let result = (|| -> Result<()> {
         let kstall = dir.join("kstall");
         std::fs::copy(built, &kstall)?;
-        let bare = |args: &[&str]| -> Result<std::process::Output> {
+        let bare_with = |args: &[&str], env: &[(&str, &str)]| -> Result<std::process::Output> {
             Command::new(&kstall)
                 .args(args)
                 .current_dir(&dir)
                 .env_clear()
                 .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+                .envs(env.iter().copied())
                 .output()
                 .with_context(|| format!("cannot run {}", kstall.display()))
         };
+        let bare = |args: &[&str]| bare_with(args, &[]);
         let said = bare(&["--version"])?;
         let version_line = String::from_utf8_lossy(&said.stdout).trim().to_string();
         ensure!(said.status.success(), "kstall --version failed: {}", String::from_utf8_lossy(&said.stderr));
@@ -301,17 +303,29 @@ pub fn test_static_kstall_check(built: &Path) -> Result<()> {
             version_line.starts_with(&format!("kstall {} (commit ", version())) && version_line.contains(Arch::X86_64.triple()),
             "kstall --version says {version_line:?}"
         );
-        let check = bare(&["check", "--format", "json"])?;
-        let stdout = String::from_utf8_lossy(&check.stdout);
-        let report: serde_json::Value = serde_json::from_str(&stdout)
-            .with_context(|| format!("kstall check --format json printed no JSON: {stdout}{}", String::from_utf8_lossy(&check.stderr)))?;
-        ensure!(report["can_run"] == true && check.status.success(), "the static kstall cannot run here: {}", report["error"]);
-        ensure!(report["arch"] == "x86_64", "kstall check says arch {}", report["arch"]);
+        // As it chooses, then on the classic tracepoints, whose names show the syscall table.
+        let check_with = |env: &[(&str, &str)]| -> Result<serde_json::Value> {
+            let check = bare_with(&["check", "--format", "json"], env)?;
+            let stdout = String::from_utf8_lossy(&check.stdout);
+            let report: serde_json::Value = serde_json::from_str(&stdout)
+                .with_context(|| format!("kstall check --format json printed no JSON: {stdout}{}", String::from_utf8_lossy(&check.stderr)))?;
+            ensure!(report["can_run"] == true && check.status.success(), "the static kstall cannot run here ({env:?}): {}", report["error"]);
+            ensure!(report["arch"] == "x86_64", "kstall check says arch {}", report["arch"]);
+            Ok(report)
+        };
+        let chosen = check_with(&[])?;
+        ensure!(chosen["syscall_hooks"]["hooks"].is_string(), "kstall check names no syscall hooks: {}", chosen["syscall_hooks"]);
+        let report = check_with(&[("KSTALL_HOOKS", "tracepoint")])?;
         let attached: Vec<&str> = report["attached"].as_array().into_iter().flatten().filter_map(|h| h.as_str()).collect();
         for hook in ["syscalls:sys_exit_sendfile64", "syscalls:sys_exit_epoll_wait", "syscalls:sys_exit_epoll_pwait", "sched:sched_switch"] {
             ensure!(attached.contains(&hook), "the static kstall did not attach {hook}: {attached:?}");
         }
-        println!("static kstall ({described}) from {}: {version_line}; check attached {} hooks", dir.display(), attached.len());
+        println!(
+            "static kstall ({described}) from {}: {version_line}; check chose {}, and attached {} hooks on tracepoints",
+            dir.display(),
+            chosen["syscall_hooks"]["hooks"],
+            attached.len()
+        );
         Ok(())
     })();
     let _ = std::fs::remove_dir_all(&dir);
