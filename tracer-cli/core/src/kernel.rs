@@ -48,7 +48,7 @@ impl Evidence {
 pub enum SyscallHooks {
     /// fentry/fexit on each traced syscall's kernel function (`__x64_sys_read`): only those
     /// syscalls run a program, and no other task's syscalls are slowed (BTF, 5.5+ on x86_64,
-    /// 6.0+ on arm64, where the kernel allows them).
+    /// on arm64 only with ftrace direct calls, where the kernel allows them).
     Fentry,
     /// Raw tracepoints `sys_enter`/`sys_exit`: no perf record per event, but every syscall of
     /// every task takes the tracing path and runs the (filtering) program.
