@@ -288,13 +288,23 @@ pub fn failures(r: &Value) -> Vec<String> {
         let t = &p["truth"];
         let n = |v: &Value| v.as_u64().unwrap_or(u64::MAX);
         let (hits, misses) = (n(&p["sendfile_hits"]), n(&p["sendfile_misses"]));
-        expect(p["produce"] == t["produces_sent"], format!("{name}: Produce {} counted, {} sent (protocol: {})", p["produce"], t["produces_sent"], p["protocol"]));
-        expect(p["fetch"] == t["fetches"], format!("{name}: Fetch {} counted, {} sent", p["fetch"], t["fetches"]));
-        expect(hits + misses == n(&t["sendfiles"]), format!("{name}: {hits} hits + {misses} misses, {} sendfiles", t["sendfiles"]));
+        // Exact, except by runs the kernel skipped and kstall counted and reported
+        // (lost.probe_runs_skipped, a WARNING finding): on a kernel whose syscall tracepoints
+        // run preemptible (sid's 7.x), a raw sys_enter/sys_exit run preempted on a CPU makes
+        // the kernel skip that program's next run there, which may be the broker's call.
+        let skipped = p["lost"]["probe_runs_skipped"].as_u64().unwrap_or(0);
+        let counted = |counted: u64, truth: u64| counted <= truth && counted + skipped >= truth;
+        let lost = if skipped > 0 { format!(" ({skipped} probe runs skipped by the kernel)") } else { String::new() };
+        expect(
+            counted(n(&p["produce"]), n(&t["produces_sent"])),
+            format!("{name}: Produce {} counted, {} sent{lost} (protocol: {})", p["produce"], t["produces_sent"], p["protocol"]),
+        );
+        expect(counted(n(&p["fetch"]), n(&t["fetches"])), format!("{name}: Fetch {} counted, {} sent{lost}", p["fetch"], t["fetches"]));
+        expect(counted(hits + misses, n(&t["sendfiles"])), format!("{name}: {hits} hits + {misses} misses, {} sendfiles{lost}", t["sendfiles"]));
         match name {
             // Every read waited for the disk.
             "cold" => {
-                expect(misses == n(&t["sendfiles"]), format!("cold: {misses} misses of {} sendfiles", t["sendfiles"]));
+                expect(counted(misses, n(&t["sendfiles"])), format!("cold: {misses} misses of {} sendfiles{lost}", t["sendfiles"]));
                 expect(p["top_cold_partition"] == "cold-0", format!("cold: top cold partition {}", p["top_cold_partition"]));
                 expect(p["top_cold_reader"] == FETCH_CLIENT, format!("cold: top cold reader {}", p["top_cold_reader"]));
             }
@@ -339,4 +349,36 @@ pub fn host_data_dir() -> PathBuf {
 
 pub fn is_tmpfs(path: &Path) -> bool {
     output(Command::new("stat").args(["-f", "-c", "%T"]).arg(path)).is_ok_and(|t| t.trim() == "tmpfs")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A record whose warm phase counted `fetch` of 128 Fetch requests and sendfiles, with
+    /// `skipped` probe runs the kernel skipped.
+    fn record(fetch: u64, skipped: u64) -> Value {
+        json!({
+            "kernel_log_problems": [], "taint_before": "0", "taint_after": "0",
+            "check": {"can_run": true}, "early_signal": {"summary_printed": true},
+            "phases": [{
+                "phase": "warm", "signal": "SIGTERM", "exit_after_signal_s": 1.0,
+                "truth": {"produces_sent": 10, "fetches": 128, "sendfiles": 128},
+                "produce": 10, "fetch": fetch, "sendfile_hits": fetch, "sendfile_misses": 0,
+                "lost": {"probe_runs_skipped": skipped},
+            }],
+        })
+    }
+
+    #[test]
+    fn counts_are_exact_but_for_runs_the_kernel_skipped_and_kstall_reported() {
+        assert!(failures(&record(128, 0)).is_empty(), "{:?}", failures(&record(128, 0)));
+        // One call missed, nothing skipped: kstall lost it without knowing.
+        assert_eq!(failures(&record(127, 0)).len(), 2, "{:?}", failures(&record(127, 0)));
+        // One call missed where the kernel skipped runs, counted and reported: allowed.
+        assert!(failures(&record(127, 8)).is_empty(), "{:?}", failures(&record(127, 8)));
+        // Never more than the truth, and never more missed than skipped.
+        assert!(!failures(&record(129, 8)).is_empty());
+        assert!(!failures(&record(100, 8)).is_empty());
+    }
 }
