@@ -35,6 +35,7 @@ const READY: &str = "tracing broker";
 /// real time; this only keeps a broken kstall from stalling the matrix).
 const SIGNAL_DEADLINE: Duration = Duration::from_secs(60);
 
+#[derive(Clone)]
 pub struct CheckOptions {
     pub kstall: PathBuf,
     /// Where the stand-in writes its segments: a real block device, not tmpfs.
@@ -117,6 +118,23 @@ fn row(summary: &Value, syscall: &str, cache: &str, field: &str) -> u64 {
 /// The syscall hooks a record's trace used.
 pub fn hooks_used(record: &Value) -> Option<SyscallHooks> {
     record["run"]["syscall_hooks"]["hooks"].as_str().and_then(SyscallHooks::from_name)
+}
+
+/// The check as kstall chooses, then (`every_mechanism`) once per syscall-hook mechanism worse
+/// than the one it chose, with kprobes hidden: every path this kernel can take. Each record
+/// goes to `on_record` as it comes; the first error ends the runs.
+pub fn run_mechanisms(opts: &CheckOptions, every_mechanism: bool, mut on_record: impl FnMut(Value)) -> Result<()> {
+    let first = run(opts)?;
+    let best = hooks_used(&first);
+    on_record(first);
+    if !every_mechanism {
+        return Ok(());
+    }
+    let best = best.context("the first run says no syscall hooks")?;
+    for hooks in SyscallHooks::BEST_FIRST.into_iter().filter(|&h| h > best) {
+        on_record(run(&CheckOptions { hooks: Some(hooks), no_kprobes: true, ..opts.clone() })?);
+    }
+    Ok(())
 }
 
 /// Runs the check here and returns its record.

@@ -71,27 +71,16 @@ fn kernel_check_here(args: &[String]) -> Result<()> {
     }
     let kstall = kstall_path();
     let flag = |f: &str| args.iter().any(|a| a == f);
-    let mut opts = CheckOptions { kstall, data_dir, no_kprobes: flag("--no-kprobes"), hooks: None };
+    let opts = CheckOptions { kstall, data_dir, no_kprobes: flag("--no-kprobes"), hooks: None };
     let mut failed = 0;
-    let mut check = |opts: &CheckOptions| -> Result<serde_json::Value> {
-        let record = kernel_check::run(opts)?;
+    kernel_check::run_mechanisms(&opts, flag("--every-mechanism"), |record| {
         println!("{RECORD_PREFIX}{record}");
         let failures = kernel_check::failures(&record);
         for f in &failures {
             eprintln!("kernel-check: FAILED: {f}");
         }
         failed += failures.len();
-        Ok(record)
-    };
-    let first = check(&opts)?;
-    if flag("--every-mechanism") {
-        let best = kernel_check::hooks_used(&first).context("the first run says no syscall hooks")?;
-        for hooks in kstall_core::kernel::SyscallHooks::BEST_FIRST.into_iter().filter(|&h| h > best) {
-            opts.hooks = Some(hooks);
-            opts.no_kprobes = true;
-            check(&opts)?;
-        }
-    }
+    })?;
     if failed > 0 {
         bail!("{failed} check(s) failed");
     }

@@ -75,24 +75,11 @@ fn on_host(kstall: &Path) -> Vec<Outcome> {
     let started = Instant::now();
     let data_dir = kernel_check::host_data_dir();
     let mut records = Vec::new();
-    let mut why = String::new();
-    let run = |opts: &CheckOptions| std::fs::create_dir_all(&data_dir).map_err(anyhow::Error::from).and_then(|()| kernel_check::run(opts));
-    let mut opts = CheckOptions { kstall: kstall.to_path_buf(), data_dir: data_dir.clone(), no_kprobes: false, hooks: None };
-    match run(&opts) {
-        Ok(first) => {
-            let best = kernel_check::hooks_used(&first);
-            records.push(first);
-            for hooks in SyscallHooks::BEST_FIRST.into_iter().filter(|&h| best.is_some_and(|b| h > b)) {
-                opts.hooks = Some(hooks);
-                opts.no_kprobes = true;
-                match run(&opts) {
-                    Ok(r) => records.push(r),
-                    Err(e) => why = format!("{e:#}"),
-                }
-            }
-        }
-        Err(e) => why = format!("{e:#}"),
-    }
+    let opts = CheckOptions { kstall: kstall.to_path_buf(), data_dir: data_dir.clone(), no_kprobes: false, hooks: None };
+    let ran = std::fs::create_dir_all(&data_dir)
+        .map_err(anyhow::Error::from)
+        .and_then(|()| kernel_check::run_mechanisms(&opts, true, |r| records.push(r)));
+    let why = ran.err().map_or(String::new(), |e| format!("{e:#}"));
     outcomes_of("host", records, None, why, started.elapsed().as_secs_f64())
 }
 
