@@ -66,12 +66,14 @@ SLOTS, CALLS, THREADS = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 r, w = os.pipe()
 blocker, go = {}, threading.Event()
 pid_max = int(open("/proc/sys/kernel/pid_max").read())
-# A task that holds the pid sharing the blocked thread's slot for the whole churn (with
-# pid_max 32768 there is one such pid: a JVM thread of a test running beside this one, say)
-# keeps the churn from ever reaching it: block on a thread whose slot partners are free.
-# Pids below 300 (the kernel's RESERVED_PIDS) are never handed out again after the first wrap.
-def partner_busy(tid):
-    return any(p < 300 or os.path.exists(f"/proc/{p}") for p in range(tid % SLOTS, min(pid_max, 4 * SLOTS), SLOTS) if p != tid)
+# The blocked thread needs a slot partner the churn can be handed: a pid that shares its slot,
+# is free, and is not below 300 (the kernel's RESERVED_PIDS, never handed out again after the
+# first wrap). With pid_max 32768 there is at most one, which a JVM thread of a test running
+# beside this one may hold; with pid_max 4194304 every tid from 16384 to 16683 has one partner
+# below 300 and others above it (CI once drew 100 such tids in a row here and, when this asked
+# for *every* partner to be free, ended up blocking no thread at all).
+def partner_free(tid):
+    return any(p >= 300 and not os.path.exists(f"/proc/{p}") for p in range(tid % SLOTS, pid_max, SLOTS) if p != tid)
 def block(decided):
     blocker["tid"] = threading.get_native_id()
     decided.wait()
@@ -83,10 +85,19 @@ for _ in range(100):
     decided = threading.Event()
     t = threading.Thread(target=block, args=(decided,)); t.start()
     while "tid" not in blocker: pass
-    blocker["keep"] = not partner_busy(blocker["tid"])
+    blocker["keep"] = partner_free(blocker["tid"])
     decided.set()
     if blocker["keep"]: break
     t.join()
+    # The next tids may all lack one (with pid_max 32768, every tid from 16384 to 16683 does):
+    # hand the next thread the first free pid on that has one (ns_last_pid, as root).
+    last = int(open("/proc/sys/kernel/ns_last_pid").read())
+    for c in list(range(last + 1, pid_max)) + list(range(300, last)):
+        if not os.path.exists(f"/proc/{c}") and partner_free(c):
+            with open("/proc/sys/kernel/ns_last_pid", "w") as f: f.write(str(c - 1))
+            break
+else:
+    sys.exit("no thread in 100 had a free slot partner")
 devnull = os.open("/dev/null", os.O_WRONLY)
 print("ready", flush=True)
 sys.stdin.readline()
@@ -150,7 +161,7 @@ fn thousands_of_threads_come_and_go() {
         let mut words = result.split_whitespace().map(|w| w.parse::<u64>().unwrap());
         (words.next().unwrap(), words.next().unwrap(), words.next().unwrap())
     };
-    eprintln!("churn: {spawned} threads, {shared} shared the slot of the blocked thread (tid {blocked_tid}); kstall RSS {rss_early} -> {rss_late} bytes");
+    eprintln!("churn: {spawned} threads, {shared} shared the slot of the blocked thread (tid {blocked_tid}); kstall RSS {rss_early} -> {rss_late} bytes; lost {}", summary["lost"]);
     assert!(spawned >= 24000 && shared >= 1, "the churn reached a thread sharing a slot: {result}");
     // Every call counted, or counted as lost: nothing vanishes.
     let lost = summary["lost"]["histogram_map_full"].as_u64().unwrap() + summary["lost"]["in_flight_map_full"].as_u64().unwrap();
