@@ -14,7 +14,7 @@ use kstall_common::{
 
 use crate::{
     config::{CONFIG, global},
-    inflight::{InFlight, broker_tid, is_network_thread, page_shift, slot},
+    inflight::{InFlight, broker_tid, call_of, is_network_thread, page_shift, slot},
     kafka::{follow_protocol, forget_connection},
     maps::{EXIT_PROGRAMS, IN_FLIGHT_OVERFLOW, SYSCALL_IDS, bump, histogram},
     mem::{copy_words, zero_words},
@@ -245,19 +245,8 @@ pub fn raw_enter(ctx: RawTracePointContext) -> i32 {
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn raw_exit(ctx: RawTracePointContext) -> i32 {
     let Some(tid) = broker_tid() else { return 0 };
-    let Some(s) = slot(tid) else { return 0 };
-    let syscall = unsafe {
-        if (*s).tid == tid {
-            (*s).syscall
-        } else if (*s).overflowed != 0 {
-            match IN_FLIGHT_OVERFLOW.get(tid) {
-                Some(call) => call.syscall,
-                None => return 0,
-            }
-        } else {
-            return 0;
-        }
-    };
+    let Some(call) = call_of(tid) else { return 0 };
+    let syscall = unsafe { (*call).syscall };
     // The call in the slot is this syscall's: sys_exit is attached before sys_enter, and
     // raw_enter frees a slot whose exit was not seen at the thread's next syscall.
     // Does not return: user space fills every traced syscall's entry before attaching, and
