@@ -72,8 +72,8 @@ pid_max = int(open("/proc/sys/kernel/pid_max").read())
 # beside this one may hold; with pid_max 4194304 every tid from 16384 to 16683 has one partner
 # below 300 and others above it (CI once drew 100 such tids in a row here and, when this asked
 # for *every* partner to be free, ended up blocking no thread at all).
-def partner_free(tid):
-    return any(p >= 300 and not os.path.exists(f"/proc/{p}") for p in range(tid % SLOTS, pid_max, SLOTS) if p != tid)
+def free_partners(tid):
+    return [p for p in range(tid % SLOTS, pid_max, SLOTS) if p != tid and p >= 300 and not os.path.exists(f"/proc/{p}")]
 def block(decided):
     blocker["tid"] = threading.get_native_id()
     decided.wait()
@@ -85,7 +85,7 @@ for _ in range(100):
     decided = threading.Event()
     t = threading.Thread(target=block, args=(decided,)); t.start()
     while "tid" not in blocker: pass
-    blocker["keep"] = partner_free(blocker["tid"])
+    blocker["keep"] = bool(free_partners(blocker["tid"]))
     decided.set()
     if blocker["keep"]: break
     t.join()
@@ -93,7 +93,7 @@ for _ in range(100):
     # hand the next thread the first free pid on that has one (ns_last_pid, as root).
     last = int(open("/proc/sys/kernel/ns_last_pid").read())
     for c in list(range(last + 1, pid_max)) + list(range(300, last)):
-        if not os.path.exists(f"/proc/{c}") and partner_free(c):
+        if not os.path.exists(f"/proc/{c}") and free_partners(c):
             with open("/proc/sys/kernel/ns_last_pid", "w") as f: f.write(str(c - 1))
             break
 else:
@@ -112,7 +112,7 @@ def to_partner():
     # for the churn to wrap onto it: the kernel gives a new task the first free pid after
     # ns_last_pid (root, as the test runs). Another task can take that pid in between: try again.
     for _ in range(20):
-        free = [p for p in range(blocker["tid"] % SLOTS, pid_max, SLOTS) if p != blocker["tid"] and p >= 300 and not os.path.exists(f"/proc/{p}")]
+        free = free_partners(blocker["tid"])
         if shared or not free: return 0
         with open("/proc/sys/kernel/ns_last_pid", "w") as f: f.write(str(free[0] - 1))
         th = threading.Thread(target=work); th.start(); th.join()
