@@ -31,6 +31,8 @@ const HELD_MAX: usize = 16_384;
 pub struct Snapshot {
     /// Every (thread, syscall, verdict) entry of the kernel's histogram map.
     pub histograms: Vec<(HistKey, LatencyHist)>,
+    /// Entries of that map the read could not get (see [`Lost::histogram_entries_unread`]).
+    pub histograms_unread: u64,
     /// The broker's threads as /proc listed them: tid -> comm.
     pub comms: HashMap<u32, String>,
     /// Threads with histograms that the listing missed but that are alive when asked for by
@@ -44,6 +46,16 @@ pub struct Snapshot {
     pub elapsed: Duration,
 }
 
+/// What the session took out of the kernel for [`Observed::exited`].
+#[derive(Default)]
+pub struct Taken {
+    /// The entries taken, each as it was when deleted.
+    pub entries: Vec<(HistKey, LatencyHist)>,
+    /// Entries that could not be taken: they stay in the kernel for the next refresh, and are
+    /// missing from this summary.
+    pub failed: Vec<HistKey>,
+}
+
 /// What [`Aggregator::observe`] asks of the session before [`Aggregator::summarize`].
 pub struct Observed {
     /// The threads the kernel should follow Kafka framing on (live network threads).
@@ -53,6 +65,7 @@ pub struct Observed {
     pub exited: Vec<HistKey>,
     threads: BTreeMap<u32, ThreadInfo>,
     live_entries: Vec<(RowKey, LatencyHist)>,
+    histograms_unread: u64,
     live_comms: HashMap<u32, String>,
     counters: [u64; counter::COUNT as usize],
     probe_runs_skipped: u64,
@@ -181,7 +194,7 @@ impl Aggregator {
     /// First half of a refresh: roles of every thread with histograms, and what the session
     /// must do in the kernel (network threads to set, exited threads' entries to take).
     pub fn observe(&mut self, snapshot: Snapshot) -> Observed {
-        let Snapshot { histograms, comms, alive_unlisted, counters, probe_runs_skipped, elapsed } = snapshot;
+        let Snapshot { histograms, histograms_unread, comms, alive_unlisted, counters, probe_runs_skipped, elapsed } = snapshot;
         self.comms.extend(comms.iter().map(|(tid, comm)| (*tid, comm.clone())));
         let threads = assign_roles(&histograms, &self.comms, &self.jvm_names, &self.thread_listeners);
         let network_threads = network_threads(&threads, &comms, &self.jvm_names);
@@ -198,13 +211,14 @@ impl Aggregator {
                 None => {}
             }
         }
-        Observed { network_threads, exited, threads, live_entries, live_comms: comms, counters, probe_runs_skipped, elapsed }
+        Observed { network_threads, exited, threads, live_entries, histograms_unread, live_comms: comms, counters, probe_runs_skipped, elapsed }
     }
 
     /// Second half: folds what the session took out of the kernel for `observed.exited` into
     /// the roles' totals, and returns the summary of everything since tracing started.
-    pub fn summarize(&mut self, observed: Observed, taken: Vec<(HistKey, LatencyHist)>) -> Summary {
-        let Observed { exited, threads, live_entries, live_comms, counters, probe_runs_skipped, elapsed, .. } = observed;
+    pub fn summarize(&mut self, observed: Observed, taken: Taken) -> Summary {
+        let Observed { exited, threads, live_entries, histograms_unread, live_comms, counters, probe_runs_skipped, elapsed, .. } = observed;
+        let Taken { entries: taken, failed } = taken;
         // Folded as taken out, not as read: a new thread with a reused tid may have counted
         // calls in between, and those are in what was taken.
         for (key, hist) in taken {
@@ -212,7 +226,10 @@ impl Aggregator {
                 self.retired.entry(k).or_insert(LatencyHist::ZERO).merge(&hist);
             }
         }
-        let tids: BTreeSet<u32> = exited.iter().map(|k| k.tid).collect();
+        // A thread whose entries were not all taken is tried again at the next refresh: it
+        // keeps its comm (and so its role) until then.
+        let still_held: BTreeSet<u32> = failed.iter().map(|k| k.tid).collect();
+        let tids: BTreeSet<u32> = exited.iter().map(|k| k.tid).filter(|tid| !still_held.contains(tid)).collect();
         self.exited_threads += tids.len() as u64;
         for tid in &tids {
             self.comms.remove(tid);
@@ -246,6 +263,8 @@ impl Aggregator {
                 in_flight_map_full: counters[counter::IN_FLIGHT_MAP_FULL as usize],
                 events: counters[counter::EVENTS_LOST as usize],
                 probe_runs_skipped,
+                histogram_entries_unread: histograms_unread + failed.len() as u64,
+                switch_ins_missed: counters[counter::SWITCH_INS_MISSED as usize],
             },
             protocol: ProtocolHealth {
                 requests_parsed: counters[counter::REQUESTS_PARSED as usize],
@@ -388,6 +407,7 @@ pub(crate) mod tests {
     fn snapshot(histograms: &[(HistKey, LatencyHist)], comms: &[(u32, &str)], alive_unlisted: &[u32]) -> Snapshot {
         Snapshot {
             histograms: histograms.to_vec(),
+            histograms_unread: 0,
             comms: comms.iter().map(|(t, c)| (*t, c.to_string())).collect(),
             alive_unlisted: alive_unlisted.iter().copied().collect(),
             counters: [0; counter::COUNT as usize],
@@ -408,13 +428,13 @@ pub(crate) mod tests {
         // A request handler (by its comm) with one write.
         let seen = agg.observe(snapshot(&[handler_write], &[(100, "kafka-request-h")], &[]));
         assert!(seen.exited.is_empty() && seen.network_threads.is_empty());
-        let s = agg.summarize(seen, Vec::new());
+        let s = agg.summarize(seen, Taken::default());
         assert_eq!(count(&s, Role::RequestHandler, Syscall::Write), 1);
 
         // It is gone from the listing, but alive when asked by tid: nothing is taken.
         let seen = agg.observe(snapshot(&[handler_write], &[], &[100]));
         assert!(seen.exited.is_empty(), "a live thread's entry must stay in the kernel");
-        let s = agg.summarize(seen, Vec::new());
+        let s = agg.summarize(seen, Taken::default());
         assert_eq!(count(&s, Role::RequestHandler, Syscall::Write), 1);
 
         // It exited: its entry is taken, and what was taken (a second write made between the
@@ -422,7 +442,7 @@ pub(crate) mod tests {
         let seen = agg.observe(snapshot(&[handler_write], &[], &[]));
         assert_eq!(seen.exited, [handler_write.0]);
         let taken = vec![entry(100, Syscall::Write, CacheResult::NoFileRead, &[3_000, 4_000])];
-        let s = agg.summarize(seen, taken);
+        let s = agg.summarize(seen, Taken { entries: taken, failed: Vec::new() });
         assert_eq!((count(&s, Role::RequestHandler, Syscall::Write), s.exited_threads), (2, 1));
         assert!(s.threads.is_empty() && s.roles.is_empty());
 
@@ -431,12 +451,44 @@ pub(crate) mod tests {
         let reader = entry(100, Syscall::Sendfile, CacheResult::Miss, &[8_000_000]);
         let seen = agg.observe(snapshot(&[reader], &[(100, "kafka-network-t")], &[]));
         assert_eq!(seen.network_threads, [100], "the kernel is told to follow Kafka on it");
-        let s = agg.summarize(seen, Vec::new());
+        let s = agg.summarize(seen, Taken::default());
         assert_eq!(count(&s, Role::RequestHandler, Syscall::Write), 2);
         assert_eq!(count(&s, Role::Network, Syscall::Sendfile), 1);
         assert_eq!((s.exited_threads, s.roles.get(&Role::Network).cloned()), (1, Some(vec![100])));
         let miss = s.rows.iter().find(|r| r.cache == CacheResult::Miss).unwrap();
         assert_eq!(miss.percentiles.max_ns, 8_000_000);
+    }
+
+    #[test]
+    fn entries_not_read_or_not_taken_are_counted_until_they_are() {
+        let mut agg = Aggregator::new(empty_summary().broker, None, Duration::from_millis(1), kernel_side());
+        let reader = entry(200, Syscall::Sendfile, CacheResult::Hit, &[20_000, 30_000]);
+        let seen = agg.observe(snapshot(&[reader], &[(200, "kafka-network-t")], &[]));
+        let s = agg.summarize(seen, Taken::default());
+        assert_eq!((count(&s, Role::Network, Syscall::Sendfile), s.lost.histogram_entries_unread), (2, 0));
+
+        // The thread exits; its entry cannot be taken out (it stays in the kernel): its calls
+        // are missing from this summary, and the summary says so.
+        let seen = agg.observe(snapshot(&[reader], &[], &[]));
+        assert_eq!(seen.exited, [reader.0]);
+        let s = agg.summarize(seen, Taken { entries: Vec::new(), failed: vec![reader.0] });
+        assert_eq!((count(&s, Role::Network, Syscall::Sendfile), s.lost.histogram_entries_unread), (0, 1));
+        assert!(s.findings.iter().any(|f| f.id == "histograms_unread"), "{:?}", s.findings);
+
+        // The next refresh takes it: folded into the network role (its comm was seen while it
+        // lived), and nothing is unread any more.
+        let mut unread = snapshot(&[reader], &[], &[]);
+        unread.histograms_unread = 0;
+        let seen = agg.observe(unread);
+        let s = agg.summarize(seen, Taken { entries: vec![reader], failed: Vec::new() });
+        assert_eq!((count(&s, Role::Network, Syscall::Sendfile), s.lost.histogram_entries_unread), (2, 0));
+        assert!(s.findings.iter().all(|f| f.id != "histograms_unread"));
+
+        // A read that could not get an entry counts too.
+        let mut partial = snapshot(&[], &[(201, "kafka-network-t")], &[]);
+        partial.histograms_unread = 2;
+        let seen = agg.observe(partial);
+        assert_eq!(agg.summarize(seen, Taken::default()).lost.histogram_entries_unread, 2);
     }
 
     #[test]

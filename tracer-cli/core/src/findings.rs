@@ -229,6 +229,18 @@ pub fn findings(s: &Summary) -> Vec<Finding> {
             fix: "Look for other BPF tools on this host (bpftool prog) and trace while they are not running; a kernel with preempt=voluntary makes kstall's own map reads unpreemptible.".into(),
         });
     }
+    if s.lost.histogram_entries_unread > 0 {
+        out.push(Finding {
+            id: "histograms_unread",
+            severity: Severity::Warning,
+            title: "Some syscall histograms could not be read from the kernel".into(),
+            detail: format!(
+                "{} entries of the kernel's histogram map (each one thread's calls of one syscall and page-cache verdict) could not be read, or taken out for a thread that exited; their calls are missing from the syscall rows (requests and stalls are unaffected).",
+                s.lost.histogram_entries_unread
+            ),
+            fix: "Trace again; if it repeats, report it with the kernel release (uname -r) and `kstall check --format json`.".into(),
+        });
+    }
     if let Some(busy) = s.network_busy_share().filter(|b| *b >= NETWORK_BUSY_WARNING) {
         out.push(Finding {
             id: "network_threads_saturated",
@@ -778,6 +790,17 @@ mod tests {
         let skipped = the(&findings(&s), "probe_runs_skipped");
         assert_eq!(skipped.severity, Severity::Warning);
         assert!(skipped.detail.starts_with("3 probe runs did not happen"), "{}", skipped.detail);
+    }
+
+    // ---- histograms_unread ----
+    #[test]
+    fn unread_histogram_entries_are_a_warning_that_names_their_count() {
+        let mut s = empty_summary();
+        assert!(!fires(&s, "histograms_unread"));
+        s.lost.histogram_entries_unread = 3;
+        let f = the(&findings(&s), "histograms_unread");
+        assert_eq!(f.severity, Severity::Warning);
+        assert!(f.detail.starts_with("3 entries of the kernel's histogram map"), "{}", f.detail);
     }
 
     // ---- events_lost ----

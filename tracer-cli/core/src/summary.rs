@@ -81,6 +81,14 @@ pub struct Lost {
     /// syscall (kstall's own reads among them), held the CPU (5.12+ count them): each may
     /// miss a call, a request or a stall.
     pub probe_runs_skipped: u64,
+    /// Entries of the kernel's histogram map (one thread's calls of one syscall and verdict)
+    /// that kstall could not read, or could not take out for a thread that exited: those
+    /// calls are missing from the rows.
+    pub histogram_entries_unread: u64,
+    /// Traced calls whose thread's switch back onto a CPU the kernel ran no sched_switch
+    /// program for (and counted no skipped run): their off-CPU time is counted from the switch
+    /// out to the call's return. Not a loss of calls; an estimate where evidence was missing.
+    pub switch_ins_missed: u64,
 }
 
 /// How well the Kafka framing could be followed on the network threads' sockets.

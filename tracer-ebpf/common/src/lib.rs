@@ -356,7 +356,11 @@ pub mod counter {
     /// CONNECTION_SLOTS apart, or socket addresses hashed alike): its request or data
     /// arrival time is lost.
     pub const SLOTS_TAKEN: u32 = 7;
-    pub const COUNT: u32 = 8;
+    /// A traced call returned with its thread's switch back onto a CPU unseen: the kernel did
+    /// not run the sched_switch program for it, and did not count that run as skipped (seen
+    /// on 6.18 beside raw syscall tracepoints). Its time away is counted from its switch out.
+    pub const SWITCH_INS_MISSED: u32 = 8;
+    pub const COUNT: u32 = 9;
 }
 
 /// What user space tells the probes at load time: the broker's tgid, which optional evidence is

@@ -36,15 +36,7 @@ pub fn sched_switch(ctx: TracePointContext) -> u32 {
         return 0;
     }
     if let Some(call) = call_of(next_pid as u32) {
-        let call = unsafe { &mut *call };
-        if call.switched_out_ns != 0 {
-            let away = now.saturating_sub(call.switched_out_ns);
-            call.off_cpu_ns += away;
-            if call.switched_out_blocked != 0 {
-                call.evidence.blocked_ns += away;
-            }
-            call.switched_out_ns = 0;
-        }
+        unsafe { (*call).switched_in(now) };
     }
     0
 }

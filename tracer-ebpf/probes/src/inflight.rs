@@ -50,6 +50,24 @@ pub(crate) struct InFlight {
     pub(crate) tid: u32,
 }
 
+impl InFlight {
+    /// The thread runs again at `now`: its time away since its switch out counts as off-CPU,
+    /// and as blocked when it went out in D state. False when it was not switched out.
+    #[inline(always)]
+    pub(crate) fn switched_in(&mut self, now: u64) -> bool {
+        if self.switched_out_ns == 0 {
+            return false;
+        }
+        let away = now.saturating_sub(self.switched_out_ns);
+        self.off_cpu_ns += away;
+        if self.switched_out_blocked != 0 {
+            self.evidence.blocked_ns += away;
+        }
+        self.switched_out_ns = 0;
+        true
+    }
+}
+
 /// This thread's tid when it belongs to the broker, else None.
 #[inline(always)]
 pub(crate) fn broker_tid() -> Option<u32> {

@@ -83,9 +83,9 @@ fn on_exit(ret: i64, tid: u32, syscall: Syscall) {
     let Some(s) = slot(tid) else { return };
     let (call, in_slot) = unsafe {
         if (*s).tid == tid {
-            (s as *const InFlight, true)
+            (s, true)
         } else if (*s).overflowed != 0 {
-            match IN_FLIGHT_OVERFLOW.get_ptr(tid) {
+            match IN_FLIGHT_OVERFLOW.get_ptr_mut(tid) {
                 Some(held) => (held, false),
                 None => return,
             }
@@ -94,7 +94,7 @@ fn on_exit(ret: i64, tid: u32, syscall: Syscall) {
         }
     };
     // One call site, so the verifier walks the exit path once.
-    finish(unsafe { &*call }, ret, tid, syscall);
+    finish(unsafe { &mut *call }, ret, tid, syscall);
     if in_slot {
         unsafe { (*s).tid = 0 };
     } else {
@@ -103,13 +103,21 @@ fn on_exit(ret: i64, tid: u32, syscall: Syscall) {
 }
 
 #[inline(always)]
-fn finish(call: &InFlight, ret: i64, tid: u32, syscall: Syscall) {
+fn finish(call: &mut InFlight, ret: i64, tid: u32, syscall: Syscall) {
     // A call entered before we attached, or an exit we did not see: nothing to measure.
     if call.syscall != syscall as u8 {
         return;
     }
     let now = unsafe { bpf_ktime_get_ns() };
     let duration_ns = now.saturating_sub(call.start_ns);
+    // Switched out, and running again (it returns), but its switch back in was not seen: on
+    // 6.18 beside raw syscall tracepoints the kernel now and then runs no sched_switch program
+    // for it and counts no skipped run (a sendfile that waited 8 ms for readahead in D state
+    // came out on-CPU and a hit). It was away from its switch out until about now: counted so
+    // (blocked, if it went out in D), and counted as missed.
+    if call.switched_in(now) {
+        bump(counter::SWITCH_INS_MISSED);
+    }
     let sources = EvidenceSources {
         readahead: global(&CONFIG.have_readahead_events) != 0,
         file_lookups: global(&CONFIG.have_get_pages_events) != 0,

@@ -290,8 +290,8 @@ pub fn report(r: &Report) -> String {
         (
             "lost".into(),
             format!(
-                "{} request/stall records; {} calls (histogram map full); {} calls (in-flight map full); {} probe runs skipped by the kernel",
-                c.lost.events, c.lost.histogram_map_full, c.lost.in_flight_map_full, c.lost.probe_runs_skipped
+                "{} request/stall records; {} calls (histogram map full); {} calls (in-flight map full); {} probe runs skipped by the kernel; {} histogram entries unread; {} switch-ins missed (off-CPU time counted from the switch out)",
+                c.lost.events, c.lost.histogram_map_full, c.lost.in_flight_map_full, c.lost.probe_runs_skipped, c.lost.histogram_entries_unread, c.lost.switch_ins_missed
             ),
         ),
         ("broker exited during the trace".into(), if c.broker_exited { "yes".into() } else { "no".into() }),

@@ -48,7 +48,7 @@ pub fn markdown(report: &Report) -> String {
         out += &format!("- evidence {}\n", evidence_line(e));
     }
     out += &format!(
-        "- thread names from: {}\n- syscall hooks: {}\n- probes: {} hooks attached in {:.0} ms; unavailable: {}\n- stall threshold: {}\n- lost: {} request/stall records, {} calls (histogram map full), {} calls (in-flight map full), {} probe runs skipped by the kernel\n- broker exited during the trace: {}\n- command line:\n\n```\n{}\n```\n",
+        "- thread names from: {}\n- syscall hooks: {}\n- probes: {} hooks attached in {:.0} ms; unavailable: {}\n- stall threshold: {}\n- lost: {} request/stall records, {} calls (histogram map full), {} calls (in-flight map full), {} probe runs skipped by the kernel, {} histogram entries unread, {} switch-ins missed (off-CPU time counted from the switch out)\n- broker exited during the trace: {}\n- command line:\n\n```\n{}\n```\n",
         c.thread_names_from.as_str(),
         c.syscall_hooks,
         c.probes_attached,
@@ -59,6 +59,8 @@ pub fn markdown(report: &Report) -> String {
         c.lost.histogram_map_full,
         c.lost.in_flight_map_full,
         c.lost.probe_runs_skipped,
+        c.lost.histogram_entries_unread,
+        c.lost.switch_ins_missed,
         if c.broker_exited { "yes" } else { "no" },
         c.broker.command_line
     );

@@ -223,6 +223,18 @@ impl Collector for KstallCollector {
             "Probe runs the kernel skipped because another BPF program or a bpf() map syscall held the CPU.",
             &[(none.clone(), s.lost.probe_runs_skipped)],
         )?;
+        counter(
+            &mut enc,
+            "kstall_histogram_entries_unread",
+            "Entries of the kernel's histogram map kstall could not read or take out at the last refresh: their calls are missing.",
+            &[(none.clone(), s.lost.histogram_entries_unread)],
+        )?;
+        counter(
+            &mut enc,
+            "kstall_switch_ins_missed",
+            "Traced calls whose switch back onto a CPU the kernel ran no sched_switch program for: their off-CPU time is counted from the switch out.",
+            &[(none.clone(), s.lost.switch_ins_missed)],
+        )?;
         counter(&mut enc, "kstall_tls_connections", "Connections whose bytes were TLS (no request view).", &[(none.clone(), s.protocol.tls_connections)])?;
         counter(&mut enc, "kstall_framing_errors", "Network-thread socket reads that did not parse as Kafka framing.", &[(none, s.protocol.framing_errors)])?;
         Ok(())

@@ -133,6 +133,9 @@ pub fn table(summary: &Summary) -> String {
             lost.histogram_map_full, lost.in_flight_map_full
         );
     }
+    if lost.histogram_entries_unread > 0 {
+        out += &format!("warning: {} histogram entries could not be read from the kernel: their calls are missing from the rows\n", lost.histogram_entries_unread);
+    }
     if lost.events > 0 {
         out += &format!("warning: {} request and stall records lost (ring buffer full): attribution is incomplete\n", lost.events);
     }

@@ -20,7 +20,10 @@ use kstall_common::{
     Config, HistKey, LatencyHist, SYSCALL_ID_CLOSE, Syscall, counter, global, map, thread_slot,
 };
 
-use kstall_core::kernel::{Event, Evidence, EvidenceStatus, SyscallHookStatus, SyscallHooks, decode_event};
+use kstall_core::{
+    aggregate::Taken,
+    kernel::{Event, Evidence, EvidenceStatus, SyscallHookStatus, SyscallHooks, decode_event},
+};
 
 use super::tracefs::{self, Tracefs};
 
@@ -755,8 +758,9 @@ fn load_programs(ebpf: &mut Ebpf, plan: &[&Attachment], btf: Option<&Btf>) -> Re
 }
 
 /// BPF_MAP_LOOKUP_AND_DELETE_ELEM on a hash map (Linux 5.14+), which aya offers only for
-/// queues and stacks; before 5.14, a lookup then a delete.
-fn lookup_and_delete(fd: i32, key: &HistKey) -> Option<LatencyHist> {
+/// queues and stacks; before 5.14, a lookup then a delete. Ok(None): the entry was already
+/// gone; Err: it could not be taken (it stays in the map, and is counted as unread).
+fn lookup_and_delete(fd: i32, key: &HistKey) -> std::io::Result<Option<LatencyHist>> {
     const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
     const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
     const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
@@ -772,22 +776,40 @@ fn lookup_and_delete(fd: i32, key: &HistKey) -> Option<LatencyHist> {
         flags: u64,
     }
     let mut value = LatencyHist::ZERO;
-    let attr = ElemAttr {
+    let with_value = ElemAttr {
         map_fd: fd as u32,
         _pad: 0,
         key: key as *const HistKey as u64,
         value: &mut value as *mut LatencyHist as u64,
         flags: 0,
     };
-    let bpf = |cmd: libc::c_long| {
-        // SAFETY: the attr points at a live key and value of the map's sizes.
-        unsafe { libc::syscall(libc::SYS_bpf, cmd, &attr as *const ElemAttr, std::mem::size_of::<ElemAttr>()) == 0 }
+    // The kernel refuses (EINVAL) an attr with anything set past the command's last field:
+    // for BPF_MAP_DELETE_ELEM that is the key, so its value pointer must be zero. (Sent with
+    // the value, the pre-5.14 delete failed on every call: 5.10 dropped the calls of every
+    // thread that exited.)
+    let key_only = ElemAttr { value: 0, ..with_value };
+    let bpf = |cmd: libc::c_long, attr: &ElemAttr| {
+        // SAFETY: the attr points at a live key (and value) of the map's sizes.
+        match unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *const ElemAttr, std::mem::size_of::<ElemAttr>()) } {
+            0 => Ok(true),
+            _ => match std::io::Error::last_os_error() {
+                e if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+                e => Err(e),
+            },
+        }
     };
-    if bpf(BPF_MAP_LOOKUP_AND_DELETE_ELEM) {
-        return Some(value);
+    match bpf(BPF_MAP_LOOKUP_AND_DELETE_ELEM, &with_value) {
+        Ok(found) => return Ok(found.then_some(value)),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | ENOTSUPP | libc::EOPNOTSUPP)) => {}
+        Err(e) => return Err(e),
     }
-    let unsupported = matches!(std::io::Error::last_os_error().raw_os_error(), Some(libc::EINVAL | ENOTSUPP | libc::EOPNOTSUPP));
-    (unsupported && bpf(BPF_MAP_LOOKUP_ELEM) && bpf(BPF_MAP_DELETE_ELEM)).then_some(value)
+    if !bpf(BPF_MAP_LOOKUP_ELEM, &with_value)? {
+        return Ok(None);
+    }
+    // Gone between the lookup and the delete (a new thread with the tid cannot delete it):
+    // the value read is what there was.
+    bpf(BPF_MAP_DELETE_ELEM, &key_only)?;
+    Ok(Some(value))
 }
 
 /// BPF_OBJ_GET_INFO_BY_FD on a program: its recursion_misses, 0 where unknown.
@@ -826,24 +848,35 @@ impl Probes {
         Ok(BpfHashMap::try_from(m)?)
     }
 
-    /// Every (thread, syscall, verdict) histogram the kernel holds now.
-    pub fn histograms(&self) -> Result<Vec<(HistKey, LatencyHist)>> {
-        // An entry deleted while iterating is skipped, not an error.
-        Ok(self.histograms_map()?.iter().filter_map(|e| e.ok()).collect())
+    /// Every (thread, syscall, verdict) histogram the kernel holds now, and how many entries
+    /// could not be read (an entry deleted while iterating is skipped, not counted).
+    pub fn histograms(&self) -> Result<(Vec<(HistKey, LatencyHist)>, u64)> {
+        let (mut entries, mut unread) = (Vec::new(), 0);
+        for entry in self.histograms_map()?.iter() {
+            match entry {
+                Ok(entry) => entries.push(entry),
+                // A failed key walk ends the iteration: what it did not reach counts as one.
+                Err(_) => unread += 1,
+            }
+        }
+        Ok((entries, unread))
     }
 
     /// Takes histograms out of the kernel: each entry's value as it was when deleted, so a call
     /// counted between an earlier read and the delete (a new thread that reused the tid) is
-    /// kept. Entries already gone are skipped.
-    pub fn take_histograms(&mut self, keys: &[HistKey]) -> Result<Vec<(HistKey, LatencyHist)>> {
+    /// kept. Entries already gone are skipped; those that could not be taken stay in the map
+    /// (the next refresh tries again) and are listed as failed.
+    pub fn take_histograms(&mut self, keys: &[HistKey]) -> Result<Taken> {
         let Some(aya::maps::Map::HashMap(m)) = self.ebpf.map(map::HISTOGRAMS) else {
             bail!("histogram map missing")
         };
         let fd = m.fd().as_fd().as_raw_fd();
-        let mut taken = Vec::with_capacity(keys.len());
+        let mut taken = Taken { entries: Vec::with_capacity(keys.len()), failed: Vec::new() };
         for key in keys {
-            if let Some(hist) = lookup_and_delete(fd, key) {
-                taken.push((*key, hist));
+            match lookup_and_delete(fd, key) {
+                Ok(Some(hist)) => taken.entries.push((*key, hist)),
+                Ok(None) => {}
+                Err(_) => taken.failed.push(*key),
             }
         }
         Ok(taken)

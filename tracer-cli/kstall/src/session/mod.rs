@@ -15,7 +15,7 @@ use std::{
 use anyhow::{Result, bail};
 
 use kstall_core::{
-    aggregate::{Aggregator, KernelSide, Snapshot},
+    aggregate::{Aggregator, KernelSide, Snapshot, Taken},
     broker::Broker,
     kernel::Event,
     report::Host,
@@ -145,7 +145,7 @@ impl Tracer {
     /// returns the summary of everything since attach.
     fn refresh(&mut self) -> Result<Summary> {
         let pid = self.agg.broker_pid();
-        let histograms = {
+        let (histograms, histograms_unread) = {
             let _unpreempted = Unpreempted::now();
             self.probes.histograms()?
         };
@@ -159,11 +159,19 @@ impl Tracer {
             self.probes.counters()?
         };
         let probe_runs_skipped = self.probes.probe_runs_skipped();
-        let observed = self.agg.observe(Snapshot { histograms, comms, alive_unlisted, counters, probe_runs_skipped, elapsed: self.started.elapsed() });
+        let observed = self.agg.observe(Snapshot {
+            histograms,
+            histograms_unread,
+            comms,
+            alive_unlisted,
+            counters,
+            probe_runs_skipped,
+            elapsed: self.started.elapsed(),
+        });
         let taken = {
             let _unpreempted = Unpreempted::now();
             self.probes.set_network_threads(&observed.network_threads)?;
-            if observed.exited.is_empty() { Vec::new() } else { self.probes.take_histograms(&observed.exited)? }
+            if observed.exited.is_empty() { Taken::default() } else { self.probes.take_histograms(&observed.exited)? }
         };
         Ok(self.agg.summarize(observed, taken))
     }
