@@ -4,7 +4,12 @@
 //! synchronous Produce client) through three phases, and its numbers are compared with what the
 //! stand-in itself saw: a cold segment read with readahead off (every sendfile a miss), a cold
 //! segment read paced with readahead on (only the first a miss; the others hit pages the async
-//! prefetch added), the first segment again, locked in memory (every sendfile a hit).
+//! prefetch added), the first segment again, locked in memory (every sendfile a hit), a larger
+//! cold segment read unpaced with the default readahead (each verdict within the bounds of what
+//! the stand-in read from the kernel around each call: misses at least the calls that found
+//! nothing cached or waited for I/O, hits at least those that found every page uptodate and
+//! did not wait), and a short burst on a thread that exits just before the trace stops (its
+//! calls must survive its exit).
 //!
 //! Checked: Produce and Fetch counts are exact; where socket wait is measured, the Produce
 //! requests kstall blames on misses are at least two thirds of those in flight during a cold
@@ -40,6 +45,9 @@ pub struct CheckOptions {
     pub kstall: PathBuf,
     /// Where the stand-in writes its segments: a real block device, not tmpfs.
     pub data_dir: PathBuf,
+    /// Where the `readahead` phase's segment goes, when not in `data_dir`: on the host, a
+    /// slow disk, so that readahead falls behind a cold reader as on a busy broker's disk.
+    pub readahead_dir: Option<PathBuf>,
     /// Hide kprobes from kstall (KSTALL_NO_KPROBES): the tracepoint-only path of older kernels.
     pub no_kprobes: bool,
     /// The syscall hooks kstall must use (KSTALL_HOOKS); None: the best the kernel allows.
@@ -144,6 +152,7 @@ pub fn run(opts: &CheckOptions) -> Result<Value> {
     let mut broker = Command::new(std::env::current_exe()?)
         .args(["stand-in", "kafka.Kafka"])
         .arg(&opts.data_dir)
+        .args(&opts.readahead_dir)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -157,7 +166,10 @@ pub fn run(opts: &CheckOptions) -> Result<Value> {
     let pid = broker.id().to_string();
     let mut phases = Vec::new();
     let mut check = None;
-    for (phase, signal) in [("cold", libc::SIGINT), ("prefetch", libc::SIGINT), ("warm", libc::SIGTERM)] {
+    // `burst` ends its trace right after a thread that served a short burst has exited.
+    for (phase, signal) in
+        [("cold", libc::SIGINT), ("prefetch", libc::SIGINT), ("warm", libc::SIGTERM), ("readahead", libc::SIGINT), ("burst", libc::SIGTERM)]
+    {
         let out = opts.data_dir.join(format!("{phase}.json"));
         let mut cmd = kstall(opts);
         cmd.args(["report", "--pid", &pid, "--duration", "600s", "--out"]).arg(&out).stdout(Stdio::null());
@@ -278,6 +290,8 @@ fn signal_while_attaching(opts: &CheckOptions) -> Result<Value> {
         "summary_printed": serde_json::from_str::<Value>(&stdout).is_ok_and(|v| v["rows"].is_array()),
         // Or, when the signal stopped the verifier, said so.
         "said_nothing_traced": stderr.contains("nothing was traced"),
+        // What kstall said last, for a run that did neither.
+        "stderr_tail": stderr.lines().rev().take(3).collect::<Vec<_>>(),
     }))
 }
 
@@ -332,9 +346,25 @@ pub fn failures(r: &Value) -> Vec<String> {
                 expect(misses <= 3, format!("prefetch: {misses} misses (at most 3 expected), {hits} hits"));
                 expect(n(&p["pages_added_on_hits"]) > 0, format!("prefetch: no pages added on hits: {p}"));
             }
-            "warm" => expect(misses == 0, format!("warm: {misses} misses")),
+            "warm" | "burst" => expect(misses == 0, format!("{name}: {misses} misses")),
+            // A cold consumer's pass with the default readahead: each verdict within what the
+            // kernel told the stand-in around the call.
+            "readahead" => {
+                let c = &t["chunks"];
+                let (must_miss, must_hit) = (n(&c["must_miss"]), n(&c["must_hit"]));
+                expect(
+                    misses + skipped >= must_miss && hits + skipped >= must_hit,
+                    format!(
+                        "readahead: {misses} misses and {hits} hits; the stand-in saw {must_miss} calls that must miss (nothing cached before: {}, waited for I/O: {}) and {must_hit} that must hit{lost}",
+                        c["none_cached_before"], c["waited_for_io"]
+                    ),
+                );
+            }
             _ => {}
         }
+        // Histogram entries kstall could not read or take out (a thread's calls missing).
+        let unread = n(&p["lost"]["histogram_entries_unread"]);
+        expect(unread == 0, format!("{name}: {unread} histogram entries unread"));
         if name == "cold" && p["socket_wait_measured"] == true {
             // Produce requests in flight during a cold sendfile waited behind a miss; kstall
             // joins them from their arrival in the socket. The stand-in's window is a little
@@ -383,9 +413,35 @@ mod tests {
                 "phase": "warm", "signal": "SIGTERM", "exit_after_signal_s": 1.0,
                 "truth": {"produces_sent": 10, "fetches": 128, "sendfiles": 128},
                 "produce": 10, "fetch": fetch, "sendfile_hits": fetch, "sendfile_misses": 0,
-                "lost": {"probe_runs_skipped": skipped},
+                "lost": {"probe_runs_skipped": skipped, "histogram_entries_unread": 0},
             }],
         })
+    }
+
+    /// A readahead phase of 512 calls where kstall counted `misses`, the stand-in saw 40 that
+    /// must miss and 300 that must hit; `unread` histogram entries.
+    fn readahead(misses: u64, unread: u64) -> Value {
+        let mut r = record(128, 0);
+        r["phases"][0] = json!({
+            "phase": "readahead", "signal": "SIGINT", "exit_after_signal_s": 1.0,
+            "truth": {"produces_sent": 10, "fetches": 512, "sendfiles": 512, "chunks": {"must_miss": 40, "must_hit": 300}},
+            "produce": 10, "fetch": 512, "sendfile_hits": 512 - misses, "sendfile_misses": misses,
+            "lost": {"probe_runs_skipped": 0, "histogram_entries_unread": unread},
+        });
+        r
+    }
+
+    #[test]
+    fn readahead_verdicts_fall_within_the_kernels_bounds_and_nothing_goes_unread() {
+        for misses in [40, 100, 212] {
+            assert!(failures(&readahead(misses, 0)).is_empty(), "{misses}: {:?}", failures(&readahead(misses, 0)));
+        }
+        // Fewer misses than calls that found nothing cached or waited; fewer hits than calls
+        // that found every page uptodate.
+        assert_eq!(failures(&readahead(39, 0)).len(), 1);
+        assert_eq!(failures(&readahead(213, 0)).len(), 1);
+        // A thread's entries unread: its calls are missing.
+        assert_eq!(failures(&readahead(40, 1)).len(), 1);
     }
 
     #[test]

@@ -32,7 +32,7 @@
 //!   arm64-check [KSTALL-AARCH64 XTASK-AARCH64]
 //!           `kstall check` and that check in a Debian arm64 guest under qemu-system-aarch64
 //!           (xtask/src/guest_arm64.rs); without binaries, only boots it and runs its programs
-//!   stand-in kafka.Kafka DIR
+//!   stand-in kafka.Kafka DIR [READAHEAD_DIR]
 //!           the check's stand-in broker (tracer-cli/testbed/src/stand_in.rs), driven on stdin
 use std::{
     io::{BufRead, BufReader},
@@ -71,7 +71,7 @@ fn kernel_check_here(args: &[String]) -> Result<()> {
     }
     let kstall = kstall_path();
     let flag = |f: &str| args.iter().any(|a| a == f);
-    let opts = CheckOptions { kstall, data_dir, no_kprobes: flag("--no-kprobes"), hooks: None };
+    let opts = CheckOptions { kstall, data_dir, readahead_dir: None, no_kprobes: flag("--no-kprobes"), hooks: None };
     let mut failed = 0;
     kernel_check::run_mechanisms(&opts, flag("--every-mechanism"), |record| {
         println!("{RECORD_PREFIX}{record}");
@@ -614,8 +614,8 @@ fn main() -> ExitCode {
             None => Err(anyhow::anyhow!("usage: synthetic-broker kafka.Kafka DIR")),
         },
         Some("stand-in") => match args.get(2) {
-            Some(dir) => kstall_testbed::stand_in::main(Path::new(dir)),
-            None => Err(anyhow::anyhow!("usage: stand-in kafka.Kafka DIR")),
+            Some(dir) => kstall_testbed::stand_in::main(Path::new(dir), args.get(3).map(Path::new)),
+            None => Err(anyhow::anyhow!("usage: stand-in kafka.Kafka DIR [READAHEAD_DIR]")),
         },
         Some("kernel-check") => kernel_check_here(&args),
         Some("arm64-check") => arm64_check(&args[1..]),

@@ -9,10 +9,14 @@
 //! with this machine's root read-only and an ext4 disk on virtio. `cargo xtask matrix
 //! [host|5.10|6.1|6.12|sid ...]` runs some; `cargo xtask test` runs all, each (kernel, hooks)
 //! run one test, 4 to 5 minutes in all.
-use std::{path::Path, time::Instant};
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
 
 use anyhow::Result;
 use kstall_core::kernel::SyscallHooks;
+use kstall_testbed::slow_disk::SlowDisk;
 use serde_json::Value;
 
 use crate::{
@@ -75,10 +79,19 @@ fn on_host(kstall: &Path) -> Vec<Outcome> {
     let started = Instant::now();
     let data_dir = kernel_check::host_data_dir();
     let mut records = Vec::new();
-    let opts = CheckOptions { kstall: kstall.to_path_buf(), data_dir: data_dir.clone(), no_kprobes: false, hooks: None };
-    let ran = std::fs::create_dir_all(&data_dir)
-        .map_err(anyhow::Error::from)
-        .and_then(|()| kernel_check::run_mechanisms(&opts, true, |r| records.push(r)));
+    // The host's own disk reads ahead faster than the stand-in sends: the readahead-on pass
+    // reads from a slow disk (every read 8 ms), as a cold reader does on a busy broker.
+    let ran = std::fs::create_dir_all(&data_dir).map_err(anyhow::Error::from).and_then(|()| {
+        let slow = SlowDisk::create(&kstall_testbed::target_dir().join("kernel-check-slow"), 96, Duration::from_millis(8))?;
+        let opts = CheckOptions {
+            kstall: kstall.to_path_buf(),
+            data_dir: data_dir.clone(),
+            readahead_dir: Some(slow.mount_point.clone()),
+            no_kprobes: false,
+            hooks: None,
+        };
+        kernel_check::run_mechanisms(&opts, true, |r| records.push(r))
+    });
     let why = ran.err().map_or(String::new(), |e| format!("{e:#}"));
     outcomes_of("host", records, None, why, started.elapsed().as_secs_f64())
 }
@@ -150,15 +163,15 @@ pub fn report(o: &Outcome) {
 
 /// Per kernel: hooks, verdicts per phase against the stand-in's truth, attribution.
 pub fn print_table(outcomes: &[Outcome]) {
-    println!("\n| kernel | probes | evidence | cold miss/calls | prefetch hit/miss (pages added on hits) | warm hit/calls | Produce counted/sent | stalled by miss / overlapping | socket wait | Ctrl-C s | Ctrl-C while loading | result |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("\n| kernel | probes | evidence | cold miss/calls | prefetch hit/miss (pages added on hits) | warm hit/calls | readahead on: miss/calls (must miss, must hit) | burst after thread exit: hit/calls, Produce | Produce counted/sent | stalled by miss / overlapping | socket wait | Ctrl-C s | Ctrl-C while loading | result |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for o in outcomes {
         let Some(r) = &o.record else {
-            println!("| {} | | | | | | | | | | | FAILED |", o.name);
+            println!("| {} | | | | | | | | | | | | | FAILED |", o.name);
             continue;
         };
         let phase = |n: &str| r["phases"].as_array().into_iter().flatten().find(|p| p["phase"] == n).cloned().unwrap_or(Value::Null);
-        let (cold, pre, warm) = (phase("cold"), phase("prefetch"), phase("warm"));
+        let (cold, pre, warm, ra, burst) = (phase("cold"), phase("prefetch"), phase("warm"), phase("readahead"), phase("burst"));
         let evidence: Vec<String> = r["run"]["evidence"]
             .as_array()
             .into_iter()
@@ -172,12 +185,12 @@ pub fn print_table(outcomes: &[Outcome]) {
                 format!("{}:{how}", e["evidence"].as_str().unwrap_or("?"))
             })
             .collect();
-        let produce: (u64, u64) = ["cold", "prefetch", "warm"]
+        let produce: (u64, u64) = ["cold", "prefetch", "warm", "readahead", "burst"]
             .iter()
             .map(|n| phase(n))
             .fold((0, 0), |(c, s), p| (c + p["produce"].as_u64().unwrap_or(0), s + p["truth"]["produces_sent"].as_u64().unwrap_or(0)));
         println!(
-            "| {} | {} | {} | {}/{} | {}/{} ({}) | {}/{} | {}/{} | {}/{} | {} | {:.1} | {} | {} |",
+            "| {} | {} | {} | {}/{} | {}/{} ({}) | {}/{} | {}/{} ({}, {}) | {}/{}, {}/{} | {}/{} | {}/{} | {} | {:.1} | {} | {} |",
             o.name,
             r["run"]["probes_attached"],
             evidence.join(" "),
@@ -188,6 +201,14 @@ pub fn print_table(outcomes: &[Outcome]) {
             pre["pages_added_on_hits"],
             warm["sendfile_hits"],
             warm["truth"]["sendfiles"],
+            ra["sendfile_misses"],
+            ra["truth"]["sendfiles"],
+            ra["truth"]["chunks"]["must_miss"],
+            ra["truth"]["chunks"]["must_hit"],
+            burst["sendfile_hits"],
+            burst["truth"]["sendfiles"],
+            burst["produce"],
+            burst["truth"]["produces_sent"],
             produce.0,
             produce.1,
             cold["produce_stalled_by_miss"],
