@@ -477,9 +477,7 @@ pub(crate) mod tests {
 
         // The next refresh takes it: folded into the network role (its comm was seen while it
         // lived), and nothing is unread any more.
-        let mut unread = snapshot(&[reader], &[], &[]);
-        unread.histograms_unread = 0;
-        let seen = agg.observe(unread);
+        let seen = agg.observe(snapshot(&[reader], &[], &[]));
         let s = agg.summarize(seen, Taken { entries: vec![reader], failed: Vec::new() });
         assert_eq!((count(&s, Role::Network, Syscall::Sendfile), s.lost.histogram_entries_unread), (2, 0));
         assert!(s.findings.iter().all(|f| f.id != "histograms_unread"));

@@ -223,11 +223,12 @@ impl Collector for KstallCollector {
             "Probe runs the kernel skipped because another BPF program or a bpf() map syscall held the CPU.",
             &[(none.clone(), s.lost.probe_runs_skipped)],
         )?;
-        counter(
+        // A gauge: entries missed at one refresh are read or taken at a later one.
+        gauge(
             &mut enc,
             "kstall_histogram_entries_unread",
             "Entries of the kernel's histogram map kstall could not read or take out at the last refresh: their calls are missing.",
-            &[(none.clone(), s.lost.histogram_entries_unread)],
+            &[(none.clone(), s.lost.histogram_entries_unread as f64)],
         )?;
         counter(
             &mut enc,
