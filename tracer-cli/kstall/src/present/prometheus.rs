@@ -223,10 +223,11 @@ impl Collector for KstallCollector {
             "Probe runs the kernel skipped because another BPF program or a bpf() map syscall held the CPU.",
             &[(none.clone(), s.lost.probe_runs_skipped)],
         )?;
-        // A gauge: entries missed at one refresh are read or taken at a later one.
+        // A gauge: entries missed at one refresh are read or taken at a later one. Not named
+        // after the histogram map: promtool refuses "_histogram" in a gauge's name.
         gauge(
             &mut enc,
-            "kstall_histogram_entries_unread",
+            "kstall_map_entries_unread",
             "Entries of the kernel's histogram map kstall could not read or take out at the last refresh: their calls are missing.",
             &[(none.clone(), s.lost.histogram_entries_unread as f64)],
         )?;
