@@ -104,6 +104,16 @@ fn listener_sentences(
     out
 }
 
+/// The network threads were busy enough for a Critical saturation finding, and page-cache-miss
+/// stalls were at least half of that busy time: the misses are its cause.
+fn misses_saturate_network_threads(s: &Summary) -> bool {
+    let Some(busy) = s.network_busy_share().filter(|b| *b >= NETWORK_BUSY_CRITICAL) else { return false };
+    let threads = s.roles.get(&Role::Network).map_or(0, Vec::len) as f64;
+    let busy_ns = busy * threads * s.elapsed_seconds * 1e9;
+    let miss_ns: u64 = s.stalls.by_cause.iter().filter(|c| c.cause == Some(Cause::PageCacheMiss)).map(|c| c.stall_ns).sum();
+    miss_ns as f64 * 2.0 >= busy_ns
+}
+
 pub fn findings(s: &Summary) -> Vec<Finding> {
     let mut out = Vec::new();
     let p = &s.stalls.produce;
@@ -130,9 +140,16 @@ pub fn findings(s: &Summary) -> Vec<Finding> {
         }
         detail += &listener_sentences(s, ("miss", "misses"), |c| c == Cause::PageCacheMiss, |p| p.stalled_by_miss);
         let who = reader.map_or("lagging consumers".to_string(), |r| format!("\"{}\"", r.name));
+        // Critical when the stalled make up half the slowest 1%, or when the misses are what
+        // saturates the network threads (the saturation finding then follows its cause).
+        let severity = if p.slowest_1pct_stalled * 2 >= p.slowest_1pct.max(1) || misses_saturate_network_threads(s) {
+            Severity::Critical
+        } else {
+            Severity::Warning
+        };
         out.push(Finding {
             id: "produce_stalled_by_page_cache_miss",
-            severity: if p.slowest_1pct_stalled * 2 >= p.slowest_1pct.max(1) { Severity::Critical } else { Severity::Warning },
+            severity,
             title: "Produce requests wait behind page-cache misses of Fetch sendfile on network threads".into(),
             detail,
             fix: format!(
@@ -614,6 +631,25 @@ mod tests {
         let p = &mut s.stalls.produce;
         (p.slowest_1pct, p.slowest_1pct_stalled) = (0, 0);
         assert_eq!(the(&findings(&s), "produce_stalled_by_page_cache_miss").severity, Severity::Warning);
+    }
+
+    #[test]
+    fn misses_that_saturate_a_network_thread_make_the_stall_finding_critical_and_first() {
+        // One network thread, 10 s traced, 0.5 s in epoll_wait (95% busy), 8 s of it in
+        // page-cache-miss stalls; only 9 of the 20 slowest Produce stalled (a warning alone).
+        let mut s = network_idle(1, ms(500));
+        s.stalls.produce = produce_stalled_by_misses().stalls.produce;
+        s.stalls.produce.slowest_1pct_stalled = 9;
+        s.stalls.by_cause = vec![CauseTotals { cause: Some(Cause::PageCacheMiss), stalls: 120, stall_ns: ms(8_000) }];
+        let f = findings(&s);
+        assert_eq!(the(&f, "network_threads_saturated").severity, Severity::Critical);
+        assert_eq!(the(&f, "produce_stalled_by_page_cache_miss").severity, Severity::Critical);
+        assert_eq!((f[0].id, f[1].id), ("produce_stalled_by_page_cache_miss", "network_threads_saturated"));
+        // Misses only a third of the busy time: the saturation has another cause, and leads.
+        s.stalls.by_cause[0].stall_ns = ms(3_000);
+        let f = findings(&s);
+        assert_eq!(the(&f, "produce_stalled_by_page_cache_miss").severity, Severity::Warning);
+        assert_eq!(f[0].id, "network_threads_saturated");
     }
 
     #[test]
