@@ -108,8 +108,7 @@ fn listener_sentences(
 /// stalls were at least half of that busy time: the misses are its cause.
 fn misses_saturate_network_threads(s: &Summary) -> bool {
     let Some(busy) = s.network_busy_share().filter(|b| *b >= NETWORK_BUSY_CRITICAL) else { return false };
-    let threads = s.roles.get(&Role::Network).map_or(0, Vec::len) as f64;
-    let busy_ns = busy * threads * s.elapsed_seconds * 1e9;
+    let busy_ns = busy * s.network_traced_ns();
     let miss_ns: u64 = s.stalls.by_cause.iter().filter(|c| c.cause == Some(Cause::PageCacheMiss)).map(|c| c.stall_ns).sum();
     miss_ns as f64 * 2.0 >= busy_ns
 }

@@ -203,15 +203,20 @@ impl Summary {
     /// Share of the traced time the network threads spent outside epoll_wait, that is, busy
     /// with their connections (each of which waits meanwhile). None without network threads.
     pub fn network_busy_share(&self) -> Option<f64> {
-        let threads = self.roles.get(&Role::Network)?.len();
+        let traced_ns = self.network_traced_ns();
         let idle_ns: u64 = self
             .rows
             .iter()
             .filter(|r| r.role == Role::Network && matches!(r.syscall, Syscall::EpollWait | Syscall::EpollPwait))
             .map(|r| r.hist.total_ns)
             .sum();
-        let traced_ns = threads as f64 * self.elapsed_seconds * 1e9;
         (traced_ns > 0.0).then(|| (1.0 - idle_ns as f64 / traced_ns).clamp(0.0, 1.0))
+    }
+
+    /// The network threads' traced time, summed over them (ns): what their busy share is of.
+    pub fn network_traced_ns(&self) -> f64 {
+        let threads = self.roles.get(&Role::Network).map_or(0, Vec::len);
+        threads as f64 * self.elapsed_seconds * 1e9
     }
 }
 
