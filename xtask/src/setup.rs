@@ -92,9 +92,11 @@ pub fn setup() -> Result<()> {
     // and python3-jsonschema validates the reports in that test; prometheus (and promtool)
     // scrapes the exporter, systemd-analyze verifies its unit; bpftool checks that a killed
     // kstall leaves no program behind; bpftrace is what the overhead bench compares with;
-    // g++ builds libFuzzer for the fuzz targets.
+    // g++ builds libFuzzer for the fuzz targets. python3-confluent-kafka (librdkafka) is the
+    // cluster test's group consumer: kafka-python 2.0.2 speaks Metadata v1 and JoinGroup v1,
+    // which Kafka 4.x refuses (KIP-896).
     packages.extend(
-        ["python3-kafka", "python3-fusepy", "python3-jsonschema", "chromium", "fonts-liberation", "prometheus", "systemd", "bpftool", "bpftrace", "g++"]
+        ["python3-kafka", "python3-confluent-kafka", "python3-fusepy", "python3-jsonschema", "chromium", "fonts-liberation", "prometheus", "systemd", "bpftool", "bpftrace", "g++"]
             .map(String::from),
     );
     // Older kernels under QEMU (guest.rs): vng boots them and needs kmod (depmod),

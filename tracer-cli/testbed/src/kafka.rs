@@ -39,11 +39,11 @@ pub fn kafka_home() -> Result<PathBuf> {
     Ok(home)
 }
 
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn wait_for_port(port: u16, child: &mut Child, what: &str, log: &Path) -> Result<()> {
+pub(crate) fn wait_for_port(port: u16, child: &mut Child, what: &str, log: &Path) -> Result<()> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let deadline = Instant::now() + Duration::from_secs(90);
     while Instant::now() < deadline {
@@ -59,7 +59,7 @@ fn wait_for_port(port: u16, child: &mut Child, what: &str, log: &Path) -> Result
 }
 
 /// Stops a child by pid: SIGTERM, then SIGKILL if it lingers.
-fn stop(child: &mut Child) {
+pub(crate) fn stop(child: &mut Child) {
     if child.try_wait().ok().flatten().is_some() {
         return;
     }
@@ -78,7 +78,7 @@ fn stop(child: &mut Child) {
 
 /// Where a KRaft broker listening on `port` keeps its metadata log: memory when the host has a
 /// /dev/shm, so its per-append fsyncs cost nothing.
-fn metadata_dir(port: u16) -> PathBuf {
+pub(crate) fn metadata_dir(port: u16) -> PathBuf {
     let shm = Path::new("/dev/shm");
     let base = if shm.is_dir() { shm.to_path_buf() } else { std::env::temp_dir() };
     base.join(format!("kstall-kraft-metadata-{port}"))
@@ -88,7 +88,7 @@ fn metadata_dir(port: u16) -> PathBuf {
 /// URL-safe base64 without padding, drawn again while it starts with '-' as Kafka's
 /// `Uuid.randomUuid` does, since argparse4j reads `-t -xyz...` as a missing argument (one
 /// id in 64 did, and failed a CI run).
-fn kraft_cluster_id() -> Result<String> {
+pub(crate) fn kraft_cluster_id() -> Result<String> {
     loop {
         let id = base64url_id(&mut fs::File::open("/dev/urandom")?)?;
         if !id.starts_with('-') {
@@ -130,6 +130,40 @@ fn make_tls_material(work_dir: &Path, port: u16) -> Result<TlsListener> {
     ])?;
     keytool(&["-exportcert", "-rfc", "-alias", "broker", "-keystore", &path(&keystore), "-storepass", TLS_PASSWORD, "-file", &path(&ca_pem)])?;
     Ok(TlsListener { port, keystore, ca_pem })
+}
+
+/// Segment files of a topic's partitions in a broker's log dir.
+pub fn segment_files_in(log_dir: &Path, topic: &str) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for dir in fs::read_dir(log_dir)? {
+        let dir = dir?.path();
+        let is_partition = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.rsplit_once('-'))
+            .is_some_and(|(t, p)| t == topic && p.parse::<u32>().is_ok());
+        if is_partition {
+            for f in fs::read_dir(&dir)? {
+                files.push(f?.path());
+            }
+        }
+    }
+    Ok(files)
+}
+
+/// Drops files from the page cache (written back first: dirty pages cannot be dropped), so the
+/// next read of them has to go to disk; returns how many.
+pub fn evict_files(files: &[PathBuf]) -> Result<usize> {
+    for path in files {
+        let file = fs::File::open(path)?;
+        file.sync_all()?;
+        // SAFETY: valid fd for the duration of the call.
+        let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        if rc != 0 {
+            bail!("posix_fadvise(DONTNEED) on {} failed: {rc}", path.display());
+        }
+    }
+    Ok(files.len())
 }
 
 /// One of the distribution's `bin/` scripts, with the environment Java 17 needs.
@@ -534,37 +568,13 @@ impl DemoBroker {
 
     /// Segment files of a topic's partitions.
     pub fn segment_files(&self, topic: &str) -> Result<Vec<PathBuf>> {
-        let mut files = Vec::new();
-        for dir in fs::read_dir(&self.log_dir)? {
-            let dir = dir?.path();
-            let is_partition = dir
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.rsplit_once('-'))
-                .is_some_and(|(t, p)| t == topic && p.parse::<u32>().is_ok());
-            if is_partition {
-                for f in fs::read_dir(&dir)? {
-                    files.push(f?.path());
-                }
-            }
-        }
-        Ok(files)
+        segment_files_in(&self.log_dir, topic)
     }
 
     /// Drops a topic's segment files from the page cache (written back first: dirty pages
     /// cannot be dropped), so the next read of them has to go to disk.
     pub fn evict_from_page_cache(&self, topic: &str) -> Result<usize> {
-        let files = self.segment_files(topic)?;
-        for path in &files {
-            let file = fs::File::open(path)?;
-            file.sync_all()?;
-            // SAFETY: valid fd for the duration of the call.
-            let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-            if rc != 0 {
-                bail!("posix_fadvise(DONTNEED) on {} failed: {rc}", path.display());
-            }
-        }
-        Ok(files.len())
+        evict_files(&self.segment_files(topic)?)
     }
 
     pub fn stop(mut self) {

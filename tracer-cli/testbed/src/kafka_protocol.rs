@@ -23,6 +23,8 @@ use anyhow::{Context, Result, bail, ensure};
 pub const API_PRODUCE: i16 = 0;
 pub const API_METADATA: i16 = 3;
 pub const API_API_VERSIONS: i16 = 18;
+pub const API_FETCH: i16 = 1;
+pub const API_CREATE_TOPICS: i16 = 19;
 
 /// Kafka's UNSUPPORTED_VERSION error code.
 pub const UNSUPPORTED_VERSION: i16 = 35;
@@ -256,7 +258,10 @@ pub fn error_name(code: i16) -> &'static str {
         6 => "NOT_LEADER_OR_FOLLOWER",
         7 => "REQUEST_TIMED_OUT",
         10 => "MESSAGE_TOO_LARGE",
+        19 => "NOT_ENOUGH_REPLICAS",
+        20 => "NOT_ENOUGH_REPLICAS_AFTER_APPEND",
         35 => "UNSUPPORTED_VERSION",
+        36 => "TOPIC_ALREADY_EXISTS",
         42 => "INVALID_REQUEST",
         43 => "UNSUPPORTED_FOR_MESSAGE_FORMAT",
         87 => "INVALID_RECORD",
@@ -466,10 +471,19 @@ pub fn produce_v9(correlation_id: i32, client_id: &str, topic: &str, value: &[u8
 }
 
 fn produce_v9_at(correlation_id: i32, client_id: &str, topic: &str, value: &[u8], timestamp_ms: i64) -> Vec<u8> {
+    produce_v9_acks_at(correlation_id, client_id, topic, value, 1, timestamp_ms)
+}
+
+/// As [`produce_v9`] with the given `acks` (1: the leader's write; -1: every in-sync replica's).
+pub fn produce_v9_acks(correlation_id: i32, client_id: &str, topic: &str, value: &[u8], acks: i16) -> Vec<u8> {
+    produce_v9_acks_at(correlation_id, client_id, topic, value, acks, now_ms())
+}
+
+fn produce_v9_acks_at(correlation_id: i32, client_id: &str, topic: &str, value: &[u8], acks: i16, timestamp_ms: i64) -> Vec<u8> {
     let batch = record_batch(value, timestamp_ms);
     let mut body = Vec::with_capacity(batch.len() + topic.len() + 32);
     put_compact_nullable_string(&mut body, None); // transactional_id
-    body.extend(1i16.to_be_bytes()); // acks
+    body.extend(acks.to_be_bytes()); // acks
     body.extend(10_000i32.to_be_bytes()); // timeout ms
     put_compact_array_len(&mut body, 1); // topics
     put_compact_string(&mut body, topic);
@@ -539,6 +553,118 @@ pub fn decode_produce_response(version: i16, body: &[u8]) -> Result<Vec<ProduceP
 }
 
 // ---------------------------------------------------------------------------------------------
+// Fetch (a consumer's, v4: the oldest Kafka 4.x accepts, non-flexible, header v1)
+
+/// A Fetch v4 request from a consumer (replica id -1) for partition 0 of `topic` from `offset`,
+/// at most `max_bytes` (for the partition and for the response), answering at once
+/// (min_bytes 1, max_wait_ms `max_wait_ms`), isolation READ_UNCOMMITTED.
+pub fn fetch_v4(correlation_id: i32, client_id: &str, topic: &str, offset: i64, max_bytes: i32, max_wait_ms: i32) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend((-1i32).to_be_bytes()); // replica id
+    body.extend(max_wait_ms.to_be_bytes());
+    body.extend(1i32.to_be_bytes()); // min bytes
+    body.extend(max_bytes.to_be_bytes()); // max bytes (v3+)
+    body.push(0); // isolation level (v4+)
+    body.extend(1i32.to_be_bytes()); // topics
+    put_string(&mut body, topic);
+    body.extend(1i32.to_be_bytes()); // partitions
+    body.extend(0i32.to_be_bytes()); // partition
+    body.extend(offset.to_be_bytes()); // fetch offset
+    body.extend(max_bytes.to_be_bytes()); // partition max bytes
+    request_frame(API_FETCH, 4, correlation_id, client_id, &body)
+}
+
+/// Partition 0's answer in a Fetch v4 response body (after the correlation id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchPartitionResponse {
+    pub error_code: i16,
+    pub high_watermark: i64,
+    /// Bytes of record batches received (the last one may be partial).
+    pub bytes: usize,
+    /// The offset after the last complete record batch, if any batch was complete.
+    pub next_offset: Option<i64>,
+}
+
+/// Decodes a Fetch v4 response body (after the correlation id): the first partition.
+pub fn decode_fetch_v4_response(body: &[u8]) -> Result<FetchPartitionResponse> {
+    let mut r = Reader::new(body);
+    let _throttle_time_ms = r.i32()?;
+    let topics = r.array_len()?.unwrap_or(0);
+    ensure!(topics >= 1, "a Fetch response without topics");
+    let _topic = r.string()?;
+    let partitions = r.array_len()?.unwrap_or(0);
+    ensure!(partitions >= 1, "a Fetch response without partitions");
+    let _partition = r.i32()?;
+    let error_code = r.i16()?;
+    let high_watermark = r.i64()?;
+    let _last_stable_offset = r.i64()?;
+    for _ in 0..r.array_len()?.unwrap_or(0) {
+        let _producer_id = r.i64()?;
+        let _first_offset = r.i64()?;
+    }
+    let size = r.i32()?;
+    let records = if size > 0 { r.bytes(size as usize)? } else { &[][..] };
+    // Record batches: baseOffset (8), batchLength (4), partitionLeaderEpoch (4), magic (1),
+    // crc (4), attributes (2), lastOffsetDelta (4), ...
+    let mut next_offset = None;
+    let mut at = 0;
+    while records.len() >= at + 27 {
+        let base = i64::from_be_bytes(records[at..at + 8].try_into().unwrap());
+        let length = i32::from_be_bytes(records[at + 8..at + 12].try_into().unwrap()) as usize;
+        if records.len() < at + 12 + length {
+            break;
+        }
+        let last_delta = i32::from_be_bytes(records[at + 23..at + 27].try_into().unwrap()) as i64;
+        next_offset = Some(base + last_delta + 1);
+        at += 12 + length;
+    }
+    Ok(FetchPartitionResponse { error_code, high_watermark, bytes: records.len(), next_offset })
+}
+
+// ---------------------------------------------------------------------------------------------
+// CreateTopics (v2: the oldest Kafka 4.x accepts, non-flexible, header v1)
+
+/// A CreateTopics v2 request for one topic with an explicit replica assignment (`assignment[p]`
+/// lists partition p's replicas, the preferred leader first) and topic configs.
+pub fn create_topics_v2(correlation_id: i32, client_id: &str, topic: &str, assignment: &[Vec<i32>], configs: &[(&str, &str)], timeout_ms: i32) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend(1i32.to_be_bytes()); // topics
+    put_string(&mut body, topic);
+    body.extend((-1i32).to_be_bytes()); // num partitions: from the assignment
+    body.extend((-1i16).to_be_bytes()); // replication factor: from the assignment
+    body.extend((assignment.len() as i32).to_be_bytes());
+    for (partition, replicas) in assignment.iter().enumerate() {
+        body.extend((partition as i32).to_be_bytes());
+        body.extend((replicas.len() as i32).to_be_bytes());
+        for id in replicas {
+            body.extend(id.to_be_bytes());
+        }
+    }
+    body.extend((configs.len() as i32).to_be_bytes());
+    for (name, value) in configs {
+        put_string(&mut body, name);
+        put_string(&mut body, value);
+    }
+    body.extend(timeout_ms.to_be_bytes());
+    body.push(0); // validate only
+    request_frame(API_CREATE_TOPICS, 2, correlation_id, client_id, &body)
+}
+
+/// The CreateTopics v2 response body (after the correlation id): (topic, error code, message).
+pub fn decode_create_topics_v2_response(body: &[u8]) -> Result<Vec<(String, i16, Option<String>)>> {
+    let mut r = Reader::new(body);
+    let _throttle_time_ms = r.i32()?;
+    let mut out = Vec::new();
+    for _ in 0..r.array_len()?.unwrap_or(0) {
+        let name = r.string()?;
+        let error_code = r.i16()?;
+        let message = r.nullable_string()?;
+        out.push((name, error_code, message));
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
 // Metadata
 
 /// A Metadata request for all topics, non-flexible (header v1), versions 0 to 8: in v0 an
@@ -578,6 +704,7 @@ pub struct SyncProducer {
     correlation_id: i32,
     produce_version: i16,
     api_versions: Option<BTreeMap<i16, (i16, i16)>>,
+    acks: i16,
 }
 
 /// How long to wait for the answer to ApiVersions before giving up on the broker.
@@ -612,7 +739,7 @@ impl SyncProducer {
     pub fn connect(bootstrap: &str, client_id: &str, handshake: Handshake) -> Result<SyncProducer> {
         let mut stream = open(bootstrap)?;
         if handshake == Handshake::Kafka0_9 {
-            return Ok(SyncProducer { stream, client_id: client_id.to_string(), correlation_id: 0, produce_version: 0, api_versions: None });
+            return Ok(SyncProducer { stream, client_id: client_id.to_string(), correlation_id: 0, produce_version: 0, api_versions: None, acks: 1 });
         }
         let mut correlation_id = 0;
         let Some(versions) = ask_api_versions(&mut stream, client_id, &mut correlation_id).with_context(|| format!("ApiVersions to {bootstrap}"))?
@@ -625,7 +752,19 @@ impl SyncProducer {
             Some(&(min, max)) => bail!("{bootstrap} speaks Produce v{min} to v{max}; this producer speaks v0 and v9"),
             None => bail!("{bootstrap} lists no Produce versions in its ApiVersions answer"),
         };
-        Ok(SyncProducer { stream, client_id: client_id.to_string(), correlation_id, produce_version, api_versions: Some(versions) })
+        Ok(SyncProducer { stream, client_id: client_id.to_string(), correlation_id, produce_version, api_versions: Some(versions), acks: 1 })
+    }
+
+    /// Sets the acks of the Produce requests that follow: 1 (the default, the leader's write)
+    /// or -1 (acks=all: every in-sync replica has it). Produce v9 only; v0 stays acks=1.
+    pub fn with_acks(mut self, acks: i16) -> SyncProducer {
+        self.acks = acks;
+        self
+    }
+
+    /// The client side of the producer's connection (its local port names it in /proc/net/tcp).
+    pub fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
+        self.stream.local_addr()
     }
 
     /// The broker's ApiVersions table (api_key -> (min, max)); None for a 0.9 broker (not asked).
@@ -652,7 +791,7 @@ impl SyncProducer {
     pub fn produce(&mut self, topic: &str, value: &[u8]) -> Result<Duration> {
         self.correlation_id += 1;
         let request = match self.produce_version {
-            9 => produce_v9(self.correlation_id, &self.client_id, topic, value),
+            9 => produce_v9_acks(self.correlation_id, &self.client_id, topic, value, self.acks),
             _ => produce_v0(self.correlation_id, &self.client_id, topic, value),
         };
         let started = Instant::now();

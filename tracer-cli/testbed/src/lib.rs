@@ -5,9 +5,11 @@
 //! FUSE slow disk (`slow_disk`), the kernel matrix's stand-in broker (`stand_in`), the bench's
 //! synthetic broker (`synthetic_broker`), and process helpers (`support`). Nothing here needs
 //! root to build or to run its unit tests; the fixtures themselves mostly do.
+pub mod cluster;
 pub mod kafka;
 pub mod kafka_maven;
 pub mod kafka_protocol;
+pub mod placement;
 pub mod slow_disk;
 pub mod stand_in;
 pub mod support;
