@@ -13,12 +13,12 @@ use kstall_common::{CacheResult, HistKey, LatencyHist, Syscall, counter};
 use crate::{
     broker::Broker,
     findings,
-    kafka::PRODUCE,
+    kafka::{PRODUCE, RequestFacts},
     kernel::Event,
     listeners::{self, BrokerConfig, Listener, Plane},
-    requests::RequestStats,
+    requests::{RequestStats, RequestTiming},
     roles::{self, Activity, Role},
-    stalls::Attribution,
+    stalls::{Answered, Attributed, Attribution, StallSummary},
     summary::{Lost, ProbeInfo, ProtocolHealth, Row, RowKey, Summary, ThreadInfo, ThreadNames},
     timeline::Timeline,
 };
@@ -156,11 +156,19 @@ impl Aggregator {
             Event::Request(request) => {
                 self.requests_answered += 1;
                 let listener = self.thread_listeners.get(&request.tid);
-                let timing = self.requests.record(&request, listener);
+                let facts = RequestFacts::of(&request);
+                let timing = RequestTiming::of(&request);
                 // The controller plane's requests are kept apart from the clients'.
-                if request.id.api_key == PRODUCE && listener.is_none_or(|l| l.plane == Plane::Data) {
-                    let stalled_by = self.attribution.record_produce(request.tid, listener, &timing);
-                    self.timeline.produce(timing.start_ns(), timing.total_ns(), stalled_by);
+                let data_plane = listener.is_none_or(|l| l.plane == Plane::Data);
+                let attributed = if data_plane {
+                    let answered = Answered { tid: request.tid, listener, api_key: request.id.api_key, facts: &facts, timing };
+                    self.attribution.record_request(&answered)
+                } else {
+                    Attributed::default()
+                };
+                self.requests.record(&request, listener, &facts, &attributed.delay);
+                if request.id.api_key == PRODUCE && data_plane {
+                    self.timeline.produce(timing.start_ns(), timing.total_ns(), attributed.cause);
                 }
             }
         }
@@ -277,7 +285,7 @@ impl Aggregator {
             },
             requests: self.requests.summary(elapsed_seconds),
             controller_requests: self.requests.controller_summary(elapsed_seconds),
-            stalls: self.attribution.summary(),
+            stalls: StallSummary { delayed: self.requests.delayed(), ..self.attribution.summary() },
             findings: Vec::new(),
             broker_config: self.config.clone(),
         };

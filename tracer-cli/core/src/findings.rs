@@ -3,11 +3,13 @@
 use kstall_common::{CacheResult, Syscall};
 
 use crate::{
+    kafka::PRODUCE,
     listeners::{ListenerInfo, Plane},
+    requests::DelayedRow,
     roles::Role,
     stalls::{Cause, ListenerProduce},
     summary::{Finding, Row, Severity, Summary},
-    units::{duration, plural},
+    units::{duration, of_set, plural},
 };
 
 fn percent(part: u64, whole: u64) -> String {
@@ -128,8 +130,8 @@ pub fn findings(s: &Summary) -> Vec<Finding> {
             p.slowest_1pct_stalled,
             p.slowest_1pct,
             duration(p.all.p99_ns),
-            duration(p.stalled.p99_ns),
-            duration(p.not_stalled.p99_ns),
+            of_set(p.stalled_requests, p.stalled.p99_ns, duration),
+            of_set(p.requests - p.stalled_requests, p.not_stalled.p99_ns, duration),
         );
         if let Some(r) = reader {
             detail += &format!(" Top cold reader: client.id \"{}\" ({} misses, {}).", r.name, r.stalls, duration(r.stall_ns));
@@ -138,6 +140,7 @@ pub fn findings(s: &Summary) -> Vec<Finding> {
             detail += &format!(" Top cold partition: {} ({} misses, {}).", t.name, t.stalls, duration(t.stall_ns));
         }
         detail += &listener_sentences(s, ("miss", "misses"), |c| c == Cause::PageCacheMiss, |p| p.stalled_by_miss);
+        detail += &hurt_sentence(s, |r| r.stalled_by_miss, |r| r.miss_ns);
         let who = reader.map_or("lagging consumers".to_string(), |r| format!("\"{}\"", r.name));
         // Critical when the stalled make up half the slowest 1%, or when the misses are what
         // saturates the network threads (the saturation finding then follows its cause).
@@ -177,13 +180,35 @@ pub fn findings(s: &Summary) -> Vec<Finding> {
             fix: "Off-CPU stalls point at CPU contention on the broker host; blocked-in-kernel ones at I/O or locks outside the page cache.".into(),
         });
     }
+    out.extend(replication_finding(s));
+    out.extend(blocked_thread_findings(s));
+    // A client pattern never leads while the broker's stalls explain the latency: with half or
+    // more of its round trip added by stalls it follows the broker's findings (as Info), and
+    // is left out when none of them was made.
+    let broker_findings = out.iter().filter(|f| BROKER_CAUSES.contains(&f.id)).count();
     for sp in s.requests.sync_producers.iter().take(3) {
+        let row = s.stalls.delayed.iter().find(|r| r.api_key == PRODUCE && r.client_id == sp.client_id);
+        let added = row.map_or(0, |r| r.added_ns + r.replication_ns);
+        let latency = row.map_or(0, |r| r.latency_sum_ns);
+        let broker_bound = latency > 0 && added * 2 >= latency;
+        if broker_bound && broker_findings == 0 {
+            continue;
+        }
+        let broker_share = if added > 0 {
+            format!(
+                " Stalls on this broker added {} to its Produce requests, {} of their latency: fix those first (see above).",
+                duration(added),
+                percent(added, latency)
+            )
+        } else {
+            String::new()
+        };
         out.push(Finding {
             id: "synchronous_producer",
-            severity: Severity::Warning,
+            severity: if broker_bound { Severity::Info } else { Severity::Warning },
             title: format!("client.id \"{}\" produces synchronously", sp.client_id),
             detail: format!(
-                "{} Produce requests on one connection, strictly one at a time: each sent {} (median) after the previous response, each taking {}. Its throughput is capped near {:.0} requests/s by the round trip, whatever the broker's capacity.",
+                "{} Produce requests on one connection, strictly one at a time: each sent {} (median) after the previous response, each taking {}. Its throughput is capped near {:.0} requests/s by the round trip, whatever the broker's capacity.{broker_share}",
                 sp.produce_requests,
                 duration(sp.median_gap_ns),
                 duration(sp.median_latency_ns),
@@ -319,8 +344,197 @@ pub fn findings(s: &Summary) -> Vec<Finding> {
             fix: "Nothing to fix in what kstall can see. If clients still see latency, look between them and the broker (network, client-side batching).".into(),
         });
     }
+    // Stable: within a severity, causes (pushed first) stay ahead of client patterns.
     out.sort_by_key(|f| f.severity);
     out
+}
+
+/// Findings whose cause is on the broker: a client-pattern finding follows them.
+const BROKER_CAUSES: [&str; 4] = [
+    "produce_stalled_by_page_cache_miss",
+    "produce_stalled_by_slow_network_thread_calls",
+    "replication_delayed_by_stalls",
+    "network_thread_blocked",
+];
+
+/// " Every request on those threads waited: Fetch of "tail" (12 of 40, +310ms), ...": the
+/// rows of requests other than Produce (whose numbers lead the finding) that stalls delayed,
+/// most delayed first; `stalled` and `added` pick the stalls meant (all, or misses).
+fn hurt_sentence(s: &Summary, stalled: impl Fn(&DelayedRow) -> u64, added: impl Fn(&DelayedRow) -> u64) -> String {
+    let mut rows: Vec<&DelayedRow> = s.stalls.delayed.iter().filter(|r| r.api_key != PRODUCE && stalled(r) > 0).collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    rows.sort_by_key(|r| std::cmp::Reverse(added(r)));
+    let shown: Vec<String> = rows.iter().take(5).map(|r| victim(r, stalled(r), added(r))).collect();
+    let more = if rows.len() > 5 { format!(", and {} more", rows.len() - 5) } else { String::new() };
+    format!(" Other requests on those threads waited too: {}{more}.", shown.join(", "))
+}
+
+/// `Fetch of "tail-consumer" (12 of 40 delayed, 310ms added, p99 136ms vs 2.10ms)`.
+fn victim(r: &DelayedRow, stalled: u64, added: u64) -> String {
+    format!(
+        "{} of \"{}\" ({} of {} delayed, {} added; p99 {} delayed vs {} not)",
+        r.api,
+        r.client_id,
+        stalled,
+        r.requests,
+        duration(added),
+        of_set(r.stalled_requests, r.stalled.p99_ns, duration),
+        of_set(r.requests - r.stalled_requests, r.not_stalled.p99_ns, duration)
+    )
+}
+
+/// acks=all Produce requests waited on followers whose Fetch connections live on a stalled
+/// network thread. Critical when they are half the slowest 1% of Produce requests or more.
+fn replication_finding(s: &Summary) -> Option<Finding> {
+    let r = &s.stalls.replication;
+    let p = &s.stalls.produce;
+    // A few overlaps of slow calls with a busy producer's requests are noise; a share of the
+    // acks=all requests, or any among the slowest 1%, is not.
+    if r.produce_delayed == 0 || (r.slowest_1pct_delayed == 0 && r.produce_delayed * 20 < r.produce_acks_all) {
+        return None;
+    }
+    let stalled_followers: Vec<_> = r.followers.iter().filter(|f| f.stalled_fetches > 0).collect();
+    let mut ids: Vec<i32> = stalled_followers.iter().map(|f| f.broker_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut tids: Vec<u32> = stalled_followers.iter().map(|f| f.tid).collect();
+    tids.sort_unstable();
+    tids.dedup();
+    let brokers = match ids.as_slice() {
+        [] => "followers".to_string(),
+        [one] => format!("follower broker {one}"),
+        many => format!("follower brokers {}", many.iter().map(i32::to_string).collect::<Vec<_>>().join(", ")),
+    };
+    let threads: Vec<String> = tids.iter().map(|&tid| thread_cause(s, tid)).collect();
+    let severity = if r.slowest_1pct_delayed * 2 >= p.slowest_1pct.max(1) { Severity::Critical } else { Severity::Warning };
+    let culprit = tids
+        .iter()
+        .filter_map(|&tid| s.stalls.by_thread.iter().find(|t| t.tid == tid && t.top_reader.is_some()))
+        .filter_map(|t| t.top_reader.clone())
+        .next();
+    let who = culprit.as_ref().map_or("the cold readers".to_string(), |c| format!("\"{c}\""));
+    let mut detail = format!(
+        "{} of {} acks=all Produce requests ({}) waited for {brokers} while the network thread{} serving {} Fetch connection{} {} stalled: {}. The stalls overlapped them by {} in all ({} of it page-cache misses); they are {} of the {} slowest 1% of Produce requests (p99 {}). acks=all Produce p99 was {} when delayed so, {} when not.",
+        r.produce_delayed,
+        r.produce_acks_all,
+        percent(r.produce_delayed, r.produce_acks_all),
+        plural(tids.len() as u64),
+        if ids.len() == 1 { "its" } else { "their" },
+        plural(tids.len() as u64),
+        if tids.len() == 1 { "was" } else { "were" },
+        threads.join("; "),
+        duration(r.produce_added_ns),
+        duration(r.produce_miss_ns),
+        r.slowest_1pct_delayed,
+        p.slowest_1pct,
+        duration(p.all.p99_ns),
+        of_set(r.produce_delayed, r.delayed.p99_ns, duration),
+        of_set(r.produce_acks_all - r.produce_delayed, r.not_delayed.p99_ns, duration),
+    );
+    // The requests held on those threads (the followers' Fetch among them), by client.id.
+    let held: Vec<String> = s
+        .stalls
+        .delayed
+        .iter()
+        .filter(|d| d.api_key != PRODUCE && d.stalled_requests > 0)
+        .filter(|d| s.requests.threads.iter().any(|t| tids.contains(&t.tid) && t.clients.contains(&d.client_id)))
+        .take(4)
+        .map(|d| victim(d, d.stalled_requests, d.added_ns))
+        .collect();
+    if !held.is_empty() {
+        detail += &format!(" Requests held on those threads: {}.", held.join(", "));
+    }
+    Some(Finding {
+        id: "replication_delayed_by_stalls",
+        severity,
+        title: format!("acks=all Produce waits on replication: {brokers} fetch on a stalled network thread"),
+        detail,
+        fix: format!(
+            "A leader answers an acks=all Produce only when the in-sync followers have fetched it, and a follower's Fetch connection shares its network thread with every client on it (KAFKA-7504). Remove the stalls: keep {who} from reading cold data at peak (a fetch quota), give the page cache more memory, or raise num.network.threads; and give replication a listener of its own (inter.broker.listener.name, with listener.name.<name>.num.network.threads) so no client can block it."
+        ),
+    })
+}
+
+/// "data-plane-kafka-network-thread-1-PLAINTEXT-PLAINTEXT-1 (listener PLAINTEXT): 284
+/// page-cache misses, 18.8s, serving "cold-reader" on cold-0".
+fn thread_cause(s: &Summary, tid: u32) -> String {
+    let rows: Vec<_> = s.stalls.by_thread.iter().filter(|t| t.tid == tid).collect();
+    let listener = rows.iter().find_map(|t| t.listener.as_deref()).map_or(String::new(), |l| format!(" (listener {l})"));
+    let mut causes: Vec<_> = rows.clone();
+    causes.sort_by_key(|t| std::cmp::Reverse(t.stall_ns));
+    let parts: Vec<String> = causes
+        .iter()
+        .map(|t| {
+            let mut part = match t.cause {
+                Cause::PageCacheMiss => {
+                    format!("{} page-cache miss{}, {}", t.stalls, if t.stalls == 1 { "" } else { "es" }, duration(t.stall_ns))
+                }
+                cause => format!("{} stall{} {}, {}", t.stalls, plural(t.stalls), cause.label(), duration(t.stall_ns)),
+            };
+            if let Some(reader) = &t.top_reader {
+                part += &format!(" serving \"{reader}\"");
+            }
+            if let Some(partition) = &t.top_partition {
+                part += &format!(" on {partition}");
+            }
+            part
+        })
+        .collect();
+    format!("{}{listener}: {}", s.thread_name(tid), parts.join(", "))
+}
+
+/// A network thread blocked (stalled) for a large share of the trace, whatever the others do:
+/// every connection on it waited meanwhile.
+fn blocked_thread_findings(s: &Summary) -> Vec<Finding> {
+    let traced_ns = s.elapsed_seconds * 1e9;
+    if traced_ns <= 0.0 {
+        return Vec::new();
+    }
+    let network = s.roles.get(&Role::Network).map(Vec::as_slice).unwrap_or_default();
+    let mut tids: Vec<(u32, u64)> = Vec::new();
+    for t in &s.stalls.by_thread {
+        match tids.iter_mut().find(|(tid, _)| *tid == t.tid) {
+            Some(entry) => entry.1 += t.stall_ns,
+            None => tids.push((t.tid, t.stall_ns)),
+        }
+    }
+    tids.retain(|(tid, ns)| network.contains(tid) && *ns as f64 >= THREAD_BLOCKED_WARNING * traced_ns);
+    tids.sort_by_key(|(tid, ns)| (std::cmp::Reverse(*ns), *tid));
+    tids.into_iter()
+        .map(|(tid, ns)| {
+            let share = ns as f64 / traced_ns;
+            let conns = s.requests.threads.iter().find(|t| t.tid == tid);
+            let mut waiting: Vec<String> = Vec::new();
+            if let Some(c) = conns {
+                let followers: Vec<String> = c.followers.iter().map(|b| format!("follower broker {b}")).collect();
+                waiting.extend(followers);
+                waiting.extend(c.clients.iter().map(|id| format!("\"{id}\"")));
+                if c.other_clients > 0 {
+                    waiting.push(format!("{} more client.ids", c.other_clients));
+                }
+            }
+            let who = if waiting.is_empty() {
+                "no request was answered on it during the trace".to_string()
+            } else {
+                format!("its connections ({} of them) belong to {}", conns.map_or(0, |c| c.connections), waiting.join(", "))
+            };
+            let total = s.requests.threads.len().max(network.len());
+            Finding {
+                id: "network_thread_blocked",
+                severity: if share >= THREAD_BLOCKED_CRITICAL { Severity::Critical } else { Severity::Warning },
+                title: format!("Network thread {} was blocked {:.0}% of the trace", s.thread_name(tid), share * 100.0),
+                detail: format!(
+                    "{}. While it was blocked none of its connections was read or answered; {who}. New connections land on the {} network threads in turn, so one in {} of the clients that connect next will wait here too.",
+                    thread_cause(s, tid),
+                    total,
+                    total.max(1)
+                ),
+                fix: "Remove what blocks it: page-cache misses come from readers of cold data (throttle them with a fetch quota, or give the page cache more memory, KAFKA-7504); other stalls from CPU contention or I/O on the host. More network threads (num.network.threads) shrink the share of clients behind one.".into(),
+            }
+        })
+        .collect()
 }
 
 /// Known before any byte is seen: these listeners are TLS (SSL, SASL_SSL), so kstall has no
@@ -383,6 +597,9 @@ fn tls_listener_finding(s: &Summary, encrypted: &[&ListenerInfo]) -> Finding {
 /// Network threads busier than this are a bottleneck in the making.
 const NETWORK_BUSY_WARNING: f64 = 0.7;
 const NETWORK_BUSY_CRITICAL: f64 = 0.9;
+/// A single network thread stalled this share of the trace is reported, whatever the average.
+const THREAD_BLOCKED_WARNING: f64 = 0.3;
+const THREAD_BLOCKED_CRITICAL: f64 = 0.8;
 /// fsync/fdatasync/pwrite p99 from which the disk is holding threads up.
 const SLOW_WRITE_NS: u64 = 10_000_000;
 /// A single slow flush is not a pattern: at least this many calls, and this many of them slow
@@ -403,9 +620,9 @@ mod tests {
         hist::kernel_hist as hist_of,
         summary::{RowKey, ThreadInfo, empty_summary},
         listeners::{self, Listener, SecurityProtocol},
-        requests::SyncProducer,
+        requests::{SyncProducer, ThreadConnections},
         roles::{Role, RoleSource},
-        stalls::{CauseTotals, ListenerProduce, MissTotals, ThreadStalls},
+        stalls::{CauseTotals, FollowerFetches, ListenerProduce, MissTotals, ThreadStalls},
     };
 
     const PLAINTEXT_THREAD: &str = "data-plane-kafka-network-thread-1-PLAINTEXT-PLAINTEXT-0";
@@ -430,7 +647,7 @@ mod tests {
     }
 
     fn thread_stalls(tid: u32, listener: &str, cause: Cause, stalls: u64, ms: u64) -> ThreadStalls {
-        ThreadStalls { tid, listener: Some(listener.into()), cause, stalls, stall_ns: ms * 1_000_000 }
+        ThreadStalls { tid, listener: Some(listener.into()), cause, stalls, stall_ns: ms * 1_000_000, top_reader: None, top_partition: None }
     }
 
     /// An fsync row of `fast` calls of 2 us and `slow` of 20 ms.
@@ -490,13 +707,146 @@ mod tests {
     #[test]
     fn listeners_unknown_keep_the_finding_as_it_was() {
         let mut s = empty_summary();
-        s.stalls.by_thread.push(ThreadStalls { tid: 7, listener: None, cause: Cause::OffCpu, stalls: 2, stall_ns: 4_000_000 });
+        s.stalls.by_thread.push(ThreadStalls { tid: 7, listener: None, cause: Cause::OffCpu, stalls: 2, stall_ns: 4_000_000, top_reader: None, top_partition: None });
         let p = &mut s.stalls.produce;
         (p.requests, p.stalled_requests) = (100, 2);
         p.by_listener = vec![ListenerProduce { listener: None, requests: 100, stalled_requests: 2, stalled_by_miss: 0 }];
         let f = findings(&s);
         let slow = f.iter().find(|f| f.id == "produce_stalled_by_slow_network_thread_calls").unwrap();
         assert!(!slow.detail.contains("listener"), "{}", slow.detail);
+    }
+
+    /// Three PLAINTEXT network threads (tids 1-3) traced 20 s; the cold reader on thread 3
+    /// with broker 2's replica fetcher, the producer alone on thread 1.
+    fn three_threads_cold_on_the_followers() -> Summary {
+        let mut s = empty_summary();
+        s.elapsed_seconds = 20.0;
+        for tid in 1..=3u32 {
+            let name = format!("data-plane-kafka-network-thread-1-ListenerName(PLAINTEXT)-PLAINTEXT-{}", tid - 1);
+            s.threads.push(ThreadInfo {
+                tid,
+                comm: "data-plane-kafk".into(),
+                listener: listeners::thread_listener(&name, None),
+                jvm_name: Some(name),
+                role: Role::Network,
+                role_source: RoleSource::JvmName,
+            });
+            s.roles.entry(Role::Network).or_default().push(tid);
+        }
+        // Idle 40 of the 60 thread-seconds: busy 33% on average.
+        let key = RowKey { role: Role::Network, listener: None, syscall: Syscall::EpollWait, cache: CacheResult::NoFileRead };
+        s.rows.push(Row::new(key, hist_of(&[40_000_000_000])));
+        let mut t = thread_stalls(3, "PLAINTEXT", Cause::PageCacheMiss, 284, 18_800);
+        (t.top_reader, t.top_partition) = (Some("cold-reader".into()), Some("cold-0".into()));
+        s.stalls.by_thread.push(t);
+        let thread = |tid: u32, clients: &[&str], followers: &[i32]| ThreadConnections {
+            tid,
+            listener: Some("PLAINTEXT".into()),
+            connections: clients.len(),
+            clients: clients.iter().map(|c| c.to_string()).collect(),
+            other_clients: 0,
+            followers: followers.to_vec(),
+        };
+        s.requests.threads = vec![
+            thread(1, &["sync-producer"], &[]),
+            thread(2, &["broker-3-fetcher-0"], &[3]),
+            thread(3, &["broker-2-fetcher-0", "cold-reader"], &[2]),
+        ];
+        let r = &mut s.stalls.replication;
+        (r.produce_acks_all, r.produce_delayed, r.produce_added_ns, r.produce_miss_ns, r.slowest_1pct_delayed) =
+            (280, 190, 15_000_000_000, 15_000_000_000, 3);
+        r.delayed.p99_ns = 157_000_000;
+        r.not_delayed.p99_ns = 15_600_000;
+        r.followers = vec![
+            FollowerFetches { broker_id: 2, tid: 3, listener: Some("PLAINTEXT".into()), fetches: 300, stalled_fetches: 250, added_ns: 16_000_000_000 },
+            FollowerFetches { broker_id: 3, tid: 2, listener: Some("PLAINTEXT".into()), fetches: 900, stalled_fetches: 0, added_ns: 0 },
+        ];
+        let p = &mut s.stalls.produce;
+        (p.requests, p.slowest_1pct, p.all.p99_ns) = (280, 3, 157_000_000);
+        s.requests.sync_producers = vec![SyncProducer {
+            client_id: "sync-producer".into(),
+            fd: 9,
+            produce_requests: 280,
+            median_gap_ns: 50_000,
+            median_latency_ns: 70_000_000,
+            max_requests_per_s: 14.0,
+        }];
+        let mut produce = delayed_row(PRODUCE, "sync-producer", 280, 0, 0);
+        (produce.replication_delayed, produce.replication_ns, produce.latency_sum_ns) = (190, 15_000_000_000, 19_600_000_000);
+        s.stalls.delayed = vec![produce, delayed_row(crate::kafka::FETCH, "broker-2-fetcher-0", 300, 250, 16_000)];
+        s
+    }
+
+    fn delayed_row(api_key: i16, client: &str, requests: u64, stalled: u64, added_ms: u64) -> DelayedRow {
+        DelayedRow {
+            api: crate::kafka::api_name(api_key),
+            api_key,
+            client_id: client.into(),
+            requests,
+            stalled_requests: stalled,
+            stalled_by_miss: stalled,
+            added_ns: added_ms * 1_000_000,
+            miss_ns: added_ms * 1_000_000,
+            replication_delayed: 0,
+            replication_ns: 0,
+            stalled: Default::default(),
+            not_stalled: Default::default(),
+            latency_sum_ns: requests * 1_000_000,
+        }
+    }
+
+    #[test]
+    fn replication_behind_a_stalled_follower_thread_leads_and_the_sync_producer_follows() {
+        let s = three_threads_cold_on_the_followers();
+        let f = findings(&s);
+        assert_eq!(ids(&f), ["replication_delayed_by_stalls", "network_thread_blocked", "synchronous_producer"]);
+        assert_eq!((f[0].severity, f[1].severity, f[2].severity), (Severity::Critical, Severity::Critical, Severity::Info));
+        for part in ["190 of 280 acks=all Produce requests (67.9%) waited for follower broker 2", "284 page-cache misses, 18.8s serving \"cold-reader\" on cold-0", "3 of the 3 slowest 1%", "157ms when delayed so, 15.6ms when not", "Fetch of \"broker-2-fetcher-0\" (250 of 300 delayed, 16.0s added"] {
+            assert!(f[0].detail.contains(part), "{part}: {}", f[0].detail);
+        }
+        assert!(f[0].fix.contains("\"cold-reader\"") && f[0].fix.contains("inter.broker.listener.name"), "{}", f[0].fix);
+        assert!(f[1].title.ends_with("PLAINTEXT-2 was blocked 94% of the trace"), "{}", f[1].title);
+        assert!(f[1].detail.contains("belong to follower broker 2, \"broker-2-fetcher-0\", \"cold-reader\""), "{}", f[1].detail);
+        assert!(f[2].detail.contains("Stalls on this broker added 15.0s to its Produce requests, 76.5% of their latency"), "{}", f[2].detail);
+    }
+
+    #[test]
+    fn a_sync_producer_the_broker_slowed_never_stands_alone() {
+        let mut s = three_threads_cold_on_the_followers();
+        // No finding names the broker's part (say the stalls were under every threshold).
+        s.stalls.by_thread.clear();
+        s.stalls.replication = Default::default();
+        assert!(!ids(&findings(&s)).contains(&"synchronous_producer"));
+        // The broker added nothing: the client's pattern is the finding.
+        s.stalls.delayed[0].replication_ns = 0;
+        let f = findings(&s);
+        let sync = f.iter().find(|f| f.id == "synchronous_producer").unwrap();
+        assert_eq!(sync.severity, Severity::Warning);
+        assert!(!sync.detail.contains("Stalls on this broker"), "{}", sync.detail);
+    }
+
+    #[test]
+    fn one_blocked_thread_of_three_is_a_finding_under_the_average() {
+        let mut s = three_threads_cold_on_the_followers();
+        s.stalls.replication = Default::default();
+        s.stalls.by_thread[0].stall_ns = 7_000_000_000; // 35% of 20 s
+        let f = findings(&s);
+        let blocked = f.iter().find(|f| f.id == "network_thread_blocked").unwrap();
+        assert_eq!(blocked.severity, Severity::Warning);
+        assert!(blocked.detail.contains("one in 3 of the clients"), "{}", blocked.detail);
+        s.stalls.by_thread[0].stall_ns = 5_000_000_000; // 25%
+        assert!(!ids(&findings(&s)).contains(&"network_thread_blocked"));
+    }
+
+    #[test]
+    fn empty_sets_read_as_a_dash() {
+        let mut s = empty_summary();
+        s.stalls.by_thread.push(thread_stalls(1, "PLAINTEXT", Cause::PageCacheMiss, 30, 300));
+        let p = &mut s.stalls.produce;
+        (p.requests, p.stalled_requests, p.stalled_by_miss, p.slowest_1pct, p.slowest_1pct_stalled) = (20, 20, 20, 1, 1);
+        p.stalled.p99_ns = 281_000_000;
+        let f = findings(&s);
+        assert!(f[0].detail.contains("Produce p99 was 281ms when stalled, - when not."), "{}", f[0].detail);
     }
 
     // ---- helpers shared by the per-rule tests below ----
@@ -656,7 +1006,7 @@ mod tests {
         let mut s = produce_stalled_by_misses();
         s.stalls.produce.stalled_by_miss = 0;
         // The miss stalls themselves (not joined to any Produce) are not enough.
-        s.stalls.by_thread.push(ThreadStalls { tid: 1, listener: None, cause: Cause::PageCacheMiss, stalls: 50, stall_ns: ms(500) });
+        s.stalls.by_thread.push(ThreadStalls { tid: 1, listener: None, cause: Cause::PageCacheMiss, stalls: 50, stall_ns: ms(500), top_reader: None, top_partition: None });
         assert!(!fires(&s, "produce_stalled_by_page_cache_miss"));
         s.stalls.produce.stalled_by_miss = 1;
         assert!(fires(&s, "produce_stalled_by_page_cache_miss"));

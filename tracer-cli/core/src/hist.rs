@@ -120,6 +120,14 @@ impl LatencyRecorder {
         Percentiles::of(&self.hist, self.hist.max())
     }
 
+    /// The values recorded here and not in `part` (a recorder of a subset of them).
+    pub fn without(&self, part: &LatencyRecorder) -> LatencyRecorder {
+        let mut rest = self.clone();
+        // A subset's counts never exceed the whole's, so the subtraction cannot fail.
+        let _ = rest.hist.subtract(&part.hist);
+        rest
+    }
+
     /// Counts per power of two of nanoseconds (non-empty ones), for charts on a log axis.
     pub fn log2_buckets(&self) -> Vec<BucketCount> {
         let mut counts = [0u64; 64];

@@ -2,10 +2,26 @@
 //! as topic-partitions.
 use std::path::Path;
 
-use kstall_common::events::RequestId;
+use kstall_common::events::{RequestEvent, RequestId};
 
 pub const PRODUCE: i16 = 0;
 pub const FETCH: i16 = 1;
+
+/// What a request's body says that attribution needs, read from the bytes the probe captured
+/// past its header.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RequestFacts {
+    /// A Produce's acks (-1: all in-sync replicas, 0, 1); None when not a Produce or not read.
+    pub acks: Option<i16>,
+    /// A Fetch from a follower replica: its broker id (ReplicaId, or ReplicaState from v15).
+    pub follower: Option<i32>,
+}
+
+impl RequestFacts {
+    pub fn of(_e: &RequestEvent) -> RequestFacts {
+        RequestFacts::default()
+    }
+}
 
 /// Name of a Kafka API key (the names of `org.apache.kafka.common.protocol.ApiKeys` in
 /// kafka-clients 4.4.0; key 74 was ListClientMetricsResources in earlier releases).

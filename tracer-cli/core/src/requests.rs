@@ -2,7 +2,7 @@
 //! client.id (capped) and listener, and per connection, where strictly one-at-a-time producers
 //! show up. Requests answered on controller-plane listeners (the cluster's own traffic) are
 //! kept apart, per listener and API.
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use kstall_common::events::RequestEvent;
 use serde::Serialize;
@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::{
     hist::{BucketCount, LatencyRecorder, Percentiles},
     listeners::{Listener, Plane},
-    kafka::{self, PRODUCE},
+    kafka::{self, PRODUCE, RequestFacts},
 };
 
 /// Client ids tracked one by one; later ones are counted as "(other)", so a broker with
@@ -20,6 +20,8 @@ pub const MAX_TRACKED_CLIENTS: usize = 64;
 pub const TOP_CLIENTS: usize = 10;
 pub const OTHER_CLIENTS: &str = "(other)";
 const MAX_TRACKED_CONNECTIONS: usize = 4096;
+/// Client ids listed per network thread (the rest counted in `other_clients`).
+const CLIENTS_PER_THREAD: usize = 32;
 /// Recent response starts kept per connection to count requests in flight at an arrival.
 const RECENT_RESPONSES: usize = 16;
 /// Produce requests a connection needs before it can be called a synchronous producer.
@@ -75,10 +77,63 @@ struct ApiTrack {
     wait_unknown: u64,
 }
 
+/// What stalls added to one request's latency (found by `stalls::Attribution`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Delay {
+    /// Time stalls of the request's own network thread overlapped its latency window.
+    pub added_ns: u64,
+    /// The part of `added_ns` that page-cache misses were.
+    pub miss_ns: u64,
+    /// An acks=all Produce: time stalls of the threads serving followers' Fetch connections
+    /// (its own thread left out) overlapped its latency window.
+    pub replication_ns: u64,
+}
+
+/// One client's requests of one API on one listener, and what stalls did to them.
+#[derive(Clone, Debug, Default)]
+struct ClientApiTrack {
+    total: LatencyRecorder,
+    /// Latency of the stalled ones; allocated at the first (a recorder is ~12 KiB).
+    stalled: Option<Box<LatencyRecorder>>,
+    stalled_by_miss: u64,
+    added_ns: u64,
+    miss_ns: u64,
+    replication_delayed: u64,
+    replication_ns: u64,
+}
+
+impl ClientApiTrack {
+    fn record(&mut self, total_ns: u64, delay: &Delay) {
+        self.total.record(total_ns);
+        if delay.added_ns > 0 {
+            self.stalled.get_or_insert_default().record(total_ns);
+            self.stalled_by_miss += (delay.miss_ns > 0) as u64;
+            self.added_ns += delay.added_ns;
+            self.miss_ns += delay.miss_ns;
+        }
+        if delay.replication_ns > 0 {
+            self.replication_delayed += 1;
+            self.replication_ns += delay.replication_ns;
+        }
+    }
+
+    fn merge(&mut self, other: &ClientApiTrack) {
+        self.total.merge(&other.total);
+        if let Some(o) = &other.stalled {
+            self.stalled.get_or_insert_default().merge(o);
+        }
+        self.stalled_by_miss += other.stalled_by_miss;
+        self.added_ns += other.added_ns;
+        self.miss_ns += other.miss_ns;
+        self.replication_delayed += other.replication_delayed;
+        self.replication_ns += other.replication_ns;
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 struct ClientTrack {
     /// By the listener the requests came in on (None: not known) and API.
-    by_api: BTreeMap<(Option<String>, i16), LatencyRecorder>,
+    by_api: BTreeMap<(Option<String>, i16), ClientApiTrack>,
     connections: Vec<u32>,
     requests: u64,
     in_flight_sum: u64,
@@ -113,6 +168,55 @@ struct ConnectionTrack {
     produce_latency: LatencyRecorder,
     last_done_ns: u64,
     last_seen_ns: u64,
+}
+
+/// The connections one network thread served, as requests named them.
+#[derive(Clone, Debug, Default)]
+struct ThreadTrack {
+    listener: Option<String>,
+    fds: BTreeSet<u32>,
+    clients: BTreeSet<String>,
+    other_clients: BTreeSet<String>,
+    followers: BTreeSet<i32>,
+}
+
+/// A network thread's connections: who waits when it is blocked (new connections land on the
+/// threads in turn, so it matters beyond today's clients).
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
+pub struct ThreadConnections {
+    pub tid: u32,
+    pub listener: Option<String>,
+    /// Connections (broker-side fds) it answered requests on during the trace.
+    pub connections: usize,
+    /// Their client ids (at most 32; `other_clients` counts the rest).
+    pub clients: Vec<String>,
+    pub other_clients: usize,
+    /// Broker ids of the followers whose Fetch connections it served.
+    pub followers: Vec<i32>,
+}
+
+/// What stalls did to one client's requests of one API: the blast radius, per victim.
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
+pub struct DelayedRow {
+    pub api: &'static str,
+    pub api_key: i16,
+    pub client_id: String,
+    pub requests: u64,
+    /// Requests a stall of their own network thread overlapped (held, or waiting in the socket).
+    pub stalled_requests: u64,
+    pub stalled_by_miss: u64,
+    /// Time those stalls overlapped them, summed over requests, and its page-cache-miss part.
+    pub added_ns: u64,
+    pub miss_ns: u64,
+    /// acks=all Produce that waited while a follower's Fetch thread was stalled, and that time.
+    pub replication_delayed: u64,
+    pub replication_ns: u64,
+    /// Latency (socket wait + broker time) of the stalled requests and of the others.
+    pub stalled: Percentiles,
+    pub not_stalled: Percentiles,
+    /// Sum of all their latencies (for the share the broker's stalls were of it; not in JSON).
+    #[serde(skip)]
+    pub latency_sum_ns: u64,
 }
 
 #[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
@@ -194,6 +298,8 @@ pub struct RequestSummary {
     /// Requests of client ids beyond the tracked ones (also in "(other)").
     pub untracked_client_requests: u64,
     pub sync_producers: Vec<SyncProducer>,
+    /// Per network thread: its connections' clients and followers.
+    pub threads: Vec<ThreadConnections>,
 }
 
 #[derive(Default)]
@@ -204,13 +310,14 @@ pub struct RequestStats {
     connections: HashMap<u32, ConnectionTrack>,
     /// Controller-plane requests by (listener, API key).
     controller: BTreeMap<(String, i16), ApiTrack>,
+    threads: BTreeMap<u32, ThreadTrack>,
 }
 
 impl RequestStats {
     /// Accounts one answered request, served by a network thread of `listener` (None: not
-    /// known); returns its timing. A controller-plane listener's requests go to their own
-    /// table only.
-    pub fn record(&mut self, e: &RequestEvent, listener: Option<&Listener>) -> RequestTiming {
+    /// known), and what the stalls did to it; returns its timing. A controller-plane
+    /// listener's requests go to their own table only.
+    pub fn record(&mut self, e: &RequestEvent, listener: Option<&Listener>, facts: &RequestFacts, delay: &Delay) -> RequestTiming {
         let t = RequestTiming::of(e);
         if let Some(l) = listener.filter(|l| l.plane == Plane::Controller) {
             let track = self.controller.entry((l.name.clone(), e.id.api_key)).or_default();
@@ -227,6 +334,21 @@ impl RequestStats {
         }
 
         let client = kafka::client_id(&e.id);
+        let thread = self.threads.entry(e.tid).or_default();
+        thread.listener = listener.map(|l| l.name.clone());
+        if thread.fds.len() < MAX_TRACKED_CONNECTIONS {
+            thread.fds.insert(e.fd);
+        }
+        if !thread.clients.contains(&client) {
+            if thread.clients.len() < CLIENTS_PER_THREAD {
+                thread.clients.insert(client.clone());
+            } else if thread.other_clients.len() < MAX_TRACKED_CLIENTS {
+                thread.other_clients.insert(client.clone());
+            }
+        }
+        if let Some(broker_id) = facts.follower {
+            thread.followers.insert(broker_id);
+        }
         let conn = self.connection(e.fd, &client, t.response_done_ns);
         let in_flight =
             1 + conn.recent_response_start_ns.iter().filter(|&&start| start > t.start_ns()).count() as u32;
@@ -252,7 +374,7 @@ impl RequestStats {
             OTHER_CLIENTS.to_string()
         };
         let c = self.clients.entry(key).or_default();
-        c.by_api.entry((listener.map(|l| l.name.clone()), e.id.api_key)).or_default().record(t.total_ns());
+        c.by_api.entry((listener.map(|l| l.name.clone()), e.id.api_key)).or_default().record(t.total_ns(), delay);
         if !c.connections.contains(&e.fd) && c.connections.len() < 64 {
             c.connections.push(e.fd);
         }
@@ -311,7 +433,8 @@ impl RequestStats {
         let rows_of = |client_id: &str, c: &ClientTrack| -> Vec<ClientRow> {
             c.by_api
                 .iter()
-                .map(|((listener, api_key), r)| ClientRow {
+                .map(|((listener, api_key), a)| (listener, api_key, &a.total))
+                .map(|(listener, api_key, r)| ClientRow {
                     client_id: client_id.to_string(),
                     listener: listener.clone(),
                     api: kafka::api_name(*api_key),
@@ -351,6 +474,18 @@ impl RequestStats {
             })
             .collect();
         sync_producers.sort_by_key(|p| std::cmp::Reverse(p.produce_requests));
+        let threads = self
+            .threads
+            .iter()
+            .map(|(&tid, t)| ThreadConnections {
+                tid,
+                listener: t.listener.clone(),
+                connections: t.fds.len(),
+                clients: t.clients.iter().cloned().collect(),
+                other_clients: t.other_clients.len(),
+                followers: t.followers.iter().copied().collect(),
+            })
+            .collect();
         RequestSummary {
             apis,
             clients,
@@ -358,7 +493,44 @@ impl RequestStats {
             other_client_ids: ranked.len().saturating_sub(TOP_CLIENTS),
             untracked_client_requests: self.untracked_client_requests,
             sync_producers,
+            threads,
         }
+    }
+
+    /// Every tracked client's requests per API (listeners merged), with what stalls did to
+    /// them, the most delayed first.
+    pub fn delayed(&self) -> Vec<DelayedRow> {
+        let mut merged: BTreeMap<(&str, i16), ClientApiTrack> = BTreeMap::new();
+        for (client, c) in &self.clients {
+            for ((_, api_key), a) in &c.by_api {
+                merged.entry((client.as_str(), *api_key)).or_default().merge(a);
+            }
+        }
+        let mut rows: Vec<DelayedRow> = merged
+            .into_iter()
+            .map(|((client, api_key), a)| {
+                let stalled = a.stalled.as_deref().cloned().unwrap_or_default();
+                DelayedRow {
+                    api: kafka::api_name(api_key),
+                    api_key,
+                    client_id: client.to_string(),
+                    requests: a.total.count(),
+                    stalled_requests: stalled.count(),
+                    stalled_by_miss: a.stalled_by_miss,
+                    added_ns: a.added_ns,
+                    miss_ns: a.miss_ns,
+                    replication_delayed: a.replication_delayed,
+                    replication_ns: a.replication_ns,
+                    not_stalled: a.total.without(&stalled).percentiles(),
+                    stalled: stalled.percentiles(),
+                    latency_sum_ns: a.total.sum_ns(),
+                }
+            })
+            .collect();
+        rows.sort_by(|a, b| {
+            (b.added_ns + b.replication_ns).cmp(&(a.added_ns + a.replication_ns)).then(b.requests.cmp(&a.requests)).then(a.client_id.cmp(&b.client_id))
+        });
+        rows
     }
 
     /// The controller plane's requests, per listener and API.
@@ -434,12 +606,12 @@ pub(crate) mod tests {
         for i in 0..30u64 {
             let arrival = if i == 0 { 10 * ms } else { done + 50_000 };
             done = arrival + 2 * ms;
-            stats.record(&event(5, PRODUCE, "sync-producer", arrival, arrival + 10_000, done), None);
+            stats.record(&event(5, PRODUCE, "sync-producer", arrival, arrival + 10_000, done), None, &RequestFacts::default(), &Delay::default());
         }
         // Pipelined: five requests in flight at once.
         for i in 0..30u64 {
             let arrival = 100 * ms + i * ms;
-            stats.record(&event(6, PRODUCE, "async-producer", arrival, arrival + 10_000, arrival + 5 * ms), None);
+            stats.record(&event(6, PRODUCE, "async-producer", arrival, arrival + 10_000, arrival + 5 * ms), None, &RequestFacts::default(), &Delay::default());
         }
         let s = stats.summary(1.0);
         assert_eq!(s.sync_producers.len(), 1, "{:?}", s.sync_producers);
@@ -470,11 +642,11 @@ pub(crate) mod tests {
             let arrival = if i == 0 { 10 * ms } else { done + 50_000 };
             done = arrival + 2 * ms;
             let api = [63, 1, PRODUCE][i as usize % 3];
-            stats.record(&event(9, api, "raft-client-1", arrival, arrival + 10_000, done), Some(&controller));
+            stats.record(&event(9, api, "raft-client-1", arrival, arrival + 10_000, done), Some(&controller), &RequestFacts::default(), &Delay::default());
         }
         for i in 0..5u64 {
-            stats.record(&event(11, PRODUCE, "app", i * ms, i * ms + 10_000, i * ms + 500_000), Some(&data));
-            stats.record(&event(12, 3, "app", i * ms, i * ms + 10_000, i * ms + 300_000), None);
+            stats.record(&event(11, PRODUCE, "app", i * ms, i * ms + 10_000, i * ms + 500_000), Some(&data), &RequestFacts::default(), &Delay::default());
+            stats.record(&event(12, 3, "app", i * ms, i * ms + 10_000, i * ms + 300_000), None, &RequestFacts::default(), &Delay::default());
         }
         let s = stats.summary(1.0);
         assert!(s.clients.iter().all(|c| c.client_id == "app"), "{:?}", s.clients);
@@ -498,7 +670,7 @@ pub(crate) mod tests {
             let client = format!("client-{i}");
             let n = if i < 3 { 10 } else { 1 };
             for _ in 0..n {
-                stats.record(&event(i, 3, &client, 0, 1_000_000, 2_000_000), None);
+                stats.record(&event(i, 3, &client, 0, 1_000_000, 2_000_000), None, &RequestFacts::default(), &Delay::default());
             }
         }
         let s = stats.summary(1.0);
@@ -510,4 +682,31 @@ pub(crate) mod tests {
         let total: u64 = s.clients.iter().map(|c| c.count).sum();
         assert_eq!(total, 3 * 10 + 497);
     }
+
+    #[test]
+    fn delayed_rows_and_threads_say_who_waited_where() {
+        let mut stats = RequestStats::default();
+        let ms = 1_000_000;
+        let stalled = Delay { added_ns: 5 * ms, miss_ns: 5 * ms, replication_ns: 0 };
+        let follower = RequestFacts { follower: Some(2), ..Default::default() };
+        for i in 0..10u64 {
+            let delay = if i < 3 { stalled } else { Delay::default() };
+            let done = if i < 3 { 20 * ms } else { 2 * ms };
+            stats.record(&request_event(3, 40, FETCH_KEY, "broker-2-fetcher-0", i * 100 * ms, i * 100 * ms + 1, i * 100 * ms + done), None, &follower, &delay);
+            stats.record(&request_event(3, 41, 12, "tail-consumer", i * 100 * ms, i * 100 * ms + 1, i * 100 * ms + ms), None, &RequestFacts::default(), &Delay::default());
+        }
+        let rows = stats.delayed();
+        let fetch = &rows[0];
+        assert_eq!((fetch.api, fetch.client_id.as_str(), fetch.requests, fetch.stalled_requests, fetch.added_ns), ("Fetch", "broker-2-fetcher-0", 10, 3, 15 * ms));
+        let near = |a: u64, b: u64| a.abs_diff(b) <= b / 100;
+        assert!(near(fetch.stalled.max_ns, 20 * ms) && near(fetch.not_stalled.max_ns, 2 * ms), "{fetch:?}");
+        assert_eq!((rows[1].api, rows[1].stalled_requests), ("Heartbeat", 0));
+        let s = stats.summary(1.0);
+        assert_eq!(s.threads.len(), 1);
+        let t = &s.threads[0];
+        assert_eq!((t.tid, t.connections, t.followers.as_slice()), (3, 2, &[2][..]));
+        assert_eq!(t.clients, ["broker-2-fetcher-0", "tail-consumer"]);
+    }
+
+    const FETCH_KEY: i16 = crate::kafka::FETCH;
 }

@@ -1,11 +1,15 @@
 //! Stall attribution: which network-thread stalls (page-cache misses, slow calls) delayed which
-//! Produce requests, for which file (topic-partition), serving which client.
+//! requests (every API: Produce, consumers' and followers' Fetch, group coordination), for which
+//! file (topic-partition), serving which client; and which acks=all Produce requests waited on
+//! followers whose Fetch connections live on a stalled thread (replication behind stalls).
 //!
-//! Records from one thread reach user space in the order that thread made them, so a Produce
+//! Records from one thread reach user space in the order that thread made them, so a request
 //! answered by a thread arrives after every stall of that thread that could have delayed it:
-//! each Produce is joined, as it arrives, against its thread's recent stalls.
+//! each request is joined, as it arrives, against its thread's recent stalls. A stall record is
+//! sent when its call returns, before the follower's next Fetch that the call held up, so an
+//! acks=all Produce (answered after that Fetch) arrives after the stalls that held it too.
 use std::{
-    collections::{BTreeMap, HashMap, VecDeque},
+    collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
     path::PathBuf,
     time::Duration,
 };
@@ -19,8 +23,8 @@ use serde::Serialize;
 use crate::{
     hist::{LatencyRecorder, Percentiles},
     listeners::Listener,
-    kafka::{self, FETCH},
-    requests::RequestTiming,
+    kafka::{self, FETCH, PRODUCE, RequestFacts},
+    requests::{Delay, DelayedRow, RequestTiming},
 };
 
 /// Stalls kept per thread for joining; older ones cannot overlap a request still to come
@@ -29,6 +33,11 @@ const STALLS_PER_THREAD: usize = 512;
 const STALL_MEMORY_NS: u64 = 120_000_000_000;
 const WORST_STALLS: usize = 10;
 const MAX_TRACKED_NAMES: usize = 256;
+/// Cold readers and partitions remembered per thread (the rest are "(other)").
+const NAMES_PER_THREAD: usize = 32;
+/// Follower fetch connections tracked (broker id, serving thread): a cluster's brokers times
+/// num.replica.fetchers, bounded.
+const MAX_FOLLOWER_CONNECTIONS: usize = 256;
 pub const TOP_ROWS: usize = 10;
 
 /// What kept the thread: the kernel's evidence, in order of precedence.
@@ -108,6 +117,11 @@ pub struct Stall {
     /// File byte range the call looked up in the page cache.
     pub file_range: Option<(u64, u64)>,
     pub request: Option<RequestRef>,
+    /// Requests of any API on this thread whose latency window this stall overlapped.
+    pub delayed_requests: u64,
+    /// acks=all Produce requests (on any thread) that waited while this stall held a
+    /// follower's Fetch connection.
+    pub delayed_replication: u64,
     /// Produce requests whose latency window this stall overlapped, and the time it overlapped.
     pub delayed_produce: u64,
     pub delayed_produce_ns: u64,
@@ -155,6 +169,64 @@ pub struct ThreadStalls {
     pub cause: Cause,
     pub stalls: u64,
     pub stall_ns: u64,
+    /// Page-cache misses: the client.id whose Fetch the most miss time was serving, and the
+    /// topic-partition (or file) read; null for other causes or when not known.
+    pub top_reader: Option<String>,
+    pub top_partition: Option<String>,
+}
+
+/// What the stalls did to one answered request: the time they added, and what stalled it (a
+/// page-cache miss if any overlapping stall of its own thread was one, else the other cause).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Attributed {
+    pub delay: Delay,
+    pub cause: Option<Cause>,
+}
+
+/// One answered data-plane request, as attribution needs it.
+pub struct Answered<'a> {
+    /// The network thread that read and answered it.
+    pub tid: u32,
+    pub listener: Option<&'a Listener>,
+    pub api_key: i16,
+    pub facts: &'a RequestFacts,
+    pub timing: RequestTiming,
+}
+
+/// One follower's Fetch connection on this broker (the leader), by the thread serving it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+pub struct FollowerFetches {
+    /// The follower's broker id, from its Fetch requests (ReplicaId, or ReplicaState from v15).
+    pub broker_id: i32,
+    pub tid: u32,
+    pub listener: Option<String>,
+    pub fetches: u64,
+    /// Its Fetch requests a stall of this thread overlapped, and the time it overlapped.
+    pub stalled_fetches: u64,
+    pub added_ns: u64,
+}
+
+/// acks=all Produce requests and the followers they wait on: a leader answers one only when
+/// the in-sync followers have fetched its records, so a stall of a thread serving a follower's
+/// Fetch connection delays it even when its own thread is clean.
+#[derive(Clone, Debug, Default, Serialize, schemars::JsonSchema)]
+pub struct ReplicationSummary {
+    /// Produce requests with acks=all (-1), and those whose acks could not be read (the
+    /// request's first bytes past the header were not captured: a client.id near 64 bytes).
+    pub produce_acks_all: u64,
+    pub produce_acks_unknown: u64,
+    /// acks=all Produce requests that waited while a follower's Fetch thread was stalled, and
+    /// the time those stalls overlapped them (summed over requests).
+    pub produce_delayed: u64,
+    pub produce_added_ns: u64,
+    /// The part of `produce_added_ns` that page-cache misses were.
+    pub produce_miss_ns: u64,
+    /// acks=all Produce latency, delayed so and not.
+    pub delayed: Percentiles,
+    pub not_delayed: Percentiles,
+    /// Of the slowest 1% of all Produce requests (`produce.slowest_1pct`), those delayed so.
+    pub slowest_1pct_delayed: u64,
+    pub followers: Vec<FollowerFetches>,
 }
 
 /// Produce latency (socket wait + broker time), split by whether a stall overlapped it.
@@ -195,12 +267,46 @@ pub struct StallSummary {
     /// Per network thread (and thread that missed in sendfile) and cause.
     pub by_thread: Vec<ThreadStalls>,
     pub produce: ProduceAttribution,
+    /// Every request stalls delayed, per API and client.id (every tracked client's rows, the most
+    /// delayed first): who was hurt, beyond Produce.
+    pub delayed: Vec<DelayedRow>,
     /// Page-cache misses by topic-partition (or file, when not a log segment), most time first.
     pub cold_partitions: Vec<MissTotals>,
     /// Page-cache misses by the client.id of the Fetch being served, most time first.
     pub cold_readers: Vec<MissTotals>,
     /// Longest stalls, with what they delayed.
     pub worst: Vec<Stall>,
+    pub replication: ReplicationSummary,
+}
+
+/// Names (cold readers, partitions) by miss time on one thread, bounded.
+#[derive(Default)]
+struct ThreadCulprits {
+    readers: HashMap<String, u64>,
+    partitions: HashMap<String, u64>,
+}
+
+fn add_bounded(map: &mut HashMap<String, u64>, name: &str, ns: u64) {
+    let name = if map.contains_key(name) || map.len() < NAMES_PER_THREAD { name } else { "(other)" };
+    *map.entry(name.to_string()).or_default() += ns;
+}
+
+fn top_name(map: &HashMap<String, u64>) -> Option<String> {
+    map.iter().max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0))).map(|(n, _)| n.clone())
+}
+
+#[derive(Default)]
+struct Replication {
+    acks_all: u64,
+    acks_unknown: u64,
+    added_ns: u64,
+    miss_ns: u64,
+    delayed: LatencyRecorder,
+    not_delayed: LatencyRecorder,
+    /// By (broker id, serving thread).
+    followers: BTreeMap<(i32, u32), FollowerFetches>,
+    /// The threads serving followers' Fetch connections.
+    threads: BTreeSet<u32>,
 }
 
 pub struct Attribution {
@@ -218,6 +324,8 @@ pub struct Attribution {
     stalled_by_miss: u64,
     stall_ns_added: u64,
     miss_ns_added: u64,
+    culprits: HashMap<u32, ThreadCulprits>,
+    replication: Replication,
 }
 
 impl Attribution {
@@ -237,6 +345,8 @@ impl Attribution {
             stalled_by_miss: 0,
             stall_ns_added: 0,
             miss_ns_added: 0,
+            culprits: HashMap::new(),
+            replication: Replication::default(),
         }
     }
 
@@ -261,6 +371,8 @@ impl Attribution {
             file,
             file_range: (e.end_byte > e.first_byte).then_some((e.first_byte, e.end_byte)),
             request: request_ref(&e.request),
+            delayed_requests: 0,
+            delayed_replication: 0,
             delayed_produce: 0,
             delayed_produce_ns: 0,
             delayed_produce_known: !listener.is_some_and(Listener::is_encrypted),
@@ -280,9 +392,12 @@ impl Attribution {
                 .clone()
                 .or_else(|| stall.file.as_ref().map(|p| p.display().to_string()))
                 .unwrap_or_else(|| "(unknown file)".into());
+            let culprits = self.culprits.entry(e.tid).or_default();
+            add_bounded(&mut culprits.partitions, &place, stall.duration_ns);
             bounded_entry(&mut self.partitions, place).add(&stall);
             if let Some(r) = &stall.request {
                 let reader = if r.api == kafka::api_name(FETCH) { r.client_id.clone() } else { format!("{} ({})", r.client_id, r.api) };
+                add_bounded(&mut culprits.readers, &reader, stall.duration_ns);
                 bounded_entry(&mut self.readers, reader).add(&stall);
             }
         }
@@ -296,44 +411,113 @@ impl Attribution {
         cause
     }
 
-    /// Joins an answered Produce against the stalls of the thread that served it (a network
-    /// thread of `listener`); returns what stalled it: a page-cache miss if any overlapping
-    /// stall was one, else the other cause.
-    pub fn record_produce(&mut self, tid: u32, listener: Option<&Listener>, t: &RequestTiming) -> Option<Cause> {
+    /// Joins an answered data-plane request against the stalls of the thread that served it
+    /// and, for an acks=all Produce, of the threads serving the followers it waited on.
+    pub fn record_request(&mut self, r: &Answered) -> Attributed {
+        let t = &r.timing;
         let (from, to) = (t.start_ns(), t.response_done_ns);
-        let mut added = 0;
-        let mut by_miss = 0;
+        let produce = r.api_key == PRODUCE;
+        let mut delay = Delay::default();
         let mut other_cause = None;
-        if let Some(stalls) = self.recent.get_mut(&tid) {
+        if let Some(stalls) = self.recent.get_mut(&r.tid) {
             for s in stalls.iter_mut().filter(|s| s.start_ns < to && s.end_ns() > from) {
                 let overlap = s.end_ns().min(to) - s.start_ns.max(from);
-                s.delayed_produce += 1;
-                s.delayed_produce_ns += overlap;
-                added += overlap;
+                s.delayed_requests += 1;
+                if produce {
+                    s.delayed_produce += 1;
+                    s.delayed_produce_ns += overlap;
+                }
+                delay.added_ns += overlap;
                 if s.cause == Cause::PageCacheMiss {
-                    by_miss += overlap;
+                    delay.miss_ns += overlap;
                 } else {
                     other_cause = Some(s.cause);
                 }
             }
         }
+        let cause = if delay.miss_ns > 0 { Some(Cause::PageCacheMiss) } else { other_cause };
+        if let (true, Some(broker_id)) = (r.api_key == FETCH, r.facts.follower) {
+            self.record_follower_fetch(broker_id, r, &delay);
+        }
+        if produce {
+            self.record_produce(r, &mut delay);
+        }
+        Attributed { delay, cause }
+    }
+
+    fn record_follower_fetch(&mut self, broker_id: i32, r: &Answered, delay: &Delay) {
+        let key = (broker_id, r.tid);
+        if !self.replication.followers.contains_key(&key) && self.replication.followers.len() >= MAX_FOLLOWER_CONNECTIONS {
+            return;
+        }
+        let f = self.replication.followers.entry(key).or_insert_with(|| FollowerFetches {
+            broker_id,
+            tid: r.tid,
+            listener: r.listener.map(|l| l.name.clone()),
+            ..Default::default()
+        });
+        f.fetches += 1;
+        f.stalled_fetches += (delay.added_ns > 0) as u64;
+        f.added_ns += delay.added_ns;
+        self.replication.threads.insert(r.tid);
+    }
+
+    fn record_produce(&mut self, r: &Answered, delay: &mut Delay) {
+        let t = &r.timing;
         let total = t.total_ns();
+        let added = delay.added_ns;
         self.produce_all.record(total);
-        let name = listener.map(|l| l.name.clone());
+        let name = r.listener.map(|l| l.name.clone());
         let per_listener =
             self.produce_by_listener.entry(name.clone()).or_insert_with(|| ListenerProduce { listener: name, ..Default::default() });
         per_listener.requests += 1;
         per_listener.stalled_requests += (added > 0) as u64;
-        per_listener.stalled_by_miss += (by_miss > 0) as u64;
+        per_listener.stalled_by_miss += (delay.miss_ns > 0) as u64;
         if added > 0 {
             self.produce_stalled.record(total);
             self.stall_ns_added += added;
-            self.miss_ns_added += by_miss;
-            self.stalled_by_miss += (by_miss > 0) as u64;
+            self.miss_ns_added += delay.miss_ns;
+            self.stalled_by_miss += (delay.miss_ns > 0) as u64;
         } else {
             self.produce_clean.record(total);
         }
-        if by_miss > 0 { Some(Cause::PageCacheMiss) } else { other_cause }
+        match r.facts.acks {
+            Some(-1) => {}
+            Some(_) => return,
+            None => {
+                self.replication.acks_unknown += 1;
+                return;
+            }
+        }
+        self.replication.acks_all += 1;
+        // The stalls of the followers' threads that overlapped this request, its own thread's
+        // already counted; at most the time its own stalls left.
+        let (from, to) = (t.start_ns(), t.response_done_ns);
+        let room = total.saturating_sub(added);
+        let (mut replication, mut miss) = (0u64, 0u64);
+        for tid in self.replication.threads.iter().filter(|&&tid| tid != r.tid) {
+            let Some(stalls) = self.recent.get_mut(tid) else { continue };
+            for s in stalls.iter_mut().filter(|s| s.start_ns < to && s.end_ns() > from) {
+                let overlap = (s.end_ns().min(to) - s.start_ns.max(from)).min(room - replication);
+                if overlap == 0 {
+                    continue;
+                }
+                s.delayed_replication += 1;
+                replication += overlap;
+                if s.cause == Cause::PageCacheMiss {
+                    miss += overlap;
+                }
+            }
+        }
+        delay.replication_ns = replication;
+        let rep = &mut self.replication;
+        if replication > 0 {
+            rep.added_ns += replication;
+            rep.miss_ns += miss;
+            rep.delayed.record(total);
+        } else {
+            rep.not_delayed.record(total);
+        }
     }
 
     pub fn summary(&self) -> StallSummary {
@@ -351,12 +535,17 @@ impl Attribution {
             by_thread: self
                 .by_thread
                 .iter()
-                .map(|(&(tid, cause), (stalls, stall_ns, listener))| ThreadStalls {
-                    tid,
-                    listener: listener.clone(),
-                    cause,
-                    stalls: *stalls,
-                    stall_ns: *stall_ns,
+                .map(|(&(tid, cause), (stalls, stall_ns, listener))| {
+                    let culprits = self.culprits.get(&tid).filter(|_| cause == Cause::PageCacheMiss);
+                    ThreadStalls {
+                        tid,
+                        listener: listener.clone(),
+                        cause,
+                        stalls: *stalls,
+                        stall_ns: *stall_ns,
+                        top_reader: culprits.and_then(|c| top_name(&c.readers)),
+                        top_partition: culprits.and_then(|c| top_name(&c.partitions)),
+                    }
                 })
                 .collect(),
             produce: ProduceAttribution {
@@ -372,9 +561,22 @@ impl Attribution {
                 miss_ns_added: self.miss_ns_added,
                 by_listener: self.produce_by_listener.values().cloned().collect(),
             },
+            // Filled by the aggregator from the request table, which keeps the per-client latency.
+            delayed: Vec::new(),
             cold_partitions: top(&self.partitions),
             cold_readers: top(&self.readers),
             worst,
+            replication: ReplicationSummary {
+                produce_acks_all: self.replication.acks_all,
+                produce_acks_unknown: self.replication.acks_unknown,
+                produce_delayed: self.replication.delayed.count(),
+                produce_added_ns: self.replication.added_ns,
+                produce_miss_ns: self.replication.miss_ns,
+                delayed: self.replication.delayed.percentiles(),
+                not_delayed: self.replication.not_delayed.percentiles(),
+                slowest_1pct_delayed: if p99 > 0 { self.replication.delayed.count_at_or_above(p99) } else { 0 },
+                followers: self.replication.followers.values().cloned().collect(),
+            },
         }
     }
 }
@@ -446,6 +648,12 @@ mod tests {
         }
     }
 
+    /// An answered Produce (acks unknown) on thread `tid`.
+    fn record_produce(a: &mut Attribution, tid: u32, listener: Option<&Listener>, timing: &RequestTiming) -> Attributed {
+        let facts = RequestFacts::default();
+        a.record_request(&Answered { tid, listener, api_key: PRODUCE, facts: &facts, timing: *timing })
+    }
+
     fn produce(start_ms: u64, end_ms: u64) -> RequestTiming {
         RequestTiming {
             arrival_ns: Some(start_ms * 1_000_000),
@@ -460,12 +668,12 @@ mod tests {
         let mut a = Attribution::new(Duration::from_millis(1));
         a.record_stall(&stall(1, 100, 8, true, Some("cold-reader")), None, None);
         // Arrived during the miss, on the same thread: stalled by 5 ms of it.
-        a.record_produce(1, None, &produce(103, 109));
+        record_produce(&mut a, 1, None, &produce(103, 109));
         // Same time, another thread: not stalled.
-        a.record_produce(2, None, &produce(103, 104));
+        record_produce(&mut a, 2, None, &produce(103, 104));
         // Same thread, after the miss: not stalled.
         for i in 0..97 {
-            a.record_produce(1, None, &produce(200 + i, 200 + i + 1));
+            record_produce(&mut a, 1, None, &produce(200 + i, 200 + i + 1));
         }
         let s = a.summary();
         assert_eq!(s.produce.requests, 99);
@@ -481,7 +689,7 @@ mod tests {
     fn slow_call_without_miss_is_a_stall_of_another_cause() {
         let mut a = Attribution::new(Duration::from_millis(1));
         a.record_stall(&stall(1, 100, 3, false, None), None, None);
-        a.record_produce(1, None, &produce(99, 104));
+        record_produce(&mut a, 1, None, &produce(99, 104));
         let s = a.summary();
         assert_eq!((s.produce.stalled_requests, s.produce.stalled_by_miss), (1, 0));
         assert!(s.cold_readers.is_empty() && s.cold_partitions.is_empty());
@@ -508,8 +716,8 @@ mod tests {
         let mut a = Attribution::new(Duration::from_millis(1));
         a.record_stall(&stall(1, 100, 8, true, Some("cold-reader")), None, Some(&plaintext));
         a.record_stall(&stall(2, 100, 20, true, None), None, Some(&ssl));
-        a.record_produce(1, Some(&plaintext), &produce(103, 109));
-        a.record_produce(1, Some(&plaintext), &produce(200, 201));
+        record_produce(&mut a, 1, Some(&plaintext), &produce(103, 109));
+        record_produce(&mut a, 1, Some(&plaintext), &produce(200, 201));
         let s = a.summary();
         let worst: Vec<(Option<&str>, u64, bool)> =
             s.worst.iter().map(|w| (w.listener.as_deref(), w.delayed_produce, w.delayed_produce_known)).collect();
@@ -523,5 +731,67 @@ mod tests {
         );
         let json = serde_json::to_value(&s.worst[0]).unwrap();
         assert_eq!((&json["listener"], &json["delayed_produce_known"]), (&"SSL".into(), &false.into()));
+    }
+
+    fn answered(a: &mut Attribution, tid: u32, api_key: i16, facts: RequestFacts, timing: RequestTiming) -> Attributed {
+        a.record_request(&Answered { tid, listener: None, api_key, facts: &facts, timing })
+    }
+
+    #[test]
+    fn every_request_on_the_stalled_thread_is_delayed_whatever_its_api() {
+        let mut a = Attribution::new(Duration::from_millis(1));
+        a.record_stall(&stall(1, 100, 8, true, Some("cold-reader")), None, None);
+        a.record_stall(&stall(1, 200, 4, false, None), None, None);
+        let heartbeat = answered(&mut a, 1, 12, RequestFacts::default(), produce(102, 109));
+        let miss = Delay { added_ns: 6_000_000, miss_ns: 6_000_000, replication_ns: 0 };
+        assert_eq!(heartbeat, Attributed { delay: miss, cause: Some(Cause::PageCacheMiss) });
+        // Overlapped by a miss and another cause: the miss names it, both add.
+        let fetch = answered(&mut a, 1, FETCH, RequestFacts::default(), produce(105, 202));
+        assert_eq!((fetch.delay.added_ns, fetch.delay.miss_ns, fetch.cause), (5_000_000, 3_000_000, Some(Cause::PageCacheMiss)));
+        // Partial overlap with the slow call alone.
+        let other = answered(&mut a, 1, FETCH, RequestFacts::default(), produce(203, 210));
+        assert_eq!((other.delay.added_ns, other.cause), (1_000_000, Some(Cause::OffCpu)));
+        // Another thread, same time: nothing.
+        assert_eq!(answered(&mut a, 2, FETCH, RequestFacts::default(), produce(101, 109)), Attributed::default());
+        let s = a.summary();
+        assert_eq!(s.produce.requests, 0, "no Produce was answered");
+        let miss = s.worst.iter().find(|w| w.cause == Cause::PageCacheMiss).unwrap();
+        assert_eq!((miss.delayed_requests, miss.delayed_produce), (2, 0));
+    }
+
+    #[test]
+    fn acks_all_produce_waits_on_a_follower_whose_fetch_thread_is_stalled() {
+        let mut a = Attribution::new(Duration::from_millis(1));
+        let follower = RequestFacts { follower: Some(2), ..Default::default() };
+        let acks_all = RequestFacts { acks: Some(-1), ..Default::default() };
+        let acks_one = RequestFacts { acks: Some(1), ..Default::default() };
+        // Broker 2's Fetch is served by thread 3, where a cold read stalls 100..150 ms.
+        answered(&mut a, 3, FETCH, follower.clone(), produce(50, 60));
+        a.record_stall(&stall(3, 100, 50, true, Some("cold-reader")), None, None);
+        let held = answered(&mut a, 3, FETCH, follower.clone(), produce(99, 151));
+        assert_eq!(held.delay.added_ns, 50_000_000);
+        // The producer on thread 1 (clean): its acks=all request waited 40 ms of it.
+        let p = answered(&mut a, 1, PRODUCE, acks_all.clone(), produce(110, 152));
+        assert_eq!((p.delay.added_ns, p.delay.replication_ns, p.cause), (0, 40_000_000, None));
+        // acks=1 does not wait on followers; a Produce on the follower's own thread counts as
+        // stalled there, not twice.
+        assert_eq!(answered(&mut a, 1, PRODUCE, acks_one, produce(110, 120)).delay.replication_ns, 0);
+        let own = answered(&mut a, 3, PRODUCE, acks_all.clone(), produce(140, 160));
+        assert_eq!((own.delay.added_ns, own.delay.replication_ns), (10_000_000, 0));
+        for i in 0..5 {
+            answered(&mut a, 1, PRODUCE, acks_all.clone(), produce(200 + i, 201 + i));
+        }
+        answered(&mut a, 1, PRODUCE, RequestFacts::default(), produce(300, 301));
+        let s = a.summary();
+        let r = &s.replication;
+        assert_eq!((r.produce_acks_all, r.produce_acks_unknown, r.produce_delayed), (7, 1, 1));
+        assert_eq!((r.produce_added_ns, r.produce_miss_ns), (40_000_000, 40_000_000));
+        assert_eq!(
+            r.followers,
+            [FollowerFetches { broker_id: 2, tid: 3, listener: None, fetches: 2, stalled_fetches: 1, added_ns: 50_000_000 }]
+        );
+        assert_eq!(r.slowest_1pct_delayed, 1, "the 42 ms Produce is the slowest");
+        assert_eq!(s.worst[0].delayed_replication, 1);
+        assert_eq!(s.by_thread[0].top_reader.as_deref(), Some("cold-reader"));
     }
 }

@@ -188,6 +188,25 @@ impl Collector for KstallCollector {
         counter(&mut enc, "kstall_produce_stalled_requests", "Produce requests whose latency a network-thread stall overlapped.", &[(none.clone(), p.stalled_requests)])?;
         counter(&mut enc, "kstall_produce_stalled_by_miss_requests", "Produce requests whose latency a page-cache miss on their network thread overlapped.", &[(none.clone(), p.stalled_by_miss)])?;
         counter_f64(&mut enc, "kstall_produce_stall_added_seconds", "Time stalls overlapped Produce latency, summed over requests.", p.stall_ns_added as f64 / 1e9)?;
+        // The blast radius, per API and client.id (the 64 tracked ids, then "(other)").
+        let victims = |n: fn(&kstall_core::requests::DelayedRow) -> u64| -> Vec<(Labels, u64)> {
+            s.stalls.delayed.iter().map(|r| (vec![("api", r.api.to_string()), ("client_id", r.client_id.clone())], n(r))).collect()
+        };
+        counter(&mut enc, "kstall_requests_stalled", "Requests of every API whose latency a stall of their network thread overlapped, by API and client.id.", &victims(|r| r.stalled_requests))?;
+        let mut family = enc.encode_descriptor("kstall_request_stall_added_seconds", "Time stalls of their network thread overlapped requests, summed over requests, by API and client.id.", None, MetricType::Counter)?;
+        for (labels, ns) in victims(|r| r.added_ns) {
+            family.encode_family(&labels)?.encode_counter::<NoLabelSet, _, u64>(&(ns as f64 / 1e9), None)?;
+        }
+        let r = &s.stalls.replication;
+        counter(&mut enc, "kstall_produce_acks_all_requests", "Produce requests with acks=all.", &[(none.clone(), r.produce_acks_all)])?;
+        counter(&mut enc, "kstall_produce_replication_delayed_requests", "acks=all Produce requests that waited while a network thread serving a follower's Fetch connection was stalled.", &[(none.clone(), r.produce_delayed)])?;
+        counter_f64(&mut enc, "kstall_produce_replication_added_seconds", "Time stalls of followers' Fetch threads overlapped acks=all Produce latency, summed over requests.", r.produce_added_ns as f64 / 1e9)?;
+        let followers: Vec<(Labels, u64)> = r
+            .followers
+            .iter()
+            .map(|f| (with_listener(vec![("follower", f.broker_id.to_string()), ("thread", s.thread_name(f.tid))], &f.listener), f.stalled_fetches))
+            .collect();
+        counter(&mut enc, "kstall_follower_fetches_stalled", "Followers' Fetch requests a stall of their network thread overlapped, by follower broker id and thread.", &followers)?;
         // Threads named only by comm share a name: one series each name, summed.
         let mut stall_series: Vec<(Labels, u64, u64)> = Vec::new();
         for t in &s.stalls.by_thread {
@@ -325,9 +344,9 @@ mod tests {
         }
         // Two comm-named threads: one series for their name.
         for tid in [5, 6] {
-            s.stalls.by_thread.push(ThreadStalls { tid, listener: None, cause: Cause::OffCpu, stalls: 1, stall_ns: 2_000_000 });
+            s.stalls.by_thread.push(ThreadStalls { tid, listener: None, cause: Cause::OffCpu, stalls: 1, stall_ns: 2_000_000, top_reader: None, top_partition: None });
         }
-        s.stalls.by_thread.push(ThreadStalls { tid: 7, listener: Some("SSL".into()), cause: Cause::PageCacheMiss, stalls: 2, stall_ns: 9_000_000 });
+        s.stalls.by_thread.push(ThreadStalls { tid: 7, listener: Some("SSL".into()), cause: Cause::PageCacheMiss, stalls: 2, stall_ns: 9_000_000, top_reader: None, top_partition: None });
         s.controller_requests.push(ControllerApiRow {
             listener: "CONTROLLER".into(),
             api: "BrokerHeartbeat",

@@ -3,6 +3,7 @@ use comfy_table::{Cell, CellAlignment, ContentArrangement, Table, presets::UTF8_
 use kstall_common::{BUCKETS, CacheResult, LatencyHist, MIN_POW, SUB_BUCKETS};
 
 use kstall_core::{
+    kafka::PRODUCE,
     kernel::EvidenceStatus,
     listeners::{self, BrokerConfig, Plane},
     requests::MAX_TRACKED_CLIENTS,
@@ -219,7 +220,7 @@ pub fn no_requests_line(summary: &Summary) -> String {
 pub fn stalls_line(st: &StallSummary) -> String {
     let p = &st.produce;
     format!(
-        "stalls (page-cache misses, and network-thread calls >= {}): {}; stalled Produce: {} ({} by page-cache misses); slowest 1%: {} of {} stalled; stalls added {} ({} by misses)",
+        "stalls (page-cache misses, and network-thread calls >= {}): {}; stalled Produce: {} ({} by page-cache misses); slowest 1%: {} of {} stalled; stalls added {} ({} by misses); other requests stalled: {}; acks=all Produce held by stalled followers: {} of {} ({} added)",
         duration(st.threshold_ns),
         if st.by_cause.is_empty() {
             "none".to_string()
@@ -232,6 +233,10 @@ pub fn stalls_line(st: &StallSummary) -> String {
         p.slowest_1pct,
         duration(p.stall_ns_added),
         duration(p.miss_ns_added),
+        st.delayed.iter().filter(|r| r.api_key != PRODUCE).map(|r| r.stalled_requests).sum::<u64>(),
+        st.replication.produce_delayed,
+        st.replication.produce_acks_all,
+        duration(st.replication.produce_added_ns),
     )
 }
 
@@ -249,10 +254,115 @@ pub fn evidence_tables(s: &Summary) -> Vec<EvidenceTable> {
     let mut tables = vec![syscall_table(s), api_table(s), client_table(s)];
     tables.extend(controller_table(s));
     tables.push(produce_table(s));
+    tables.push(delayed_table(s));
+    tables.push(replication_table(s));
     tables.extend(cold_tables(s));
     tables.push(worst_stalls_table(s));
     tables.push(thread_stalls_table(s));
+    tables.push(thread_connections_table(s));
     tables
+}
+
+/// Every client's requests that stalls delayed, per API, most delayed first (`s.stalls.delayed`
+/// rows with a delay): the blast radius.
+pub fn delayed_table(s: &Summary) -> EvidenceTable {
+    EvidenceTable {
+        title: "Requests delayed by stalls, per API and client.id",
+        header: vec![
+            "api",
+            "client.id",
+            "requests",
+            "delayed",
+            "delay added",
+            "p99 delayed",
+            "p99 not",
+            "held by replication",
+            "replication added",
+        ],
+        rows: s
+            .stalls
+            .delayed
+            .iter()
+            .filter(|r| r.stalled_requests > 0 || r.replication_delayed > 0)
+            .map(|r| {
+                vec![
+                    r.api.to_string(),
+                    if r.client_id.is_empty() { "(none)".into() } else { r.client_id.clone() },
+                    r.requests.to_string(),
+                    r.stalled_requests.to_string(),
+                    duration(r.added_ns),
+                    of_set(r.stalled_requests, r.stalled.p99_ns, duration),
+                    of_set(r.requests - r.stalled_requests, r.not_stalled.p99_ns, duration),
+                    r.replication_delayed.to_string(),
+                    duration(r.replication_ns),
+                ]
+            })
+            .collect(),
+        numeric_from: 2,
+    }
+}
+
+/// The followers' Fetch connections on this broker, per (broker id, serving thread).
+pub fn replication_table(s: &Summary) -> EvidenceTable {
+    EvidenceTable {
+        title: "Followers' Fetch connections (replication)",
+        header: vec!["follower", "thread", "listener", "fetches", "stalled", "delay added"],
+        rows: s
+            .stalls
+            .replication
+            .followers
+            .iter()
+            .map(|f| {
+                vec![
+                    format!("broker {}", f.broker_id),
+                    s.thread_name(f.tid),
+                    f.listener.clone().unwrap_or_default(),
+                    f.fetches.to_string(),
+                    f.stalled_fetches.to_string(),
+                    duration(f.added_ns),
+                ]
+            })
+            .collect(),
+        numeric_from: 3,
+    }
+}
+
+/// Who lives on each network thread, and how long it was stalled: what waits when it is blocked.
+pub fn thread_connections_table(s: &Summary) -> EvidenceTable {
+    EvidenceTable {
+        title: "Network threads' connections (stalled: share of the time traced; misses serving: the top cold reader and partition)",
+        header: vec!["thread", "listener", "misses serving", "client.ids", "followers", "connections", "stalled"],
+        rows: s
+            .requests
+            .threads
+            .iter()
+            .map(|t| {
+                let mut clients = t.clients.join(", ");
+                if t.other_clients > 0 {
+                    clients += &format!(" (+{} more)", t.other_clients);
+                }
+                let stalls = s.stalls.by_thread.iter().filter(|b| b.tid == t.tid);
+                let stall_ns: u64 = stalls.clone().map(|b| b.stall_ns).sum();
+                let culprit = stalls
+                    .filter_map(|b| match (&b.top_reader, &b.top_partition) {
+                        (Some(reader), Some(partition)) => Some(format!("{reader} on {partition}")),
+                        (reader, partition) => reader.clone().or_else(|| partition.clone()),
+                    })
+                    .next()
+                    .unwrap_or_default();
+                vec![
+                    s.thread_name(t.tid),
+                    t.listener.clone().unwrap_or_default(),
+                    culprit,
+                    clients,
+                    t.followers.iter().map(i32::to_string).collect::<Vec<_>>().join(", "),
+                    t.connections.to_string(),
+                    format!("{:.0}%", stall_ns as f64 / (s.elapsed_seconds * 1e9).max(1.0) * 100.0),
+                ]
+            })
+            .collect(),
+        numeric_from: 4,
+    }
 }
 
 pub fn syscall_table(s: &Summary) -> EvidenceTable {

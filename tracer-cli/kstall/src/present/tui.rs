@@ -383,6 +383,16 @@ impl Tui {
                 out.push(Line::default());
                 let by_thread = s.stalls.by_thread.iter().map(|t| cause_style(t.cause));
                 out.extend(Grid::new(table::thread_stalls_table(s), THREAD_STALL_COLUMNS, true).styled(by_thread).lines(width, 0));
+                for (t, specs) in [
+                    (table::delayed_table(s), DELAYED_COLUMNS),
+                    (table::replication_table(s), REPLICATION_COLUMNS),
+                    (table::thread_connections_table(s), CONNECTION_COLUMNS),
+                ] {
+                    if !t.rows.is_empty() {
+                        out.push(Line::default());
+                        out.extend(Grid::new(t, specs, true).lines(width, 0));
+                    }
+                }
             }
             View::Cold => {
                 let [partitions, readers] = table::cold_tables(s);
@@ -561,6 +571,35 @@ const WORST_STALL_COLUMNS: &[Spec] = &[
     col("listener", 8),
 ];
 const THREAD_STALL_COLUMNS: &[Spec] = &[name("thread", 0, Cut::Middle), col("cause", 1), col("stalls", 2), col("stall time", 3), col("listener", 4)];
+/// At 80 columns: who, which API, how many delayed and by how much.
+const DELAYED_COLUMNS: &[Spec] = &[
+    col("api", 0),
+    name("client.id", 1, Cut::End),
+    col("delayed", 2),
+    col("delay added", 3),
+    col("p99 delayed", 4),
+    col("p99 not", 5),
+    col("requests", 6),
+    col("held by replication", 7),
+    col("replication added", 8),
+];
+const REPLICATION_COLUMNS: &[Spec] = &[
+    col("follower", 0),
+    name("thread", 1, Cut::Middle),
+    col("stalled", 2),
+    col("delay added", 3),
+    col("fetches", 4),
+    col("listener", 5),
+];
+const CONNECTION_COLUMNS: &[Spec] = &[
+    name("thread", 0, Cut::Middle),
+    col("stalled", 1),
+    name("misses serving", 2, Cut::End),
+    col("followers", 3),
+    name("client.ids", 4, Cut::End),
+    col("connections", 5),
+    col("listener", 6),
+];
 const COLD_COLUMNS: &[Spec] = &[name("name", 0, Cut::End), col("misses", 1), col("miss time", 2), col("pages added", 3), col("bytes", 4)];
 
 /// Priority of a column no spec names: after every named one.
@@ -1038,7 +1077,7 @@ mod tests {
         (p.requests, p.stalled_requests, p.stalled_by_miss) = (1260, 327, 327);
         (p.all, p.stalled, p.not_stalled) = (percentiles(ms(1), ms(147)), percentiles(ms(65), ms(147)), percentiles(ms(1), ms(7)));
         s.stalls.threshold_ns = ms(1);
-        s.stalls.by_thread.push(ThreadStalls { tid: 12, listener: Some("PLAINTEXT".into()), cause: Cause::PageCacheMiss, stalls: 405, stall_ns: ms(25_100) });
+        s.stalls.by_thread.push(ThreadStalls { tid: 12, listener: Some("PLAINTEXT".into()), cause: Cause::PageCacheMiss, stalls: 405, stall_ns: ms(25_100), top_reader: Some("analytics-backfill".into()), top_partition: Some("cold-0".into()) });
         s.stalls.worst = (0..10)
             .map(|i| Stall {
                 tid: 12,
@@ -1057,6 +1096,8 @@ mod tests {
                 segment: Some("00000000000000000000.log".into()),
                 file_range: None,
                 request: Some(RequestRef { api: "Fetch", correlation_id: 5 + i as i32, client_id: "analytics-backfill".into() }),
+                delayed_requests: 2 * i,
+                delayed_replication: 0,
                 delayed_produce: i,
                 delayed_produce_ns: ms(i),
                 delayed_produce_known: true,
@@ -1289,6 +1330,9 @@ mod tests {
             (table::produce_table(&s), PRODUCE_COLUMNS),
             (table::worst_stalls_table(&s), WORST_STALL_COLUMNS),
             (table::thread_stalls_table(&s), THREAD_STALL_COLUMNS),
+            (table::delayed_table(&s), DELAYED_COLUMNS),
+            (table::replication_table(&s), REPLICATION_COLUMNS),
+            (table::thread_connections_table(&s), CONNECTION_COLUMNS),
             (table::cold_tables(&s).into_iter().next().unwrap(), COLD_COLUMNS),
         ];
         for (t, specs) in tables {
