@@ -520,13 +520,24 @@ fn blocked_thread_findings(s: &Summary) -> Vec<Finding> {
             } else {
                 format!("its connections ({} of them) belong to {}", conns.map_or(0, |c| c.connections), waiting.join(", "))
             };
+            // Its clients' requests that stalls delayed, most delayed first (a client with
+            // connections on several threads shows its delays from all of them).
+            let hurt: Vec<String> = s
+                .stalls
+                .delayed
+                .iter()
+                .filter(|d| d.stalled_requests > 0 && conns.is_some_and(|c| c.clients.contains(&d.client_id)))
+                .take(5)
+                .map(|d| victim(d, d.stalled_requests, d.added_ns))
+                .collect();
+            let hurt = if hurt.is_empty() { String::new() } else { format!(" Delayed: {}.", hurt.join(", ")) };
             let total = s.requests.threads.len().max(network.len());
             Finding {
                 id: "network_thread_blocked",
                 severity: if share >= THREAD_BLOCKED_CRITICAL { Severity::Critical } else { Severity::Warning },
                 title: format!("Network thread {} was blocked {:.0}% of the trace", s.thread_name(tid), share * 100.0),
                 detail: format!(
-                    "{}. While it was blocked none of its connections was read or answered; {who}. New connections land on the {} network threads in turn, so one in {} of the clients that connect next will wait here too.",
+                    "{}. While it was blocked none of its connections was read or answered; {who}.{hurt} New connections land on the {} network threads in turn, so one in {} of the clients that connect next will wait here too.",
                     thread_cause(s, tid),
                     total,
                     total.max(1)
