@@ -67,6 +67,15 @@ fn parse_thread_print(text: &str) -> Vec<(u32, String)> {
     threads
 }
 
+/// `data-plane-kafka-network-thread-1-ListenerName(PLAINTEXT)-PLAINTEXT-0` (3.x) or
+/// `data-plane-kafka-network-thread-1-PLAINTEXT-PLAINTEXT-0` (4.x): node id, listener, security
+/// protocol, processor id.
+fn is_network_thread_of(name: &str, listener: &str) -> bool {
+    let Some((_, rest)) = name.split_once("kafka-network-thread-") else { return false };
+    let Some((_node, rest)) = rest.split_once('-') else { return false };
+    rest.starts_with(&format!("{listener}-")) || rest.starts_with(&format!("ListenerName({listener})-"))
+}
+
 /// The epoll fd `tid` of `pid` waits on, read while it waits (retried while the thread is busy).
 pub fn epoll_fd(pid: u32, tid: u32) -> Result<i32> {
     let path = format!("/proc/{pid}/task/{tid}/syscall");
@@ -165,10 +174,11 @@ pub struct FollowerConnection {
 impl Placement {
     /// The network threads of `listener` (`PLAINTEXT`) of broker `pid`, which listens on `port`.
     pub fn new(pid: u32, port: u16, listener: &str) -> Result<Placement> {
-        let tag = format!("ListenerName({listener})");
+        let tag = format!("listener {listener}");
         let mut threads = Vec::new();
-        for (tid, name) in java_threads(pid)? {
-            if !(name.contains("kafka-network-thread") && name.contains(&tag)) {
+        let java = java_threads(pid)?;
+        for (tid, name) in java.iter().cloned() {
+            if !is_network_thread_of(&name, listener) {
                 continue;
             }
             let processor = name.rsplit('-').next().and_then(|n| n.parse().ok()).with_context(|| format!("no processor id in {name}"))?;
@@ -176,7 +186,8 @@ impl Placement {
             threads.push(NetworkThread { tid, name, processor, epfd });
         }
         if threads.is_empty() {
-            bail!("broker {pid} has no network thread for {tag}");
+            let names: Vec<&String> = java.iter().map(|(_, n)| n).filter(|n| n.contains("network")).collect();
+            bail!("broker {pid} has no network thread for {tag} among {} Java threads; network ones: {names:?}", java.len());
         }
         threads.sort_by_key(|t| t.processor);
         Ok(Placement { pid, port, threads })
@@ -203,17 +214,42 @@ impl Placement {
         Ok(None)
     }
 
-    /// As [`Placement::thread_now`], waiting up to 5 s for the thread to register it.
+    /// As [`Placement::thread_now`], waiting up to 10 s for a thread to have it on its selector.
+    /// Kafka mutes a connection while one of its requests is in the broker (its interest ops
+    /// go to 0, and Java's selector then removes the fd from the epoll set): a connection
+    /// whose requests wait long (a follower's fetch in purgatory) is registered for moments
+    /// only, so this looks often.
     pub fn thread_of(&self, client_port: u16) -> Result<usize> {
-        let deadline = Instant::now() + Duration::from_secs(5);
+        self.thread_within(client_port, Duration::from_secs(10))
+    }
+
+    pub fn thread_within(&self, client_port: u16, timeout: Duration) -> Result<usize> {
+        let deadline = Instant::now() + timeout;
+        let Some(fd) = self.wait_broker_fd(client_port, deadline)? else {
+            bail!("broker {} has no socket for the connection from port {client_port}", self.pid);
+        };
         loop {
-            if let Some(i) = self.thread_now(client_port)? {
-                return Ok(i);
+            for (i, t) in self.threads.iter().enumerate() {
+                if epoll_targets(self.pid, t.epfd)?.contains(&fd) {
+                    return Ok(i);
+                }
             }
             if Instant::now() > deadline {
-                bail!("no network thread of {} has the connection from port {client_port} on its selector", self.pid);
+                bail!("no network thread of {} had the connection from port {client_port} (fd {fd}) on its selector within {timeout:?}", self.pid);
             }
-            std::thread::sleep(Duration::from_millis(5));
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+
+    fn wait_broker_fd(&self, client_port: u16, deadline: Instant) -> Result<Option<i32>> {
+        loop {
+            if let Some(fd) = self.broker_fd(client_port)? {
+                return Ok(Some(fd));
+            }
+            if Instant::now() > deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(2));
         }
     }
 
@@ -264,7 +300,9 @@ impl Placement {
     }
 
     /// The replica fetcher connections of the `followers` (broker id, pid) to this broker:
-    /// sockets from a follower's ephemeral port to this listener, owned by that follower.
+    /// sockets from a follower's ephemeral port to this listener, owned by that follower. Their
+    /// fetches wait in purgatory (muted) when there is nothing to replicate: have something
+    /// produced meanwhile, or this may take up to 30 s per follower.
     pub fn follower_connections(&self, followers: &[(i32, u32)]) -> Result<Vec<FollowerConnection>> {
         let entries = tcp_entries()?;
         let mut found = Vec::new();
@@ -275,7 +313,7 @@ impl Placement {
             };
             for &(broker_id, pid) in followers {
                 if fd_of_socket(pid, client_side.inode).is_some() {
-                    found.push(FollowerConnection { broker_id, client_port: client, thread: self.thread_of(client)? });
+                    found.push(FollowerConnection { broker_id, client_port: client, thread: self.thread_within(client, Duration::from_secs(30))? });
                 }
             }
         }
@@ -321,6 +359,14 @@ mod tests {
             parse_thread_print(text),
             [(0x3039, "data-plane-kafka-network-thread-1-ListenerName(PLAINTEXT)-PLAINTEXT-2".to_string()), (777, "main".to_string())]
         );
+    }
+
+    #[test]
+    fn network_thread_names() {
+        assert!(is_network_thread_of("data-plane-kafka-network-thread-1-PLAINTEXT-PLAINTEXT-2", "PLAINTEXT"));
+        assert!(is_network_thread_of("data-plane-kafka-network-thread-1-ListenerName(PLAINTEXT)-PLAINTEXT-0", "PLAINTEXT"));
+        assert!(!is_network_thread_of("data-plane-kafka-network-thread-1-CONTROLLER-PLAINTEXT-0", "PLAINTEXT"));
+        assert!(!is_network_thread_of("kafka-request-handler-0", "PLAINTEXT"));
     }
 
     #[test]
