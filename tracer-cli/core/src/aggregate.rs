@@ -13,7 +13,7 @@ use kstall_common::{CacheResult, HistKey, LatencyHist, Syscall, counter};
 use crate::{
     broker::Broker,
     findings,
-    kafka::{PRODUCE, RequestFacts},
+    kafka::{PRODUCE, RequestFacts, Topic, TopicNames},
     kernel::Event,
     listeners::{self, BrokerConfig, Listener, Plane},
     requests::{RequestStats, RequestTiming},
@@ -88,6 +88,10 @@ pub struct Aggregator {
     retired: BTreeMap<RowKey, LatencyHist>,
     exited_threads: u64,
     requests: RequestStats,
+    /// Topic ids to names, from the session (the broker's log directories).
+    topic_names: TopicNames,
+    /// A request named a topic id `topic_names` lacks since they were last set.
+    unknown_topic_id: bool,
     attribution: Attribution,
     requests_answered: u64,
     timeline: Timeline,
@@ -117,6 +121,8 @@ impl Aggregator {
             retired: BTreeMap::new(),
             exited_threads: 0,
             requests: RequestStats::default(),
+            topic_names: TopicNames::default(),
+            unknown_topic_id: false,
             requests_answered: 0,
             timeline: Timeline::new(kernel.start_ns),
         }
@@ -157,6 +163,9 @@ impl Aggregator {
                 self.requests_answered += 1;
                 let listener = self.thread_listeners.get(&request.tid);
                 let facts = RequestFacts::of(&request);
+                if let Some((Topic::Id(id), _)) = &facts.partition {
+                    self.unknown_topic_id |= !self.topic_names.0.contains_key(id);
+                }
                 let timing = RequestTiming::of(&request);
                 // The controller plane's requests are kept apart from the clients'.
                 let data_plane = listener.is_none_or(|l| l.plane == Plane::Data);
@@ -172,6 +181,18 @@ impl Aggregator {
                 }
             }
         }
+    }
+
+    /// A request named a topic by an id the session's names lack (a topic created since they
+    /// were read): read the log directories again.
+    pub fn needs_topic_names(&self) -> bool {
+        self.unknown_topic_id
+    }
+
+    /// Topic ids to names, as the session read them from the broker's log directories.
+    pub fn set_topic_names(&mut self, names: TopicNames) {
+        self.topic_names = names;
+        self.unknown_topic_id = false;
     }
 
     /// Some thread seen so far has a comm that cannot tell its role (modern
@@ -285,7 +306,7 @@ impl Aggregator {
             },
             requests: self.requests.summary(elapsed_seconds),
             controller_requests: self.requests.controller_summary(elapsed_seconds),
-            stalls: StallSummary { delayed: self.requests.delayed(), ..self.attribution.summary() },
+            stalls: StallSummary { delayed: self.requests.delayed(), ..self.attribution.summary(&self.topic_names) },
             findings: Vec::new(),
             broker_config: self.config.clone(),
         };
@@ -529,7 +550,7 @@ pub(crate) mod tests {
         s.listeners = listeners::describe(agg.config.as_ref(), &network);
         s.requests = agg.requests.summary(s.elapsed_seconds);
         s.controller_requests = agg.requests.controller_summary(s.elapsed_seconds);
-        s.stalls = agg.attribution.summary();
+        s.stalls = agg.attribution.summary(&agg.topic_names);
         s.findings = findings::findings(&s);
         s
     }

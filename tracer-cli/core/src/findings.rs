@@ -7,7 +7,7 @@ use crate::{
     listeners::{ListenerInfo, Plane},
     requests::DelayedRow,
     roles::Role,
-    stalls::{Cause, ListenerProduce},
+    stalls::{Cause, ListenerProduce, PartitionCount},
     summary::{Finding, Row, Severity, Summary},
     units::{duration, of_set, plural},
 };
@@ -140,6 +140,7 @@ pub fn findings(s: &Summary) -> Vec<Finding> {
             detail += &format!(" Top cold partition: {} ({} misses, {}).", t.name, t.stalls, duration(t.stall_ns));
         }
         detail += &listener_sentences(s, ("miss", "misses"), |c| c == Cause::PageCacheMiss, |p| p.stalled_by_miss);
+        detail += &partitions_sentence(&p.stalled_partitions);
         detail += &hurt_sentence(s, |r| r.stalled_by_miss, |r| r.miss_ns);
         let who = reader.map_or("lagging consumers".to_string(), |r| format!("\"{}\"", r.name));
         // Critical when the stalled make up half the slowest 1%, or when the misses are what
@@ -371,6 +372,16 @@ fn hurt_sentence(s: &Summary, stalled: impl Fn(&DelayedRow) -> u64, added: impl 
     format!(" Other requests on those threads waited too: {}{more}.", shown.join(", "))
 }
 
+/// " They wrote to hot-0 (190), hot-1 (12)." (the first partition each request writes), empty
+/// when the requests' bodies were not read.
+fn partitions_sentence(partitions: &[PartitionCount]) -> String {
+    if partitions.is_empty() {
+        return String::new();
+    }
+    let shown: Vec<String> = partitions.iter().take(5).map(|p| format!("{} ({})", p.partition, p.requests)).collect();
+    format!(" They wrote to {}.", shown.join(", "))
+}
+
 /// `Fetch of "tail-consumer" (12 of 40 delayed, 310ms added, p99 136ms vs 2.10ms)`.
 fn victim(r: &DelayedRow, stalled: u64, added: u64) -> String {
     format!(
@@ -433,6 +444,7 @@ fn replication_finding(s: &Summary) -> Option<Finding> {
         of_set(r.produce_delayed, r.delayed.p99_ns, duration),
         of_set(r.produce_acks_all - r.produce_delayed, r.not_delayed.p99_ns, duration),
     );
+    detail += &partitions_sentence(&r.partitions);
     // The requests held on those threads (the followers' Fetch among them), by client.id.
     let held: Vec<String> = s
         .stalls
@@ -767,6 +779,7 @@ mod tests {
         (r.produce_acks_all, r.produce_delayed, r.produce_added_ns, r.produce_miss_ns, r.slowest_1pct_delayed) =
             (280, 190, 15_000_000_000, 15_000_000_000, 3);
         r.delayed.p99_ns = 157_000_000;
+        r.partitions = vec![PartitionCount { partition: "hot-0".into(), requests: 190 }];
         r.not_delayed.p99_ns = 15_600_000;
         r.followers = vec![
             FollowerFetches { broker_id: 2, tid: 3, listener: Some("PLAINTEXT".into()), fetches: 300, stalled_fetches: 250, added_ns: 16_000_000_000 },
@@ -812,7 +825,7 @@ mod tests {
         let f = findings(&s);
         assert_eq!(ids(&f), ["replication_delayed_by_stalls", "network_thread_blocked", "synchronous_producer"]);
         assert_eq!((f[0].severity, f[1].severity, f[2].severity), (Severity::Critical, Severity::Critical, Severity::Info));
-        for part in ["190 of 280 acks=all Produce requests (67.9%) waited for follower broker 2", "284 page-cache misses, 18.8s serving \"cold-reader\" on cold-0", "3 of the 3 slowest 1%", "157ms when delayed so, 15.6ms when not", "Fetch of \"broker-2-fetcher-0\" (250 of 300 delayed, 16.0s added"] {
+        for part in ["190 of 280 acks=all Produce requests (67.9%) waited for follower broker 2", "284 page-cache misses, 18.8s serving \"cold-reader\" on cold-0", "3 of the 3 slowest 1%", "157ms when delayed so, 15.6ms when not", "They wrote to hot-0 (190).", "Fetch of \"broker-2-fetcher-0\" (250 of 300 delayed, 16.0s added"] {
             assert!(f[0].detail.contains(part), "{part}: {}", f[0].detail);
         }
         assert!(f[0].fix.contains("\"cold-reader\"") && f[0].fix.contains("inter.broker.listener.name"), "{}", f[0].fix);

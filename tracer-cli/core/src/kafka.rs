@@ -1,6 +1,6 @@
 //! Kafka names for what the kernel side parsed: API keys, client ids, and log segment paths
 //! as topic-partitions.
-use std::path::Path;
+use std::{collections::HashMap, fmt, path::Path};
 
 use kstall_common::events::{RequestEvent, RequestId};
 
@@ -15,6 +15,9 @@ pub struct RequestFacts {
     pub acks: Option<i16>,
     /// A Fetch from a follower replica: its broker id (ReplicaId, or ReplicaState from v15).
     pub follower: Option<i32>,
+    /// The first topic-partition a Produce writes (or a Fetch reads), when the captured bytes
+    /// reach it.
+    pub partition: Option<(Topic, i32)>,
 }
 
 impl RequestFacts {
@@ -66,6 +69,86 @@ pub fn client_id(id: &RequestId) -> String {
         s.push('…');
     }
     s
+}
+
+/// A topic id (Kafka's Uuid), as Fetch and Produce carry it from v13 instead of the name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicId(pub [u8; 16]);
+
+const BASE64URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+impl TopicId {
+    /// Kafka's spelling of a Uuid (`Uuid.toString`): 22 characters of unpadded base64url.
+    pub fn parse(s: &str) -> Option<TopicId> {
+        let s = s.trim().as_bytes();
+        if s.len() != 22 {
+            return None;
+        }
+        let mut bits: u32 = 0;
+        let mut nbits = 0;
+        let mut out = [0u8; 16];
+        let mut n = 0;
+        for &c in s {
+            let v = BASE64URL.iter().position(|&b| b == c)? as u32;
+            bits = (bits << 6) | v;
+            nbits += 6;
+            if nbits >= 8 {
+                nbits -= 8;
+                if n < 16 {
+                    out[n] = (bits >> nbits) as u8;
+                    n += 1;
+                }
+                bits &= (1 << nbits) - 1;
+            }
+        }
+        (n == 16 && bits == 0).then_some(TopicId(out))
+    }
+}
+
+impl fmt::Display for TopicId {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        let mut bits: u32 = 0;
+        let mut nbits = 0;
+        for &b in &self.0 {
+            bits = (bits << 8) | b as u32;
+            nbits += 8;
+            while nbits >= 6 {
+                nbits -= 6;
+                write!(f, "{}", BASE64URL[((bits >> nbits) & 63) as usize] as char)?;
+            }
+        }
+        write!(f, "{}", BASE64URL[((bits << (6 - nbits)) & 63) as usize] as char)
+    }
+}
+
+/// A topic as a request names it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Topic {
+    Name(String),
+    Id(TopicId),
+}
+
+/// Topic ids to names, from the broker's own log directories (`partition.metadata`): every
+/// topic it hosts, whenever the trace started (its clients' Metadata may come hours apart).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TopicNames(pub HashMap<TopicId, String>);
+
+impl TopicNames {
+    /// "hot-0", or "topic id tJ2...-0" when the id's name is not known.
+    pub fn partition(&self, topic: &Topic, partition: i32) -> String {
+        match topic {
+            Topic::Name(name) => format!("{name}-{partition}"),
+            Topic::Id(id) => match self.0.get(id) {
+                Some(name) => format!("{name}-{partition}"),
+                None => format!("topic id {id} partition {partition}"),
+            },
+        }
+    }
+}
+
+/// The topic id a partition directory's `partition.metadata` holds (`topic_id: <uuid>`).
+pub fn partition_metadata_topic_id(text: &str) -> Option<TopicId> {
+    text.lines().find_map(|l| l.strip_prefix("topic_id:")).and_then(TopicId::parse)
 }
 
 /// A log segment file named as Kafka lays it out: `<log.dir>/<topic>-<partition>/<base>.log`.
@@ -121,6 +204,23 @@ mod tests {
         assert!(segment(Path::new("/data/cold-0/00000000000000000000.log.deleted")).is_some());
         assert_eq!(segment(Path::new("/usr/lib/jvm/lib/modules")), None);
         assert_eq!(segment(Path::new("/data/nopartition/00000000000000000000.log")), None);
+    }
+
+    #[test]
+    fn topic_ids_read_and_print_as_kafka_spells_them() {
+        // A topic id as kafka-topics --describe prints it, and its bytes.
+        let id = TopicId::parse("tJ2xQbTwSFKgLpJbV3HQMw").unwrap();
+        assert_eq!(id.0[..3], [0xb4, 0x9d, 0xb1]);
+        assert_eq!(id.to_string(), "tJ2xQbTwSFKgLpJbV3HQMw");
+        assert_eq!(TopicId::parse("tJ2xQbTwSFKgLpJbV3HQM"), None, "21 characters");
+        assert_eq!(TopicId::parse("tJ2xQbTwSFKgLpJbV3HQM+"), None, "not base64url");
+        let text = "version: 0\ntopic_id: tJ2xQbTwSFKgLpJbV3HQMw\n";
+        assert_eq!(partition_metadata_topic_id(text), Some(id));
+        let mut names = TopicNames::default();
+        assert_eq!(names.partition(&Topic::Id(id), 3), "topic id tJ2xQbTwSFKgLpJbV3HQMw partition 3");
+        names.0.insert(id, "hot".into());
+        assert_eq!(names.partition(&Topic::Id(id), 3), "hot-3");
+        assert_eq!(names.partition(&Topic::Name("cold".into()), 0), "cold-0");
     }
 
     #[test]

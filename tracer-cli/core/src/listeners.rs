@@ -176,6 +176,8 @@ pub struct BrokerConfig {
     pub process_roles: Vec<ProcessRole>,
     /// `node.id`, else `broker.id`.
     pub node_id: Option<i64>,
+    /// `log.dirs`, else `log.dir`, else Kafka's default: where the partitions' directories are.
+    pub log_dirs: Vec<String>,
 }
 
 /// Java properties text as key/value pairs: `#`/`!` comments, `=`, `:` or blanks between key
@@ -301,6 +303,7 @@ impl BrokerConfig {
             control_plane_listener_name: get("control.plane.listener.name").map(|v| v.trim().to_ascii_uppercase()),
             process_roles,
             node_id: get("node.id").or_else(|| get("broker.id")).and_then(|v| v.trim().parse().ok()),
+            log_dirs: list(get("log.dirs").or_else(|| get("log.dir")).unwrap_or("/tmp/kafka-logs")).map(String::from).collect(),
         }
     }
 
@@ -497,6 +500,7 @@ listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\nlog.dir
         let c = BrokerConfig::from_properties("/etc/kafka/server.properties", &parse_properties(KRAFT));
         assert_eq!(c.process_roles, [ProcessRole::Broker, ProcessRole::Controller]);
         assert_eq!(c.node_id, Some(1));
+        assert_eq!(c.log_dirs, ["/tmp/kl4/logs"]);
         assert_eq!(c.controller_listener_names, ["CONTROLLER"]);
         assert_eq!(c.listeners[1], ConfiguredListener { name: "CONTROLLER".into(), address: "127.0.0.1:39093".into() });
         assert_eq!(c.protocol_of("controller"), Some(SecurityProtocol::Plaintext));

@@ -23,7 +23,7 @@ use serde::Serialize;
 use crate::{
     hist::{LatencyRecorder, Percentiles},
     listeners::Listener,
-    kafka::{self, FETCH, PRODUCE, RequestFacts},
+    kafka::{self, FETCH, PRODUCE, RequestFacts, Topic, TopicNames},
     requests::{Delay, DelayedRow, RequestTiming},
 };
 
@@ -35,6 +35,8 @@ const WORST_STALLS: usize = 10;
 const MAX_TRACKED_NAMES: usize = 256;
 /// Cold readers and partitions remembered per thread (the rest are "(other)").
 const NAMES_PER_THREAD: usize = 32;
+/// Topic-partitions counted for the stalled and the replication-delayed Produce requests.
+const MAX_PRODUCE_PARTITIONS: usize = 1024;
 /// Follower fetch connections tracked (broker id, serving thread): a cluster's brokers times
 /// num.replica.fetchers, bounded.
 const MAX_FOLLOWER_CONNECTIONS: usize = 256;
@@ -227,6 +229,8 @@ pub struct ReplicationSummary {
     /// Of the slowest 1% of all Produce requests (`produce.slowest_1pct`), those delayed so.
     pub slowest_1pct_delayed: u64,
     pub followers: Vec<FollowerFetches>,
+    /// The topic-partitions of the delayed requests (the first each writes), most first.
+    pub partitions: Vec<PartitionCount>,
 }
 
 /// Produce latency (socket wait + broker time), split by whether a stall overlapped it.
@@ -247,6 +251,37 @@ pub struct ProduceAttribution {
     pub miss_ns_added: u64,
     /// The same counts per listener the Produce requests came in on.
     pub by_listener: Vec<ListenerProduce>,
+    /// The topic-partitions of the stalled Produce requests (the first each writes), most first.
+    pub stalled_partitions: Vec<PartitionCount>,
+}
+
+/// Requests of one topic-partition: "hot-0", or "topic id ... partition 0" when the broker's
+/// log directories did not name the id.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+pub struct PartitionCount {
+    pub partition: String,
+    pub requests: u64,
+}
+
+/// Counts per (topic, partition), bounded; named at summary time, when topic names are known.
+#[derive(Default)]
+struct PartitionCounts(HashMap<(Topic, i32), u64>);
+
+impl PartitionCounts {
+    fn add(&mut self, partition: &Option<(Topic, i32)>) {
+        let Some(key) = partition else { return };
+        if self.0.contains_key(key) || self.0.len() < MAX_PRODUCE_PARTITIONS {
+            *self.0.entry(key.clone()).or_default() += 1;
+        }
+    }
+
+    fn top(&self, names: &TopicNames) -> Vec<PartitionCount> {
+        let mut rows: Vec<PartitionCount> =
+            self.0.iter().map(|((topic, p), &n)| PartitionCount { partition: names.partition(topic, *p), requests: n }).collect();
+        rows.sort_by(|a, b| b.requests.cmp(&a.requests).then(a.partition.cmp(&b.partition)));
+        rows.truncate(TOP_ROWS);
+        rows
+    }
 }
 
 /// Produce requests of one listener's clients, and how many stalls delayed.
@@ -307,6 +342,7 @@ struct Replication {
     followers: BTreeMap<(i32, u32), FollowerFetches>,
     /// The threads serving followers' Fetch connections.
     threads: BTreeSet<u32>,
+    partitions: PartitionCounts,
 }
 
 pub struct Attribution {
@@ -326,6 +362,7 @@ pub struct Attribution {
     miss_ns_added: u64,
     culprits: HashMap<u32, ThreadCulprits>,
     replication: Replication,
+    stalled_partitions: PartitionCounts,
 }
 
 impl Attribution {
@@ -347,6 +384,7 @@ impl Attribution {
             miss_ns_added: 0,
             culprits: HashMap::new(),
             replication: Replication::default(),
+            stalled_partitions: PartitionCounts::default(),
         }
     }
 
@@ -478,6 +516,7 @@ impl Attribution {
             self.stall_ns_added += added;
             self.miss_ns_added += delay.miss_ns;
             self.stalled_by_miss += (delay.miss_ns > 0) as u64;
+            self.stalled_partitions.add(&r.facts.partition);
         } else {
             self.produce_clean.record(total);
         }
@@ -515,12 +554,14 @@ impl Attribution {
             rep.added_ns += replication;
             rep.miss_ns += miss;
             rep.delayed.record(total);
+            rep.partitions.add(&r.facts.partition);
         } else {
             rep.not_delayed.record(total);
         }
     }
 
-    pub fn summary(&self) -> StallSummary {
+    /// Everything so far; `topics` names the topic ids requests carried.
+    pub fn summary(&self, topics: &TopicNames) -> StallSummary {
         let p99 = self.produce_all.percentiles().p99_ns;
         let mut worst = self.worst.clone();
         for stalls in self.recent.values() {
@@ -560,6 +601,7 @@ impl Attribution {
                 stall_ns_added: self.stall_ns_added,
                 miss_ns_added: self.miss_ns_added,
                 by_listener: self.produce_by_listener.values().cloned().collect(),
+                stalled_partitions: self.stalled_partitions.top(topics),
             },
             // Filled by the aggregator from the request table, which keeps the per-client latency.
             delayed: Vec::new(),
@@ -576,6 +618,7 @@ impl Attribution {
                 not_delayed: self.replication.not_delayed.percentiles(),
                 slowest_1pct_delayed: if p99 > 0 { self.replication.delayed.count_at_or_above(p99) } else { 0 },
                 followers: self.replication.followers.values().cloned().collect(),
+                partitions: self.replication.partitions.top(topics),
             },
         }
     }
@@ -675,7 +718,7 @@ mod tests {
         for i in 0..97 {
             record_produce(&mut a, 1, None, &produce(200 + i, 200 + i + 1));
         }
-        let s = a.summary();
+        let s = a.summary(&TopicNames::default());
         assert_eq!(s.produce.requests, 99);
         assert_eq!((s.produce.stalled_requests, s.produce.stalled_by_miss), (1, 1));
         assert_eq!(s.produce.stall_ns_added, 5_000_000);
@@ -690,7 +733,7 @@ mod tests {
         let mut a = Attribution::new(Duration::from_millis(1));
         a.record_stall(&stall(1, 100, 3, false, None), None, None);
         record_produce(&mut a, 1, None, &produce(99, 104));
-        let s = a.summary();
+        let s = a.summary(&TopicNames::default());
         assert_eq!((s.produce.stalled_requests, s.produce.stalled_by_miss), (1, 0));
         assert!(s.cold_readers.is_empty() && s.cold_partitions.is_empty());
         assert_eq!(s.by_cause[0].cause, Some(Cause::OffCpu));
@@ -702,7 +745,7 @@ mod tests {
         for i in 0..(STALLS_PER_THREAD as u64 * 3) {
             a.record_stall(&stall(1, i * 100, 1 + i % 37, true, None), None, None);
         }
-        let s = a.summary();
+        let s = a.summary(&TopicNames::default());
         assert_eq!(s.worst.len(), WORST_STALLS);
         assert!(s.worst.windows(2).all(|w| w[0].duration_ns >= w[1].duration_ns));
         assert_eq!(s.worst[0].duration_ns, 37_000_000);
@@ -718,7 +761,7 @@ mod tests {
         a.record_stall(&stall(2, 100, 20, true, None), None, Some(&ssl));
         record_produce(&mut a, 1, Some(&plaintext), &produce(103, 109));
         record_produce(&mut a, 1, Some(&plaintext), &produce(200, 201));
-        let s = a.summary();
+        let s = a.summary(&TopicNames::default());
         let worst: Vec<(Option<&str>, u64, bool)> =
             s.worst.iter().map(|w| (w.listener.as_deref(), w.delayed_produce, w.delayed_produce_known)).collect();
         // The TLS listener's stall is the longest; what it delayed is unknown, not none.
@@ -753,7 +796,7 @@ mod tests {
         assert_eq!((other.delay.added_ns, other.cause), (1_000_000, Some(Cause::OffCpu)));
         // Another thread, same time: nothing.
         assert_eq!(answered(&mut a, 2, FETCH, RequestFacts::default(), produce(101, 109)), Attributed::default());
-        let s = a.summary();
+        let s = a.summary(&TopicNames::default());
         assert_eq!(s.produce.requests, 0, "no Produce was answered");
         let miss = s.worst.iter().find(|w| w.cause == Cause::PageCacheMiss).unwrap();
         assert_eq!((miss.delayed_requests, miss.delayed_produce), (2, 0));
@@ -782,7 +825,7 @@ mod tests {
             answered(&mut a, 1, PRODUCE, acks_all.clone(), produce(200 + i, 201 + i));
         }
         answered(&mut a, 1, PRODUCE, RequestFacts::default(), produce(300, 301));
-        let s = a.summary();
+        let s = a.summary(&TopicNames::default());
         let r = &s.replication;
         assert_eq!((r.produce_acks_all, r.produce_acks_unknown, r.produce_delayed), (7, 1, 1));
         assert_eq!((r.produce_added_ns, r.produce_miss_ns), (40_000_000, 40_000_000));

@@ -12,6 +12,7 @@ use procfs::process::Process;
 
 use kstall_core::{
     broker::{BROKER_MAIN_CLASSES, Broker, broker_main_class, config_args, kafka_jar_version, parse_thread_dump},
+    kafka::{TopicNames, partition_metadata_topic_id},
     listeners::{self, BrokerConfig},
 };
 
@@ -151,12 +152,52 @@ const MAX_CONFIG_BYTES: u64 = 1 << 20;
 /// The broker's listener settings from its properties file, read through /proc/PID/root (or
 /// /proc/PID/cwd for a relative path) so a broker in another mount namespace (a container)
 /// is read as it sees its file. None when there is no file argument or it cannot be read.
+/// A path as the broker names it, seen from here: through its root (a container's) or, when
+/// relative, its working directory.
+fn broker_path(broker: &Broker, path: &str) -> PathBuf {
+    PathBuf::from(match path.strip_prefix('/') {
+        Some(absolute) => format!("/proc/{}/root/{absolute}", broker.pid),
+        None => format!("/proc/{}/cwd/{path}", broker.pid),
+    })
+}
+
+/// Partition directories read for topic ids, at most: a broker with more partitions names the
+/// rest by id.
+const MAX_PARTITION_DIRS: usize = 100_000;
+
+/// Topic ids to names from the broker's log directories: every partition directory's
+/// `partition.metadata` holds its topic's id (Kafka 2.8 and later).
+pub fn topic_names(broker: &Broker, config: &BrokerConfig) -> TopicNames {
+    let mut names = TopicNames::default();
+    // One partition's file names its topic: the others are skipped.
+    let mut topics = std::collections::HashSet::new();
+    let mut seen = 0;
+    for dir in &config.log_dirs {
+        let Ok(entries) = std::fs::read_dir(broker_path(broker, dir)) else { continue };
+        for entry in entries.flatten() {
+            seen += 1;
+            if seen > MAX_PARTITION_DIRS {
+                return names;
+            }
+            let name = entry.file_name();
+            let Some((topic, partition)) = name.to_str().and_then(|n| n.rsplit_once('-')) else { continue };
+            if partition.parse::<u32>().is_err() || topics.contains(topic) {
+                continue;
+            }
+            let mut text = String::new();
+            let read = std::fs::File::open(entry.path().join("partition.metadata")).and_then(|f| f.take(256).read_to_string(&mut text));
+            if let Some(id) = read.ok().and_then(|_| partition_metadata_topic_id(&text)) {
+                names.0.insert(id, topic.to_string());
+                topics.insert(topic.to_string());
+            }
+        }
+    }
+    names
+}
+
 pub fn broker_config(broker: &Broker) -> Option<BrokerConfig> {
     let (file, overrides) = config_args(&broker.args)?;
-    let path = match file.strip_prefix('/') {
-        Some(absolute) => format!("/proc/{}/root/{absolute}", broker.pid),
-        None => format!("/proc/{}/cwd/{file}", broker.pid),
-    };
+    let path = broker_path(broker, file);
     let mut text = String::new();
     std::fs::File::open(path).ok()?.take(MAX_CONFIG_BYTES).read_to_string(&mut text).ok()?;
     let mut pairs = listeners::parse_properties(&text);

@@ -18,6 +18,7 @@ use kstall_core::{
     aggregate::{Aggregator, KernelSide, Snapshot, Taken},
     broker::Broker,
     kernel::Event,
+    listeners::BrokerConfig,
     report::Host,
     summary::{ProbeInfo, Summary},
     timeline::Timeline,
@@ -49,6 +50,8 @@ struct JvmNames {
 
 /// How long the start waits for the JVM's thread names when comms cannot tell the roles.
 const NAMES_AT_START: Duration = Duration::from_secs(5);
+/// Topic names are read again at most this often (a directory listing per log dir).
+const TOPIC_NAMES_EVERY: Duration = Duration::from_secs(10);
 
 impl JvmNames {
     const RERUN: Duration = Duration::from_secs(30);
@@ -124,6 +127,9 @@ struct Tracer {
     agg: Aggregator,
     files: FileNames,
     started: Instant,
+    /// Where topic ids get their names (the broker's log directories), and when last read.
+    topics: Option<(Broker, BrokerConfig)>,
+    topics_read_at: Option<Instant>,
 }
 
 impl Tracer {
@@ -145,6 +151,13 @@ impl Tracer {
     /// returns the summary of everything since attach.
     fn refresh(&mut self) -> Result<Summary> {
         let pid = self.agg.broker_pid();
+        // At the first refresh, then again (at most every TOPIC_NAMES_EVERY) when a request named
+        // a topic id the names lack: a topic created since.
+        let due = self.topics_read_at.is_none_or(|at| self.agg.needs_topic_names() && at.elapsed() >= TOPIC_NAMES_EVERY);
+        if let (true, Some((broker, config))) = (due, &self.topics) {
+            self.agg.set_topic_names(discovery::topic_names(broker, config));
+            self.topics_read_at = Some(Instant::now());
+        }
         let (histograms, histograms_unread) = {
             let _unpreempted = Unpreempted::now();
             self.probes.histograms()?
@@ -283,8 +296,10 @@ impl Session {
             socket_wait_measured: probes.have_socket_wait,
             start_ns: monotonic_ns(),
         };
+        let topics = config.clone().map(|c| (broker.clone(), c));
         let agg = Aggregator::new(broker.clone(), config, opts.stall_threshold, kernel);
-        let mut tracer = Tracer { probes, agg, files: FileNames::new(broker.pid), started: Instant::now() };
+        let mut tracer =
+            Tracer { probes, agg, files: FileNames::new(broker.pid), started: Instant::now(), topics, topics_read_at: None };
         // Tells the kernel the network threads known by name now, so requests are followed from
         // the moment kstall says it is tracing: by comm (Kafka before 1.0), else by the JVM
         // names jcmd gives (about a second; bounded, and a Ctrl-C does not wait for it).
