@@ -468,7 +468,7 @@ def on_stats(text):
     s = json.loads(text)
     for name, b in s.get("brokers", {}).items():
         if b.get("rtt", {}).get("cnt", 0) > 0:
-            windows.append({"name": name, "nodeid": b.get("nodeid"), "rtt": b["rtt"]})
+            windows.append({"ts": time.time(), "name": name, "nodeid": b.get("nodeid"), "rtt": b["rtt"]})
 
 assigned = []
 def on_assign(consumer, partitions):
@@ -515,7 +515,8 @@ json.dump({
 /// requests itself (librdkafka's per-broker round-trip windows, every second) and writing them
 /// to a JSON file when it ends: `leader` (requests to broker 1: its Fetch requests), and
 /// `coordinator` (Heartbeat and the group's requests), each with max_us and the largest
-/// window p99_us; `records`; `max_gap_ms` between records.
+/// window p99_us; `records`; `max_gap_ms` between records; and every window (`ts`: wall clock
+/// at its end, seconds; each covers the second before), see [`rtt_max_between`].
 pub struct TailConsumer {
     child: Child,
     pub out: PathBuf,
@@ -564,6 +565,29 @@ impl Drop for TailConsumer {
             let _ = self.child.wait();
         }
     }
+}
+
+/// The largest round trip (ns) of the consumer's windows for broker `node_id` (not its
+/// coordinator connection) that overlap the wall-clock interval [`from`, `to`] (seconds since
+/// the epoch), or with `inside` only those within it, and how many requests they hold.
+pub fn rtt_max_between(result: &serde_json::Value, node_id: i64, from: f64, to: f64, inside: bool) -> (u64, u64) {
+    let mut max = 0;
+    let mut count = 0;
+    for w in result["windows"].as_array().into_iter().flatten() {
+        let ts = w["ts"].as_f64().unwrap_or(0.0);
+        let coordinator = w["name"].as_str().is_some_and(|n| n.contains("GroupCoordinator"));
+        let wanted = if inside { ts - 1.0 >= from && ts <= to } else { ts > from && ts - 1.0 < to };
+        if w["nodeid"].as_i64() == Some(node_id) && !coordinator && wanted {
+            max = max.max(w["rtt"]["max"].as_u64().unwrap_or(0) * 1000);
+            count += w["rtt"]["cnt"].as_u64().unwrap_or(0);
+        }
+    }
+    (max, count)
+}
+
+/// Seconds since the epoch, as the consumer's windows are stamped.
+pub fn wall_clock() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
 
 /// A flag and counter shared with a client thread.

@@ -3,7 +3,9 @@
 //! (`kafka`, from Maven Central via `kafka_maven`, or 0.9 from npm), the project's own
 //! protocol-level clients (`kafka_protocol`, the one Kafka request encoder in the workspace), a
 //! FUSE slow disk (`slow_disk`), the kernel matrix's stand-in broker (`stand_in`), the bench's
-//! synthetic broker (`synthetic_broker`), and process helpers (`support`). Nothing here needs
+//! synthetic broker (`synthetic_broker`), process helpers (`support`), a three-broker KRaft
+//! cluster with its clients (`cluster`), and which network thread serves a connection, read
+//! from /proc, with steering onto one (`placement`). Nothing here needs
 //! root to build or to run its unit tests; the fixtures themselves mostly do.
 pub mod cluster;
 pub mod kafka;
