@@ -103,10 +103,22 @@ impl Checks {
     }
 }
 
-fn start_report(pid: u32, out: &Path) -> Child {
+/// A `kstall report` run, killed if the test fails before it is waited for.
+struct Tracer(Child);
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn start_report(pid: u32, out: &Path) -> Tracer {
     let mut cmd = Command::new(kstall_bin());
     cmd.args(["report", "--pid", &pid.to_string(), "--duration", "600s", "--out"]).arg(out).stdout(Stdio::null());
-    spawn_until_ready(cmd, "tracing broker pid").expect("kstall attaches")
+    Tracer(spawn_until_ready(cmd, "tracing broker pid").expect("kstall attaches"))
 }
 
 /// Runs one layout: places the consumer, the producer and the cold reader, traces broker 1
@@ -161,14 +173,14 @@ fn run_layout(cluster: &Cluster, placement: &Placement, followers: &[FollowerCon
         std::thread::sleep(plan.duration);
         stop_producer.store(true, Ordering::Relaxed);
         let times = producing.join().unwrap().expect("producer");
-        interrupt(&tracer);
+        interrupt(&tracer.0);
         traced_to = wall_clock();
         stop_cold.store(true, Ordering::Relaxed);
         let cold_stats = cold_thread.map(|t| t.join().unwrap().expect("cold reader"));
         (times, cold_stats)
     });
     let mut tracer = tracer;
-    assert!(tracer.wait().unwrap().success(), "kstall report");
+    assert!(tracer.0.wait().unwrap().success(), "kstall report");
     // Placement held through the layout (same connections, same threads).
     assert_eq!(placement.thread_of(producer_port).unwrap(), plan.producer, "{}: producer moved", plan.name);
     if let (Some(t), Some(port)) = (plan.cold, cold_port) {
@@ -442,7 +454,7 @@ fn judge(m: &Measured, placement: &Placement, baseline_p99: Option<u64>, baselin
         let inside = m.consumer_inside_max_ns;
         assert!(agrees(kstall_max, client_max_ns, inside), "[{name}] tail consumer Fetch max: kstall {kstall_max} ns, client {client_max_ns} ns (overlapping), {inside} ns (within)");
         if let Some(base) = baseline_consumer_max {
-            assert!(2 * inside >= 3 * base, "[{name}] the consumer's own clock shows the blast radius: max {inside} ns vs baseline {base} ns");
+            assert!(inside >= 2 * base, "[{name}] the consumer's own clock shows the blast radius: max {inside} ns vs baseline {base} ns");
         }
         match delayed_row(summary, "Fetch", TAIL) {
             Some(r) => {
@@ -525,7 +537,7 @@ fn cluster_layouts_are_told_apart() {
         judge(&m, &placement, baseline_p99, baseline_consumer_max, &mut checks);
         if plan.name == "baseline" {
             baseline_p99 = Some(at(&m.producer_ns, 0.99));
-            baseline_consumer_max = Some(m.consumer_max_ns.max(m.consumer_inside_max_ns));
+            baseline_consumer_max = Some(m.consumer_inside_max_ns);
         }
     }
     cluster.stop();
