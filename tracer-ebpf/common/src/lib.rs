@@ -3,6 +3,7 @@
 //! sides agree on layout and on histogram bucketing by construction.
 #![cfg_attr(not(test), no_std)]
 
+pub mod body;
 pub mod events;
 pub mod framing;
 
