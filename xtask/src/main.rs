@@ -290,7 +290,7 @@ fn matrix_tests(kstall: &Path, only: &[String]) -> Result<(u64, u64)> {
 }
 
 /// The framing parser's fuzz targets (tracer-ebpf/common/fuzz) and their share of 30 s of fuzzing.
-const FUZZ_TARGETS: [(&str, u64); 2] = [("framing", 25), ("response_start", 5)];
+const FUZZ_TARGETS: [(&str, u64); 3] = [("framing", 20), ("response_start", 5), ("body", 5)];
 
 /// Builds and runs one fuzz target for `seconds` (cargo-fuzz on the stable toolchain, its
 /// nightly flags let through by RUSTC_BOOTSTRAP; overflow checks on). Its output goes to

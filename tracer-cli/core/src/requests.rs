@@ -583,6 +583,7 @@ pub(crate) mod tests {
             response_start_ns: done - 10_000,
             response_done_ns: done,
             id,
+            ..RequestEvent::ZERO
         }
     }
 

@@ -1,6 +1,6 @@
 //! What the kernel side sends to user space through its ring buffer (one small record per
 //! answered request and per stall) and the per-connection state it keeps to produce them.
-use crate::framing::{CLIENT_ID_CAP, RequestFraming};
+use crate::framing::{CLIENT_ID_CAP, HEADER_CAPTURE, REQUEST_TAIL, RequestFraming};
 
 /// First field of every ring-buffer record: which struct follows.
 pub mod kind {
@@ -52,6 +52,33 @@ pub struct PendingRequest {
     pub read_done_ns: u64,
     /// Start of the first write of its response, 0 until then.
     pub response_start_ns: u64,
+    /// The request's first body bytes as captured (`head_len` of them; the bytes after are
+    /// stale): the request header, then, with a short client_id, the first fields of the body
+    /// (`body::parse_request_body`).
+    pub head: [u8; HEADER_CAPTURE],
+    /// The request's last REQUEST_TAIL body bytes when `tail_len` is REQUEST_TAIL (0: the read
+    /// that brought its last byte held fewer of them).
+    pub tail: [u8; REQUEST_TAIL],
+    pub head_len: u8,
+    pub tail_len: u8,
+    pub _pad: [u8; 6],
+}
+
+impl PendingRequest {
+    pub const NEW: PendingRequest = PendingRequest {
+        id: RequestId::NONE,
+        tid: 0,
+        request_bytes: 0,
+        arrival_ns: 0,
+        read_start_ns: 0,
+        read_done_ns: 0,
+        response_start_ns: 0,
+        head: [0; HEADER_CAPTURE],
+        tail: [0; REQUEST_TAIL],
+        head_len: 0,
+        tail_len: 0,
+        _pad: [0; 6],
+    };
 }
 
 /// One broker connection as its network thread sees it, in the slot of its fd (fd modulo
@@ -90,15 +117,7 @@ impl Connection {
         responding: 0,
         has_pending: 0,
         _pad: [0; 6],
-        pending: PendingRequest {
-            id: RequestId::NONE,
-            tid: 0,
-            request_bytes: 0,
-            arrival_ns: 0,
-            read_start_ns: 0,
-            read_done_ns: 0,
-            response_start_ns: 0,
-        },
+        pending: PendingRequest::NEW,
     };
 }
 
@@ -146,6 +165,45 @@ pub struct RequestEvent {
     pub response_start_ns: u64,
     pub response_done_ns: u64,
     pub id: RequestId,
+    /// PendingRequest's `head`, `tail`, `head_len` and `tail_len`: the request's first and last
+    /// body bytes, for `body::parse_request_body`.
+    pub head: [u8; HEADER_CAPTURE],
+    pub tail: [u8; REQUEST_TAIL],
+    pub head_len: u8,
+    pub tail_len: u8,
+    pub _pad: [u8; 6],
+}
+
+impl RequestEvent {
+    /// A request record with every field zero (RequestId::NONE's id): for tests and literals.
+    pub const ZERO: RequestEvent = RequestEvent {
+        kind: kind::REQUEST,
+        tid: 0,
+        fd: 0,
+        request_bytes: 0,
+        response_bytes: 0,
+        arrival_ns: 0,
+        read_start_ns: 0,
+        read_done_ns: 0,
+        response_start_ns: 0,
+        response_done_ns: 0,
+        id: RequestId::NONE,
+        head: [0; HEADER_CAPTURE],
+        tail: [0; REQUEST_TAIL],
+        head_len: 0,
+        tail_len: 0,
+        _pad: [0; 6],
+    };
+
+    /// The captured first body bytes (request header first).
+    pub fn head(&self) -> &[u8] {
+        &self.head[..(self.head_len as usize).min(HEADER_CAPTURE)]
+    }
+
+    /// The last REQUEST_TAIL body bytes, when captured.
+    pub fn tail(&self) -> Option<&[u8; REQUEST_TAIL]> {
+        (self.tail_len as usize == REQUEST_TAIL).then_some(&self.tail)
+    }
 }
 
 /// Sent for every page-cache miss of a network thread (and every sendfile miss), and every
@@ -189,7 +247,25 @@ mod tests {
         // Padding the compiler inserts would be uninitialised kernel stack in the ring buffer.
         let fields = 4 + 2 + 2 + 2 + 1 + 1 + 4 + CLIENT_ID_CAP;
         assert_eq!(core::mem::size_of::<RequestId>(), fields);
-        assert_eq!(core::mem::size_of::<RequestEvent>(), 4 * 4 + 6 * 8 + fields);
+        let bodies = HEADER_CAPTURE + REQUEST_TAIL + 1 + 1 + 6;
+        assert_eq!(core::mem::size_of::<RequestEvent>(), 4 * 4 + 6 * 8 + fields + bodies);
+        assert_eq!(core::mem::size_of::<PendingRequest>(), fields + 4 + 4 + 4 * 8 + bodies);
+        // The probes copy `head` and `tail` a u64 at a time, between these fields and the
+        // framing state's.
+        for offset in [
+            core::mem::offset_of!(RequestEvent, head),
+            core::mem::offset_of!(RequestEvent, tail),
+            core::mem::offset_of!(PendingRequest, head),
+            core::mem::offset_of!(PendingRequest, tail),
+            core::mem::offset_of!(Connection, pending) + core::mem::offset_of!(PendingRequest, head),
+            core::mem::offset_of!(Connection, requests) + core::mem::offset_of!(RequestFraming, header),
+            core::mem::offset_of!(Connection, requests) + core::mem::offset_of!(RequestFraming, tail),
+        ] {
+            assert_eq!(offset % 8, 0, "offset {offset}");
+        }
+        let framing = 4 + 4 + 4 + 1 + 3 + 8 + 8 + 8 + crate::framing::HEADER_BUFFER + REQUEST_TAIL;
+        assert_eq!(core::mem::size_of::<RequestFraming>(), framing);
+        assert_eq!(core::mem::size_of::<Connection>(), framing + 8 * 3 + 4 + 4 + 8 + core::mem::size_of::<PendingRequest>());
         assert_eq!(core::mem::size_of::<StallEvent>(), 4 + 4 + 4 + 4 + 4 + 4 + 9 * 8 + fields);
     }
 

@@ -3,8 +3,10 @@
 //!
 //! The kernel feeds every socket read of a network thread through [`feed_request_bytes`], which
 //! keeps per-connection state across reads: a JVM reads the 4-byte size and the body in
-//! separate calls, but a read may also hold several requests or part of one. Only the size and
-//! the first [`HEADER_CAPTURE`] body bytes are copied; the rest of a body is skipped by count.
+//! separate calls, but a read may also hold several requests or part of one. Only the size, the
+//! first [`HEADER_CAPTURE`] body bytes and the last [`REQUEST_TAIL`] (when the read that brings
+//! a request's last byte holds that many of its body) are copied; the rest of a body is skipped
+//! by count.
 //! The same code runs on the host in unit tests, over byte slices.
 
 /// Bytes of a request body kept: the fixed header (10 bytes) and the client_id.
@@ -13,6 +15,9 @@ pub const HEADER_CAPTURE: usize = 64;
 /// length bounds separately, and the length bound it can see is a mask (127, see the probes'
 /// `bounded_len`), so the buffer covers their sum.
 pub const HEADER_BUFFER: usize = 3 * HEADER_CAPTURE;
+/// Bytes at the end of a request body kept: a Fetch v15+'s top-level tagged fields, where a
+/// follower writes its ReplicaState (see `body`).
+pub const REQUEST_TAIL: usize = 16;
 /// Fixed part of a request header: api_key i16, api_version i16, correlation_id i32,
 /// client_id length i16.
 pub const FIXED_HEADER: usize = 10;
@@ -49,13 +54,17 @@ pub struct RequestFraming {
     pub tls: u8,
     pub body_left: u32,
     pub body_len: u32,
-    pub _pad: u32,
+    /// Bytes of `tail` captured for the request just completed: REQUEST_TAIL or 0.
+    pub tail_len: u8,
+    pub _pad: [u8; 3],
     /// Start time of the read that brought the request's first byte.
     pub started_ns: u64,
     /// When the request's first bytes reached the socket, 0 when unknown.
     pub arrival_ns: u64,
     pub size_bytes: [u8; 8],
     pub header: [u8; HEADER_BUFFER],
+    /// The last REQUEST_TAIL body bytes of the request just completed, when `tail_len` says so.
+    pub tail: [u8; REQUEST_TAIL],
 }
 
 impl RequestFraming {
@@ -66,11 +75,13 @@ impl RequestFraming {
         tls: 0,
         body_left: 0,
         body_len: 0,
-        _pad: 0,
+        tail_len: 0,
+        _pad: [0; 3],
         started_ns: 0,
         arrival_ns: 0,
         size_bytes: [0; 8],
         header: [0; HEADER_BUFFER],
+        tail: [0; REQUEST_TAIL],
     };
 }
 
@@ -89,6 +100,9 @@ pub trait ByteSource {
     /// Copies `len` bytes at `offset` of the buffer to the start of `dst`; false when they
     /// cannot be read or do not fit. `len` is at most HEADER_CAPTURE.
     fn copy(&self, offset: u32, dst: &mut [u8], len: u32) -> bool;
+    /// Copies the REQUEST_TAIL bytes at `offset` (the caller checked they are in the buffer);
+    /// false when they cannot be read. A constant size: one bounded copy in the kernel.
+    fn copy_tail(&self, offset: u32, dst: &mut [u8; REQUEST_TAIL]) -> bool;
 }
 
 impl ByteSource for &[u8] {
@@ -100,6 +114,17 @@ impl ByteSource for &[u8] {
                 true
             }
             _ => false,
+        }
+    }
+
+    fn copy_tail(&self, offset: u32, dst: &mut [u8; REQUEST_TAIL]) -> bool {
+        let offset = offset as usize;
+        match self.get(offset..offset + REQUEST_TAIL) {
+            Some(src) => {
+                dst.copy_from_slice(src);
+                true
+            }
+            None => false,
         }
     }
 }
@@ -154,7 +179,9 @@ fn min_u32(a: u32, b: u32) -> u32 {
 
 /// Feeds the `len` bytes of one socket read (started at `now_ns`, its first byte having reached
 /// the socket at `arrival_ns`, 0 if unknown) through the framing state. Calls `on_request` with
-/// the state as each request's last body byte is read; its header is then in the state.
+/// the state as each request's last body byte is read; its header is then in the state, and its
+/// last REQUEST_TAIL body bytes when this read held that many of them (`tail_len`; a tail that
+/// cannot be copied is left out, the request is not).
 #[inline(always)]
 pub fn feed_request_bytes<S: ByteSource, F: FnMut(&RequestFraming, &RequestHeader)>(
     f: &mut RequestFraming,
@@ -231,6 +258,13 @@ pub fn feed_request_bytes<S: ByteSource, F: FnMut(&RequestFraming, &RequestHeade
                 {
                     f.state = state::HUNTING;
                     return Feed::Garbage;
+                }
+            }
+            if take == f.body_left {
+                // The request ends in this read: its last bytes, if this read holds them all.
+                f.tail_len = 0;
+                if take >= REQUEST_TAIL as u32 && src.copy_tail(pos + take - REQUEST_TAIL as u32, &mut f.tail) {
+                    f.tail_len = REQUEST_TAIL as u8;
                 }
             }
             f.body_left -= take;
@@ -484,6 +518,83 @@ mod tests {
         let (seen, outcomes) = feed(&mut f, &[&first[4..], &second[..4], &second[4..]]);
         assert_eq!(outcomes[0], Feed::Garbage);
         assert_eq!(seen.iter().map(|s| s.corr).collect::<Vec<_>>(), [2]);
+    }
+
+    /// Each request's (correlation_id, tail) as `on_request` sees it, from `reads` of one stream.
+    fn tails(reads: &[&[u8]]) -> Vec<(i32, Option<[u8; REQUEST_TAIL]>)> {
+        let mut f = RequestFraming::NEW;
+        let mut seen = Vec::new();
+        for bytes in reads {
+            let outcome = feed_request_bytes(&mut f, bytes, bytes.len() as u32, 1, 0, |f, h| {
+                assert!(f.tail_len == 0 || f.tail_len as usize == REQUEST_TAIL);
+                seen.push((h.correlation_id, (f.tail_len != 0).then_some(f.tail)));
+            });
+            assert_eq!(outcome, Feed::Ok);
+        }
+        seen
+    }
+
+    fn last_16(frame: &[u8]) -> Option<[u8; REQUEST_TAIL]> {
+        frame.last_chunk().copied()
+    }
+
+    #[test]
+    fn tail_of_a_request_whose_last_16_bytes_come_in_its_last_read() {
+        let body: Vec<u8> = (0..200u8).collect();
+        let framed = request(1, 17, 3, "consumer-1", &body);
+        // As the JVM reads: the size, then the body.
+        assert_eq!(tails(&[&framed[..4], &framed[4..]]), [(3, last_16(&framed))]);
+        // The body in pieces, the last one exactly 16 bytes.
+        let end = framed.len() - REQUEST_TAIL;
+        assert_eq!(tails(&[&framed[..4], &framed[4..100], &framed[100..end], &framed[end..]]), [(3, last_16(&framed))]);
+        // A body of exactly 16 bytes: its tail is the whole body, header included.
+        let short = request(18, 3, 4, "abcd", &[0xee; 2]);
+        assert_eq!(short.len(), 4 + REQUEST_TAIL);
+        assert_eq!(tails(&[&short]), [(4, last_16(&short))]);
+    }
+
+    #[test]
+    fn no_tail_when_the_last_read_holds_fewer_than_16_body_bytes() {
+        let framed = request(1, 17, 5, "consumer-1", &[7; 150]);
+        let end = framed.len() - (REQUEST_TAIL - 1);
+        assert_eq!(tails(&[&framed[..4], &framed[4..end], &framed[end..]]), [(5, None)]);
+        let end = framed.len() - 1;
+        assert_eq!(tails(&[&framed[..end], &framed[end..]]), [(5, None)]);
+        // A body shorter than 16 bytes never has one.
+        let tiny = request(18, 0, 6, "", &[]);
+        assert_eq!(tails(&[&tiny]), [(6, None)]);
+        // A tail that cannot be copied is left out, the request is not.
+        struct NoTail<'a>(&'a [u8]);
+        impl ByteSource for NoTail<'_> {
+            fn copy(&self, offset: u32, dst: &mut [u8], len: u32) -> bool {
+                self.0.copy(offset, dst, len)
+            }
+            fn copy_tail(&self, _: u32, _: &mut [u8; REQUEST_TAIL]) -> bool {
+                false
+            }
+        }
+        let mut f = RequestFraming::NEW;
+        let mut seen = Vec::new();
+        let outcome = feed_request_bytes(&mut f, &NoTail(&framed), framed.len() as u32, 1, 0, |f, h| {
+            seen.push((h.correlation_id, f.tail_len))
+        });
+        assert_eq!((outcome, seen), (Feed::Ok, vec![(5, 0)]));
+    }
+
+    #[test]
+    fn several_requests_in_one_read_each_get_their_own_tail() {
+        let a = request(0, 9, 1, "p", &(0..40u8).collect::<Vec<_>>());
+        let b = request(1, 17, 2, "c", &(100..140u8).collect::<Vec<_>>());
+        let c = request(1, 17, 3, "c", &(200..230u8).collect::<Vec<_>>());
+        let mut first_read = a.clone();
+        first_read.extend(&b);
+        // Two whole requests, then one whose last 10 body bytes come in a read of their own.
+        let split = c.len() - 10;
+        let seen = tails(&[&first_read, &c[..split], &c[split..]]);
+        assert_eq!(seen, [(1, last_16(&a)), (2, last_16(&b)), (3, None)]);
+        // A tail-less request after one with a tail does not report the old tail.
+        let seen = tails(&[&a, &c[..split], &c[split..]]);
+        assert_eq!(seen, [(1, last_16(&a)), (3, None)]);
     }
 
     #[test]

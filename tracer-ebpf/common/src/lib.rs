@@ -3,6 +3,7 @@
 //! sides agree on layout and on histogram bucketing by construction.
 #![cfg_attr(not(test), no_std)]
 
+pub mod body;
 pub mod events;
 pub mod framing;
 
@@ -479,8 +480,9 @@ pub const fn thread_slot(tid: u32) -> u32 {
 
 /// Bound of the overflow map for threads whose slot another thread's call holds.
 pub const IN_FLIGHT_MAX_ENTRIES: u32 = 4096;
-/// Ring buffer for request and stall records: 4 MiB holds ~30k requests, far more than one
-/// user-space drain interval (100 ms) of a busy broker.
+/// Ring buffer for request and stall records: 4 MiB holds ~18k requests (224 bytes each with
+/// the ring buffer's header), far more than one user-space drain interval (100 ms) of a busy
+/// broker.
 pub const EVENTS_BYTES: u32 = 4 << 20;
 
 #[cfg(all(feature = "user", not(target_arch = "bpf")))]

@@ -16,7 +16,7 @@ use crate::{
     config::{CONFIG, global},
     inflight::{InFlight, broker_tid},
     maps::{bump, connection, connection_or_new},
-    mem::{copy_words, zero_words},
+    mem::{copy_bytes, copy_words, zero_words},
     records::send_request,
 };
 
@@ -103,6 +103,13 @@ impl ByteSource for UserBytes {
         let src = (self.base + offset as u64) as *const core::ffi::c_void;
         unsafe { generated::bpf_probe_read_user(dst.as_mut_ptr().cast(), len, src) == 0 }
     }
+
+    #[inline(always)]
+    fn copy_tail(&self, offset: u32, dst: &mut [u8; framing::REQUEST_TAIL]) -> bool {
+        // A constant size into a fixed array: bounded for every verifier.
+        let src = (self.base + offset as u64) as *const core::ffi::c_void;
+        unsafe { generated::bpf_probe_read_user(dst.as_mut_ptr().cast(), framing::REQUEST_TAIL as u32, src) == 0 }
+    }
 }
 
 /// `len & COPY_MASK`, computed where the verifier sees it. The framing parser already
@@ -163,6 +170,13 @@ fn remember_request(p: &mut PendingRequest, tid: u32, f: &RequestFraming, header
     p.read_start_ns = f.started_ns;
     p.read_done_ns = now;
     p.response_start_ns = 0;
+    // The first and last body bytes, for user space's body parser (kstall_common::body).
+    const { assert!(framing::HEADER_CAPTURE <= framing::HEADER_BUFFER) };
+    copy_bytes(&mut p.head, f.header.as_ptr().cast());
+    copy_bytes(&mut p.tail, &f.tail);
+    p.head_len = f.header_have;
+    p.tail_len = f.tail_len;
+    p._pad = [0; 6];
 }
 
 #[inline(always)]

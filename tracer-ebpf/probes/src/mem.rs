@@ -42,3 +42,15 @@ pub(crate) fn copy_words<T: Copy>(dst: *mut T, src: *const T) {
         }
     }
 }
+
+/// `*dst = *src` for byte arrays, a u64 at a time. Both must sit at 8-byte aligned addresses:
+/// the byte arrays of the shared records are at 8-byte offsets of 8-byte aligned structs
+/// (`kstall_common::events`' layout test checks each one copied).
+#[inline(always)]
+pub(crate) fn copy_bytes<const N: usize>(dst: *mut [u8; N], src: *const [u8; N]) {
+    const { assert!(N % 8 == 0) };
+    let (d, s) = (dst.cast::<u64>(), src.cast::<u64>());
+    for i in 0..N / 8 {
+        unsafe { write_volatile(d.add(i), read_volatile(s.add(i))) };
+    }
+}

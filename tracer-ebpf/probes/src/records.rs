@@ -10,7 +10,7 @@ use kstall_common::{
 use crate::{
     inflight::{InFlight, page_shift},
     kafka::{request_on, unknown_request},
-    mem::copy_words,
+    mem::{copy_bytes, copy_words},
     maps::{EVENTS, bump},
 };
 
@@ -88,6 +88,11 @@ pub(crate) fn send_request(tid: u32, fd: u32, conn: &Connection, now: u64) {
         (*e).response_start_ns = p.response_start_ns;
         (*e).response_done_ns = now;
         copy_words(&raw mut (*e).id, &p.id);
+        copy_bytes(&raw mut (*e).head, &p.head);
+        copy_bytes(&raw mut (*e).tail, &p.tail);
+        (*e).head_len = p.head_len;
+        (*e).tail_len = p.tail_len;
+        (*e)._pad = [0; 6];
     }
     entry.submit(NO_WAKEUP);
 }

@@ -22,7 +22,9 @@
 //! state, are exactly the bytes fed since the read that resynced. A request is reported only
 //! when its last body byte was fed, with the size, header and client_id bytes that are in the
 //! stream at its place, a plausible header, and the start (and arrival) time of the read that
-//! brought its first byte. Any outcome but Ok leaves the state HUNTING, and says why truly.
+//! brought its first byte, and its last REQUEST_TAIL body bytes exactly when the read that
+//! brought its last byte held and could copy that many of them. Any outcome but Ok leaves the
+//! state HUNTING, and says why truly.
 //!
 //! Seeds: when started on a corpus directory, the target adds the unit tests' captured
 //! requests to it (`seed-*` files, written once).
@@ -30,7 +32,7 @@
 
 use kstall_common::framing::{
     ByteSource, CLIENT_ID_CAP, FIXED_HEADER, Feed, HEADER_CAPTURE, MAX_API_KEY, MAX_API_VERSION, MAX_REQUEST_SIZE,
-    MAX_STEPS_PER_READ, RequestFraming, RequestHeader, client_id, feed_request_bytes, looks_like_tls,
+    MAX_STEPS_PER_READ, REQUEST_TAIL, RequestFraming, RequestHeader, client_id, feed_request_bytes, looks_like_tls,
     parse_request_header, state,
 };
 use kstall_testbed::kafka_protocol::request_frame;
@@ -60,12 +62,24 @@ impl ByteSource for Bytes<'_> {
         dst[..len].copy_from_slice(&self.bytes[offset..offset + len]);
         true
     }
+
+    fn copy_tail(&self, offset: u32, dst: &mut [u8; REQUEST_TAIL]) -> bool {
+        let offset = offset as usize;
+        assert!(offset + REQUEST_TAIL <= self.bytes.len(), "tail copy at {offset} past a {}-byte read", self.bytes.len());
+        if offset + REQUEST_TAIL > self.readable {
+            return false;
+        }
+        dst.copy_from_slice(&self.bytes[offset..offset + REQUEST_TAIL]);
+        true
+    }
 }
 
 /// A read fed so far: its stream range and times.
 struct Read {
     start: usize,
     end: usize,
+    /// Stream offset where this read's bytes stop being copyable.
+    readable_end: usize,
     now_ns: u64,
     arrival_ns: u64,
 }
@@ -139,6 +153,16 @@ fn check_request(
     assert_eq!(cut, (stored as usize) < len, "client_id cut flag");
     let at = frame + 4 + FIXED_HEADER;
     assert_eq!(&id[..stored as usize], &stream[at..at + stored as usize], "client_id bytes");
+
+    // The tail: the body's last REQUEST_TAIL bytes, when the read that brought its last byte
+    // held that many of the body and could copy them.
+    let read = reads.last().expect("a request without a read");
+    let in_read = end - read.start.max(frame + 4);
+    let want = in_read >= REQUEST_TAIL && end <= read.readable_end;
+    assert_eq!(f.tail_len as usize, if want { REQUEST_TAIL } else { 0 }, "tail_len with {in_read} body bytes in the read");
+    if want {
+        assert_eq!(&f.tail, &stream[end - REQUEST_TAIL..end], "tail bytes");
+    }
     *next = end;
 }
 
@@ -164,7 +188,7 @@ impl Connection<'_> {
         let fed = if how == READV { cut } else { len };
         let readable = if how == FAULT { cut } else { fed };
         let fed_end = start + fed;
-        self.reads.push(Read { start, end: fed_end, now_ns, arrival_ns });
+        self.reads.push(Read { start, end: fed_end, readable_end: start + readable, now_ns, arrival_ns });
         if self.f.state == state::HUNTING {
             self.next = start;
         }
