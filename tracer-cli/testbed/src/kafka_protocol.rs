@@ -1097,6 +1097,68 @@ mod tests {
     }
 
     #[test]
+    fn fetch_v4_request_and_response() {
+        let frame = fetch_v4(7, "cold-reader", "cold", 42, 1 << 20, 100);
+        let mut r = Reader::new(&frame[4..]);
+        assert_eq!((r.i16().unwrap(), r.i16().unwrap(), r.i32().unwrap()), (API_FETCH, 4, 7));
+        assert_eq!(r.string().unwrap(), "cold-reader");
+        assert_eq!((r.i32().unwrap(), r.i32().unwrap(), r.i32().unwrap(), r.i32().unwrap(), r.i8().unwrap()), (-1, 100, 1, 1 << 20, 0));
+        assert_eq!((r.i32().unwrap(), r.string().unwrap().as_str(), r.i32().unwrap(), r.i32().unwrap()), (1, "cold", 1, 0));
+        assert_eq!((r.i64().unwrap(), r.i32().unwrap(), r.remaining()), (42, 1 << 20, 0));
+
+        // Two whole batches (offsets 10 and 11), then the first bytes of a third.
+        let mut records = Vec::new();
+        for base in [10i64, 11] {
+            let mut batch = record_batch(b"v", 0);
+            batch[..8].copy_from_slice(&base.to_be_bytes());
+            records.extend(batch);
+        }
+        records.extend(&record_batch(b"v", 0)[..20]);
+        let mut body = 0i32.to_be_bytes().to_vec(); // throttle
+        body.extend(1i32.to_be_bytes());
+        put_string(&mut body, "cold");
+        body.extend(1i32.to_be_bytes());
+        body.extend(0i32.to_be_bytes()); // partition
+        body.extend(0i16.to_be_bytes()); // error
+        body.extend(99i64.to_be_bytes()); // high watermark
+        body.extend(99i64.to_be_bytes()); // last stable offset
+        body.extend(0i32.to_be_bytes()); // aborted transactions
+        body.extend((records.len() as i32).to_be_bytes());
+        body.extend(&records);
+        let answer = decode_fetch_v4_response(&body).unwrap();
+        assert_eq!(answer, FetchPartitionResponse { error_code: 0, high_watermark: 99, bytes: records.len(), next_offset: Some(12) });
+    }
+
+    #[test]
+    fn create_topics_v2_request_and_response() {
+        let frame = create_topics_v2(1, "t", "cold", &[vec![1, 2, 3]], &[("min.insync.replicas", "2")], 30_000);
+        let mut r = Reader::new(&frame[4..]);
+        assert_eq!((r.i16().unwrap(), r.i16().unwrap(), r.i32().unwrap(), r.string().unwrap().as_str()), (API_CREATE_TOPICS, 2, 1, "t"));
+        assert_eq!((r.i32().unwrap(), r.string().unwrap().as_str(), r.i32().unwrap(), r.i16().unwrap()), (1, "cold", -1, -1));
+        assert_eq!((r.i32().unwrap(), r.i32().unwrap(), r.i32().unwrap()), (1, 0, 3));
+        assert_eq!((r.i32().unwrap(), r.i32().unwrap(), r.i32().unwrap()), (1, 2, 3));
+        assert_eq!((r.i32().unwrap(), r.string().unwrap().as_str(), r.string().unwrap().as_str()), (1, "min.insync.replicas", "2"));
+        assert_eq!((r.i32().unwrap(), r.i8().unwrap(), r.remaining()), (30_000, 0, 0));
+
+        let mut body = 0i32.to_be_bytes().to_vec();
+        body.extend(1i32.to_be_bytes());
+        put_string(&mut body, "cold");
+        body.extend(36i16.to_be_bytes());
+        put_string(&mut body, "exists");
+        assert_eq!(decode_create_topics_v2_response(&body).unwrap(), [("cold".to_string(), 36, Some("exists".to_string()))]);
+    }
+
+    #[test]
+    fn produce_v9_acks_all() {
+        let frame = produce_v9_acks(2, "sync-producer", "hot", b"x", -1);
+        // size, header v2 (key, version, correlation id, client id, tagged fields), then a null
+        // compact transactional id and acks.
+        let acks_at = 4 + 2 + 2 + 4 + 2 + "sync-producer".len() + 1 + 1;
+        assert_eq!(&frame[acks_at..acks_at + 2], &(-1i16).to_be_bytes());
+        assert_eq!(produce_v9(2, "sync-producer", "hot", b"x")[acks_at..acks_at + 2], 1i16.to_be_bytes());
+    }
+
+    #[test]
     fn produce_v9_response() {
         let mut body = Vec::new();
         put_compact_array_len(&mut body, 1);
