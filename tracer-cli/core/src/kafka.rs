@@ -2,10 +2,12 @@
 //! as topic-partitions.
 use std::{collections::HashMap, fmt, path::Path};
 
-use kstall_common::events::{RequestEvent, RequestId};
-
-pub const PRODUCE: i16 = 0;
-pub const FETCH: i16 = 1;
+pub use kstall_common::body::api::{FETCH, PRODUCE};
+use kstall_common::{
+    body::{self, Fetcher},
+    events::{RequestEvent, RequestId},
+    framing::REQUEST_TAIL,
+};
 
 /// What a request's body says that attribution needs, read from the bytes the probe captured
 /// past its header.
@@ -21,8 +23,28 @@ pub struct RequestFacts {
 }
 
 impl RequestFacts {
-    pub fn of(_e: &RequestEvent) -> RequestFacts {
-        RequestFacts::default()
+    /// From the head and tail bytes the probe captured (kstall_common::body, the parser the
+    /// fuzzer runs too).
+    pub fn of(e: &RequestEvent) -> RequestFacts {
+        let head = &e.head[..(e.head_len as usize).min(e.head.len())];
+        let tail = (e.tail_len as usize == REQUEST_TAIL).then_some(&e.tail);
+        let facts = body::parse_request_body(e.id.api_key, e.id.api_version, head, tail);
+        RequestFacts {
+            acks: facts.acks,
+            follower: match facts.fetcher {
+                Fetcher::Follower { broker_id } => Some(broker_id),
+                Fetcher::Consumer | Fetcher::Unknown => None,
+            },
+            partition: facts.first.and_then(|first| {
+                let topic = match first.topic {
+                    // A cut name would count as a topic of its own: left out.
+                    body::Topic::Name(name) if name.cut => return None,
+                    body::Topic::Name(name) => Topic::Name(String::from_utf8_lossy(name.as_bytes()).into_owned()),
+                    body::Topic::Id(id) => Topic::Id(TopicId(id)),
+                };
+                Some((topic, first.partition?))
+            }),
+        }
     }
 }
 

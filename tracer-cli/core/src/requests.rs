@@ -556,7 +556,12 @@ impl RequestStats {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use kstall_common::events::{RequestId, kind};
+    use kstall_common::{
+        events::{RequestId, kind},
+        framing::REQUEST_TAIL,
+    };
+
+    use crate::kafka::{FETCH, Topic};
 
     use crate::listeners::SecurityProtocol;
 
@@ -693,7 +698,7 @@ pub(crate) mod tests {
         for i in 0..10u64 {
             let delay = if i < 3 { stalled } else { Delay::default() };
             let done = if i < 3 { 20 * ms } else { 2 * ms };
-            stats.record(&request_event(3, 40, FETCH_KEY, "broker-2-fetcher-0", i * 100 * ms, i * 100 * ms + 1, i * 100 * ms + done), None, &follower, &delay);
+            stats.record(&request_event(3, 40, FETCH, "broker-2-fetcher-0", i * 100 * ms, i * 100 * ms + 1, i * 100 * ms + done), None, &follower, &delay);
             stats.record(&request_event(3, 41, 12, "tail-consumer", i * 100 * ms, i * 100 * ms + 1, i * 100 * ms + ms), None, &RequestFacts::default(), &Delay::default());
         }
         let rows = stats.delayed();
@@ -709,5 +714,26 @@ pub(crate) mod tests {
         assert_eq!(t.clients, ["broker-2-fetcher-0", "tail-consumer"]);
     }
 
-    const FETCH_KEY: i16 = crate::kafka::FETCH;
+
+    #[test]
+    fn request_facts_come_from_the_captured_body_bytes() {
+        // Produce v3 from client "p": null transactional_id, acks -1, 30 s timeout, topic "hot"
+        // partition 0.
+        let mut head = vec![0, 0, 0, 3, 0, 0, 0, 7, 0, 1, b'p'];
+        head.extend([0xff, 0xff, 0xff, 0xff, 0, 0, 0x75, 0x30, 0, 0, 0, 1, 0, 3, b'h', b'o', b't', 0, 0, 0, 1, 0, 0, 0, 0]);
+        let mut e = request_event(1, 5, PRODUCE, "p", 1_000, 2_000, 100_000);
+        e.id.api_version = 3;
+        e.head[..head.len()].copy_from_slice(&head);
+        e.head_len = head.len() as u8;
+        let facts = RequestFacts::of(&e);
+        assert_eq!(facts, RequestFacts { acks: Some(-1), follower: None, partition: Some((Topic::Name("hot".into()), 0)) });
+        // Fetch v17 from a follower: its ReplicaState (broker 2, epoch 9) ends the body.
+        let mut e = request_event(1, 5, FETCH, "broker-2-fetcher-0", 1_000, 2_000, 100_000);
+        e.id.api_version = 17;
+        e.tail = [1, 1, 13, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 9, 0];
+        e.tail_len = REQUEST_TAIL as u8;
+        assert_eq!(RequestFacts::of(&e).follower, Some(2));
+        e.tail_len = 0;
+        assert_eq!(RequestFacts::of(&e).follower, None, "no tail: not known, not a follower");
+    }
 }
