@@ -118,7 +118,10 @@ fn misses_saturate_network_threads(s: &Summary) -> bool {
 pub fn findings(s: &Summary) -> Vec<Finding> {
     let mut out = Vec::new();
     let p = &s.stalls.produce;
-    if p.stalled_by_miss > 0 {
+    // A stray miss (an index read, one cold segment) that delayed a request or two of thousands
+    // is in the tables, not a finding: the misses must be a share of the requests or of the
+    // slowest 1%.
+    if p.stalled_by_miss > 0 && (p.stalled_by_miss * 100 >= p.requests || p.slowest_1pct_stalled * 10 >= p.slowest_1pct.max(1)) {
         let reader = s.stalls.cold_readers.first();
         let partition = s.stalls.cold_partitions.first();
         let mut detail = format!(
@@ -860,6 +863,19 @@ mod tests {
         assert!(blocked.detail.contains("one in 3 of the clients"), "{}", blocked.detail);
         s.stalls.by_thread[0].stall_ns = 5_000_000_000; // 25%
         assert!(!ids(&findings(&s)).contains(&"network_thread_blocked"));
+    }
+
+    #[test]
+    fn a_stray_miss_among_thousands_of_produce_is_no_finding() {
+        let mut s = empty_summary();
+        s.stalls.by_thread.push(thread_stalls(1, "PLAINTEXT", Cause::PageCacheMiss, 1, 9));
+        let p = &mut s.stalls.produce;
+        // One of 15802 stalled, one of the 159 slowest 1%: a cold layout's stray index read.
+        (p.requests, p.stalled_requests, p.stalled_by_miss, p.slowest_1pct, p.slowest_1pct_stalled) = (15802, 1, 1, 159, 1);
+        assert!(!ids(&findings(&s)).contains(&"produce_stalled_by_page_cache_miss"));
+        // A tenth of the slowest 1% is.
+        s.stalls.produce.slowest_1pct_stalled = 16;
+        assert!(ids(&findings(&s)).contains(&"produce_stalled_by_page_cache_miss"));
     }
 
     #[test]
