@@ -259,31 +259,9 @@ impl Cluster {
 
     /// Produces `total_bytes` of `message_bytes`-sized messages to `topic` with kcat (acks=all).
     pub fn produce(&self, topic: &str, total_bytes: usize, message_bytes: usize) -> Result<()> {
-        let mut child = self
-            .kcat()
-            .args(["-P", "-t", topic, "-z", "none", "-X", "queue.buffering.max.ms=50", "-X", "acks=all"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("cannot run kcat (apt-get install kcat)")?;
-        let mut stdin = child.stdin.take().context("kcat stdin")?;
-        let mut line = vec![b'k'; message_bytes.max(16) - 1];
-        line.push(b'\n');
-        let mut written = 0;
-        let mut n = 0u64;
-        while written < total_bytes {
-            line[..12].copy_from_slice(format!("{n:012}").as_bytes());
-            stdin.write_all(&line)?;
-            written += line.len();
-            n += 1;
-        }
-        drop(stdin);
-        let out = child.wait_with_output()?;
-        if !out.status.success() {
-            bail!("kcat producer failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
-        }
-        Ok(())
+        let mut kcat = self.kcat();
+        kcat.args(["-X", "acks=all"]);
+        crate::kafka::kcat_produce(kcat, topic, total_bytes, message_bytes)
     }
 
     /// Segment files of a topic's partitions in node `id`'s log dir.

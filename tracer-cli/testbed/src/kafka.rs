@@ -524,32 +524,7 @@ impl DemoBroker {
 
     /// Produces `total_bytes` of `message_bytes`-sized messages to `topic` with kcat.
     pub fn produce(&self, topic: &str, total_bytes: usize, message_bytes: usize) -> Result<()> {
-        let mut child = self
-            .kcat()
-            .args(["-P", "-t", topic, "-z", "none", "-X", "queue.buffering.max.ms=50"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("cannot run kcat (apt-get install kcat)")?;
-        let mut stdin = child.stdin.take().context("kcat stdin")?;
-        let mut line = vec![b'k'; message_bytes.max(16) - 1];
-        line.push(b'\n');
-        let mut written = 0;
-        let mut n = 0u64;
-        while written < total_bytes {
-            // A sequence number in each message so no two are alike.
-            line[..12].copy_from_slice(format!("{n:012}").as_bytes());
-            stdin.write_all(&line)?;
-            written += line.len();
-            n += 1;
-        }
-        drop(stdin);
-        let out = child.wait_with_output()?;
-        if !out.status.success() {
-            bail!("kcat producer failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
-        }
-        Ok(())
+        kcat_produce(self.kcat(), topic, total_bytes, message_bytes)
     }
 
     /// Consumes `topic` from offset 0 to its end with kcat; returns the message count.
@@ -590,6 +565,36 @@ impl DemoBroker {
             let _ = fs::remove_dir_all(metadata_dir(self.port));
         }
     }
+}
+
+/// Produces `total_bytes` of `message_bytes`-sized messages to `topic` with a kcat command
+/// (its broker and settings already given).
+pub(crate) fn kcat_produce(mut kcat: Command, topic: &str, total_bytes: usize, message_bytes: usize) -> Result<()> {
+    let mut child = kcat
+        .args(["-P", "-t", topic, "-z", "none", "-X", "queue.buffering.max.ms=50"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot run kcat (apt-get install kcat)")?;
+    let mut stdin = child.stdin.take().context("kcat stdin")?;
+    let mut line = vec![b'k'; message_bytes.max(16) - 1];
+    line.push(b'\n');
+    let mut written = 0;
+    let mut n = 0u64;
+    while written < total_bytes {
+        // A sequence number in each message so no two are alike.
+        line[..12].copy_from_slice(format!("{n:012}").as_bytes());
+        stdin.write_all(&line)?;
+        written += line.len();
+        n += 1;
+    }
+    drop(stdin);
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!("kcat producer failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
 }
 
 impl Drop for DemoBroker {
