@@ -6,7 +6,6 @@ pub use kstall_common::body::api::{FETCH, PRODUCE};
 use kstall_common::{
     body::{self, Fetcher},
     events::{RequestEvent, RequestId},
-    framing::REQUEST_TAIL,
 };
 
 /// What a request's body says that attribution needs, read from the bytes the probe captured
@@ -26,9 +25,7 @@ impl RequestFacts {
     /// From the head and tail bytes the probe captured (kstall_common::body, the parser the
     /// fuzzer runs too).
     pub fn of(e: &RequestEvent) -> RequestFacts {
-        let head = &e.head[..(e.head_len as usize).min(e.head.len())];
-        let tail = (e.tail_len as usize == REQUEST_TAIL).then_some(&e.tail);
-        let facts = body::parse_request_body(e.id.api_key, e.id.api_version, head, tail);
+        let facts = body::parse_request_body(e.id.api_key, e.id.api_version, e.head(), e.tail());
         RequestFacts {
             acks: facts.acks,
             follower: match facts.fetcher {
