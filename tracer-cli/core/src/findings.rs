@@ -118,10 +118,7 @@ fn misses_saturate_network_threads(s: &Summary) -> bool {
 pub fn findings(s: &Summary) -> Vec<Finding> {
     let mut out = Vec::new();
     let p = &s.stalls.produce;
-    // A stray miss (an index read, one cold segment) that delayed a request or two of thousands
-    // is in the tables, not a finding: the misses must be a share of the requests or of the
-    // slowest 1%.
-    if p.stalled_by_miss > 0 && (p.stalled_by_miss * 100 >= p.requests || p.slowest_1pct_stalled * 10 >= p.slowest_1pct.max(1)) {
+    if explains_a_share(p.stalled_by_miss, p.requests, p.slowest_1pct_stalled, p.slowest_1pct) {
         let reader = s.stalls.cold_readers.first();
         let partition = s.stalls.cold_partitions.first();
         let mut detail = format!(
@@ -353,6 +350,16 @@ pub fn findings(s: &Summary) -> Vec<Finding> {
     out
 }
 
+/// Stalls that delayed `affected` of `requests` Produce requests, `slowest_affected` of the
+/// `slowest` (the slowest 1%), make a finding when they are 1% of the requests or a tenth of
+/// the slowest 1%. A stray miss (an index read, one cold segment) that delayed one request of
+/// thousands, even one in the slowest 1%, stays in the tables: the cluster test's layout with
+/// the cold reader alone on its thread saw 1 of 15802 stalled on the producer's thread, and 1
+/// of 25190 acks=all requests held by a follower's thread.
+fn explains_a_share(affected: u64, requests: u64, slowest_affected: u64, slowest: u64) -> bool {
+    affected > 0 && (affected * 100 >= requests || slowest_affected * 10 >= slowest.max(1))
+}
+
 /// Findings whose cause is on the broker: a client-pattern finding follows them.
 const BROKER_CAUSES: [&str; 4] = [
     "produce_stalled_by_page_cache_miss",
@@ -404,9 +411,7 @@ fn victim(r: &DelayedRow, stalled: u64, added: u64) -> String {
 fn replication_finding(s: &Summary) -> Option<Finding> {
     let r = &s.stalls.replication;
     let p = &s.stalls.produce;
-    // A few overlaps of slow calls with a busy producer's requests are noise; a share of the
-    // acks=all requests, or any among the slowest 1%, is not.
-    if r.produce_delayed == 0 || (r.slowest_1pct_delayed == 0 && r.produce_delayed * 20 < r.produce_acks_all) {
+    if !explains_a_share(r.produce_delayed, r.produce_acks_all, r.slowest_1pct_delayed, p.slowest_1pct) {
         return None;
     }
     let stalled_followers: Vec<_> = r.followers.iter().filter(|f| f.stalled_fetches > 0).collect();
@@ -876,6 +881,18 @@ mod tests {
         // A tenth of the slowest 1% is.
         s.stalls.produce.slowest_1pct_stalled = 16;
         assert!(ids(&findings(&s)).contains(&"produce_stalled_by_page_cache_miss"));
+    }
+
+    #[test]
+    fn one_acks_all_request_held_by_a_stray_miss_on_a_followers_thread_is_no_finding() {
+        let mut s = three_threads_cold_on_the_followers();
+        let r = &mut s.stalls.replication;
+        // The cold reader alone elsewhere; one miss on broker 2's thread held 1 of 25190.
+        (r.produce_acks_all, r.produce_delayed, r.slowest_1pct_delayed) = (25190, 1, 1);
+        s.stalls.produce.slowest_1pct = 252;
+        assert!(!ids(&findings(&s)).contains(&"replication_delayed_by_stalls"));
+        s.stalls.replication.produce_delayed = 252;
+        assert!(ids(&findings(&s)).contains(&"replication_delayed_by_stalls"), "1% of the acks=all requests is");
     }
 
     #[test]
