@@ -458,7 +458,7 @@ impl Attribution {
         let mut delay = Delay::default();
         let mut other_cause = None;
         if let Some(stalls) = self.recent.get_mut(&r.tid) {
-            for s in stalls.iter_mut().filter(|s| s.start_ns < to && s.end_ns() > from) {
+            for s in overlapping(stalls, from, to) {
                 let overlap = s.end_ns().min(to) - s.start_ns.max(from);
                 s.delayed_requests += 1;
                 if produce {
@@ -536,7 +536,7 @@ impl Attribution {
         let (mut replication, mut miss) = (0u64, 0u64);
         for tid in self.replication.threads.iter().filter(|&&tid| tid != r.tid) {
             let Some(stalls) = self.recent.get_mut(tid) else { continue };
-            for s in stalls.iter_mut().filter(|s| s.start_ns < to && s.end_ns() > from) {
+            for s in overlapping(stalls, from, to) {
                 let overlap = (s.end_ns().min(to) - s.start_ns.max(from)).min(room - replication);
                 if overlap == 0 {
                     continue;
@@ -622,6 +622,14 @@ impl Attribution {
             },
         }
     }
+}
+
+/// The stalls of one thread that overlap [from, to). One thread makes one call at a time, so its
+/// stalls follow each other without overlapping: walked from the newest, the search stops at
+/// the first that ended before `from`, and a request costs the few stalls near it, not the
+/// whole window kept (every request of every API is joined here).
+fn overlapping(stalls: &mut VecDeque<Stall>, from: u64, to: u64) -> impl Iterator<Item = &mut Stall> {
+    stalls.iter_mut().rev().skip_while(move |s| s.start_ns >= to).take_while(move |s| s.end_ns() > from)
 }
 
 fn request_ref(id: &RequestId) -> Option<RequestRef> {
