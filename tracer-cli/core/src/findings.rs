@@ -551,7 +551,15 @@ fn blocked_thread_findings(s: &Summary) -> Vec<Finding> {
                 .map(|d| victim(d, d.stalled_requests, d.added_ns))
                 .collect();
             let hurt = if hurt.is_empty() { String::new() } else { format!(" Delayed: {}.", hurt.join(", ")) };
-            let total = s.requests.threads.len().max(network.len());
+            // The threads its listener's acceptor deals connections to: the network threads of
+            // the same listener (a KRaft broker's CONTROLLER listener has its own), else all.
+            let listener = s.stalls.by_thread.iter().find(|t| t.tid == tid).and_then(|t| t.listener.as_deref());
+            let same_listener = s
+                .threads
+                .iter()
+                .filter(|t| t.role == Role::Network && t.listener.as_ref().map(|l| l.name.as_str()) == listener)
+                .count();
+            let total = if listener.is_some() && same_listener > 0 { same_listener } else { network.len() };
             Finding {
                 id: "network_thread_blocked",
                 severity: if share >= THREAD_BLOCKED_CRITICAL { Severity::Critical } else { Severity::Warning },
@@ -860,6 +868,18 @@ mod tests {
     #[test]
     fn one_blocked_thread_of_three_is_a_finding_under_the_average() {
         let mut s = three_threads_cold_on_the_followers();
+        // A KRaft broker's CONTROLLER listener has network threads of its own: not where a
+        // client's next connection can land.
+        let name = "data-plane-kafka-network-thread-1-ListenerName(CONTROLLER)-PLAINTEXT-0";
+        s.threads.push(ThreadInfo {
+            tid: 9,
+            comm: "data-plane-kafk".into(),
+            listener: listeners::thread_listener(name, None),
+            jvm_name: Some(name.into()),
+            role: Role::Network,
+            role_source: RoleSource::JvmName,
+        });
+        s.roles.entry(Role::Network).or_default().push(9);
         s.stalls.replication = Default::default();
         s.stalls.by_thread[0].stall_ns = 7_000_000_000; // 35% of 20 s
         let f = findings(&s);
