@@ -266,7 +266,7 @@ fn judge(m: &Measured, placement: &Placement, baseline_p99: Option<u64>, baselin
     let fs = findings(&m.report);
     eprintln!("===== [{name}] =====");
     for f in &fs {
-        eprintln!("[{name}] finding {} ({}): {}", f["id"], f["severity"], f["title"]);
+        eprintln!("[{name}] finding {} ({}): {}\n    detail: {}\n    fix: {}", f["id"], f["severity"], f["title"], f["detail"], f["fix"]);
     }
     // Produce: kstall against the producer's own clock.
     let row = summary["requests"]["clients"]

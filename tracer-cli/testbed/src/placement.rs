@@ -138,6 +138,10 @@ pub fn tcp_entries() -> Result<Vec<TcpEntry>> {
             entries.push(TcpEntry { local_port, remote_port, state, inode });
         }
     }
+    // The kernel writes these tables a chunk at a time, walking its socket hash as it changes:
+    // a socket can be listed twice in one read (a follower's connection came out twice).
+    entries.sort_by_key(|e| (e.inode, e.local_port, e.remote_port, e.state));
+    entries.dedup_by_key(|e| (e.inode, e.local_port, e.remote_port, e.state));
     Ok(entries)
 }
 
