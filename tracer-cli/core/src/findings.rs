@@ -513,13 +513,8 @@ fn blocked_thread_findings(s: &Summary) -> Vec<Finding> {
         return Vec::new();
     }
     let network = s.roles.get(&Role::Network).map(Vec::as_slice).unwrap_or_default();
-    let mut tids: Vec<(u32, u64)> = Vec::new();
-    for t in &s.stalls.by_thread {
-        match tids.iter_mut().find(|(tid, _)| *tid == t.tid) {
-            Some(entry) => entry.1 += t.stall_ns,
-            None => tids.push((t.tid, t.stall_ns)),
-        }
-    }
+    let mut tids: Vec<(u32, u64)> = s.stalls.by_thread.iter().map(|t| (t.tid, s.stalls.thread_stall_ns(t.tid))).collect();
+    tids.dedup();
     tids.retain(|(tid, ns)| network.contains(tid) && *ns as f64 >= THREAD_BLOCKED_WARNING * traced_ns);
     tids.sort_by_key(|(tid, ns)| (std::cmp::Reverse(*ns), *tid));
     tids.into_iter()

@@ -315,15 +315,15 @@ pub struct RequestStats {
 
 impl RequestStats {
     /// Accounts one answered request, served by a network thread of `listener` (None: not
-    /// known), and what the stalls did to it; returns its timing. A controller-plane
-    /// listener's requests go to their own table only.
-    pub fn record(&mut self, e: &RequestEvent, listener: Option<&Listener>, facts: &RequestFacts, delay: &Delay) -> RequestTiming {
+    /// known), and what the stalls did to it. A controller-plane listener's requests go to
+    /// their own table only.
+    pub fn record(&mut self, e: &RequestEvent, listener: Option<&Listener>, facts: &RequestFacts, delay: &Delay) {
         let t = RequestTiming::of(e);
         if let Some(l) = listener.filter(|l| l.plane == Plane::Controller) {
             let track = self.controller.entry((l.name.clone(), e.id.api_key)).or_default();
             track.total.record(t.total_ns());
             track.broker.record(t.broker_ns());
-            return t;
+            return;
         }
         let api = self.apis.entry(e.id.api_key).or_default();
         api.total.record(t.total_ns());
@@ -381,7 +381,6 @@ impl RequestStats {
         c.requests += 1;
         c.in_flight_sum += in_flight as u64;
         c.in_flight_max = c.in_flight_max.max(in_flight);
-        t
     }
 
     fn connection(&mut self, fd: u32, client: &str, now_ns: u64) -> &mut ConnectionTrack {

@@ -345,6 +345,13 @@ struct Replication {
     partitions: PartitionCounts,
 }
 
+impl StallSummary {
+    /// Time the thread `tid` was stalled, every cause.
+    pub fn thread_stall_ns(&self, tid: u32) -> u64 {
+        self.by_thread.iter().filter(|t| t.tid == tid).map(|t| t.stall_ns).sum()
+    }
+}
+
 pub struct Attribution {
     threshold_ns: u64,
     recent: HashMap<u32, VecDeque<Stall>>,

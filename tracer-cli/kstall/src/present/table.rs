@@ -342,7 +342,7 @@ pub fn thread_connections_table(s: &Summary) -> EvidenceTable {
                     clients += &format!(" (+{} more)", t.other_clients);
                 }
                 let stalls = s.stalls.by_thread.iter().filter(|b| b.tid == t.tid);
-                let stall_ns: u64 = stalls.clone().map(|b| b.stall_ns).sum();
+                let stall_ns = s.stalls.thread_stall_ns(t.tid);
                 let culprit = stalls
                     .filter_map(|b| match (&b.top_reader, &b.top_partition) {
                         (Some(reader), Some(partition)) => Some(format!("{reader} on {partition}")),
