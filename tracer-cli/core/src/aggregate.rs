@@ -380,7 +380,8 @@ pub(crate) mod tests {
     use crate::{
         hist::kernel_hist as hist_of,
         roles::RoleSource,
-        summary::{Finding, empty_summary},
+        finding::{Figures, Finding, FindingId},
+        summary::empty_summary,
     };
     use kstall_common::events::RequestEvent;
 
@@ -502,14 +503,14 @@ pub(crate) mod tests {
         assert_eq!(seen.exited, [reader.0]);
         let s = agg.summarize(seen, Taken { entries: Vec::new(), failed: vec![reader.0] });
         assert_eq!((count(&s, Role::Network, Syscall::Sendfile), s.lost.histogram_entries_unread), (0, 1));
-        assert!(s.findings.iter().any(|f| f.id == "histograms_unread"), "{:?}", s.findings);
+        assert!(s.findings.iter().any(|f| f.id == FindingId::HistogramsUnread), "{:?}", s.findings);
 
         // The next refresh takes it: folded into the network role (its comm was seen while it
         // lived), and nothing is unread any more.
         let seen = agg.observe(snapshot(&[reader], &[], &[]));
         let s = agg.summarize(seen, Taken { entries: vec![reader], failed: Vec::new() });
         assert_eq!((count(&s, Role::Network, Syscall::Sendfile), s.lost.histogram_entries_unread), (2, 0));
-        assert!(s.findings.iter().all(|f| f.id != "histograms_unread"));
+        assert!(s.findings.iter().all(|f| f.id != FindingId::HistogramsUnread));
 
         // A read that could not get an entry counts too.
         let mut partial = snapshot(&[], &[(201, "kafka-network-t")], &[]);
@@ -590,10 +591,11 @@ pub(crate) mod tests {
         assert_eq!(s.stalls.produce.requests, 30, "only the clients' Produce is attributed");
         assert_eq!(agg.timeline().produce_seen, 30);
         assert_eq!(s.requests.sync_producers.iter().map(|p| p.client_id.as_str()).collect::<Vec<_>>(), ["app"]);
-        let findings: Vec<&Finding> = s.findings.iter().filter(|f| f.id == "synchronous_producer").collect();
+        let findings: Vec<&Finding> = s.findings.iter().filter(|f| f.id == FindingId::SynchronousProducer).collect();
         assert_eq!(findings.len(), 1);
-        assert!(findings[0].title.contains("\"app\""));
-        assert!(s.findings.iter().all(|f| !f.detail.contains("raft-client") && !f.title.contains("raft-client")), "{:?}", s.findings);
+        assert!(matches!(&findings[0].figures, Figures::SynchronousProducer(p) if p.client_id == "app"));
+        let figures = serde_json::to_string(&s.findings).unwrap();
+        assert!(!figures.contains("raft-client"), "{figures}");
         let planes: Vec<(&str, Plane)> = s.listeners.iter().map(|l| (l.name.as_str(), l.plane)).collect();
         assert_eq!(planes, [("PLAINTEXT", Plane::Data), ("CONTROLLER", Plane::Controller)]);
         // Once named, records go straight through.

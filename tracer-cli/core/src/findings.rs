@@ -1,109 +1,77 @@
-//! Conclusions an operator acts on, drawn from a [`Summary`]: each says what was seen, in
-//! numbers, and what fixes it.
+//! The rules: which findings a [`Summary`] makes, how severe, and their figures (see
+//! [`crate::finding`]). The presenters put them into words.
 use kstall_common::{CacheResult, Syscall};
 
 use crate::{
+    finding::{
+        AllClear, CauseCount, Culprit, Figures, Finding, ListenerCount, ListenerStalls, MissStalls, ReplicationDelayed,
+        Severity, SlowCallStalls, SlowWrites, StalledThread, SyncProducerFigures, ThreadBlocked, ThreadCause, ThreadTotal,
+        TlsListener, TlsListeners, Victim, Victims,
+    },
     kafka::PRODUCE,
-    listeners::{ListenerInfo, Plane},
+    listeners::Plane,
     requests::DelayedRow,
     roles::Role,
-    stalls::{Cause, ListenerProduce, PartitionCount},
-    summary::{Finding, Row, Severity, Summary},
-    units::{duration, of_set, plural},
+    stalls::{Cause, ListenerProduce},
+    summary::{Row, Summary},
 };
 
-fn percent(part: u64, whole: u64) -> String {
-    if whole == 0 { "0%".into() } else { format!("{:.1}%", part as f64 * 100.0 / whole as f64) }
-}
-
-/// A network thread's stalls: its name, how many, how long.
-type ThreadTotal = (String, u64, u64);
-
-/// Stalls of the causes `pick` keeps, per listener of their network thread (None: not known),
-/// each with its threads, listeners by most stall time.
-fn stalls_per_listener(s: &Summary, pick: impl Fn(Cause) -> bool) -> Vec<(Option<&str>, Vec<ThreadTotal>)> {
-    let mut out: Vec<(Option<&str>, Vec<ThreadTotal>)> = Vec::new();
+/// Stalls of the causes `pick` keeps, per listener of their network thread, each with its
+/// threads, listeners by most stall time; empty when no stalled thread's listener is known
+/// (thread names from comm, say), as the sentence about places is then left out.
+fn places(s: &Summary, pick: impl Fn(Cause) -> bool) -> Vec<ListenerStalls> {
+    let mut out: Vec<ListenerStalls> = Vec::new();
     for t in s.stalls.by_thread.iter().filter(|t| pick(t.cause)) {
-        let listener = t.listener.as_deref();
-        let at = match out.iter().position(|(l, _)| *l == listener) {
+        let at = match out.iter().position(|l| l.listener == t.listener) {
             Some(at) => at,
             None => {
-                out.push((listener, Vec::new()));
+                out.push(ListenerStalls { listener: t.listener.clone(), threads: Vec::new() });
                 out.len() - 1
             }
         };
         let name = s.thread_name(t.tid);
-        match out[at].1.iter_mut().find(|(n, _, _)| *n == name) {
+        match out[at].threads.iter_mut().find(|n| n.thread == name) {
             Some(thread) => {
-                thread.1 += t.stalls;
-                thread.2 += t.stall_ns;
+                thread.stalls += t.stalls;
+                thread.stall_ns += t.stall_ns;
             }
-            None => out[at].1.push((name, t.stalls, t.stall_ns)),
+            None => out[at].threads.push(ThreadTotal { thread: name, stalls: t.stalls, stall_ns: t.stall_ns }),
         }
     }
-    let time = |threads: &[ThreadTotal]| threads.iter().map(|t| t.2).sum::<u64>();
-    for (_, threads) in &mut out {
-        threads.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
+    if out.iter().all(|l| l.listener.is_none()) {
+        return Vec::new();
     }
-    out.sort_by(|a, b| time(&b.1).cmp(&time(&a.1)).then(a.0.cmp(&b.0)));
+    let time = |l: &ListenerStalls| l.threads.iter().map(|t| t.stall_ns).sum::<u64>();
+    for l in &mut out {
+        l.threads.sort_by(|a, b| b.stall_ns.cmp(&a.stall_ns).then(a.thread.cmp(&b.thread)));
+    }
+    out.sort_by(|a, b| time(b).cmp(&time(a)).then(a.listener.cmp(&b.listener)));
     out
 }
 
-/// "The misses were on the network thread of listener PLAINTEXT (name: 380 misses, 24.7s)." and
-/// which listeners' clients' Produce requests were delayed; empty when no stalled thread's
-/// listener is known (thread names from comm, say). `what`: the stalls' name, one and many.
-fn listener_sentences(
-    s: &Summary,
-    what: (&str, &str),
-    pick: impl Fn(Cause) -> bool,
-    delayed: impl Fn(&ListenerProduce) -> u64,
-) -> String {
-    let places = stalls_per_listener(s, pick);
-    if places.iter().all(|(l, _)| l.is_none()) {
-        return String::new();
+/// The listeners whose clients' Produce requests the stalls delayed (by `delayed`), when the
+/// places are known.
+fn delayed_by_listener(s: &Summary, places: &[ListenerStalls], delayed: impl Fn(&ListenerProduce) -> u64) -> Vec<ListenerCount> {
+    if places.is_empty() {
+        return Vec::new();
     }
-    let threads: usize = places.iter().map(|(_, t)| t.len()).sum();
-    let groups: Vec<String> = places
-        .iter()
-        .map(|(listener, threads)| {
-            let shown: Vec<String> = threads
-                .iter()
-                .take(4)
-                .map(|(name, n, ns)| format!("{name}: {n} {}, {}", if *n == 1 { what.0 } else { what.1 }, duration(*ns)))
-                .collect();
-            let more = if threads.len() > 4 { format!("; {} more", threads.len() - 4) } else { String::new() };
-            let of = match listener {
-                Some(l) => format!("listener {l}"),
-                None => "an unknown listener".into(),
-            };
-            format!("{of} ({}{more})", shown.join("; "))
-        })
-        .collect();
-    let mut out = format!(" The {} were on the network thread{} of {}.", what.1, plural(threads as u64), groups.join(" and of "));
-    let clients: Vec<String> = s
-        .stalls
+    s.stalls
         .produce
         .by_listener
         .iter()
         .filter(|p| delayed(p) > 0)
-        .map(|p| match &p.listener {
-            Some(l) => format!("{l} clients ({})", delayed(p)),
-            None => format!("clients of an unknown listener ({})", delayed(p)),
-        })
-        .collect();
-    if !clients.is_empty() {
-        out += &format!(" The Produce requests they delayed were those of {}.", clients.join(" and of "));
-    }
-    let blind: Vec<&str> =
-        places.iter().filter_map(|(l, _)| *l).filter(|l| s.listener(l).is_some_and(|i| i.encrypted)).collect();
-    if !blind.is_empty() {
-        let (listener, verb, its) = if blind.len() == 1 { ("Listener", "is", "its") } else { ("Listeners", "are", "their") };
-        out += &format!(
-            " {listener} {} {verb} TLS: the requests {its} stalls delayed are unknown to kstall, not counted here.",
-            blind.join(", ")
-        );
-    }
-    out
+        .map(|p| ListenerCount { listener: p.listener.clone(), requests: delayed(p) })
+        .collect()
+}
+
+/// TLS listeners among the places: the requests their stalls delayed are not counted.
+fn tls_places(s: &Summary, places: &[ListenerStalls]) -> Vec<String> {
+    places
+        .iter()
+        .filter_map(|l| l.listener.as_deref())
+        .filter(|l| s.listener(l).is_some_and(|i| i.encrypted))
+        .map(str::to_string)
+        .collect()
 }
 
 /// The network threads were busy enough for a Critical saturation finding, and page-cache-miss
@@ -115,78 +83,71 @@ fn misses_saturate_network_threads(s: &Summary) -> bool {
     miss_ns as f64 * 2.0 >= busy_ns
 }
 
+/// Null for an empty set: a p99 of no requests is not a number.
+fn p99_of(count: u64, p99_ns: u64) -> Option<u64> {
+    (count > 0).then_some(p99_ns)
+}
+
 pub fn findings(s: &Summary) -> Vec<Finding> {
     let mut out = Vec::new();
     let p = &s.stalls.produce;
     if explains_a_share(p.stalled_by_miss, p.requests, p.slowest_1pct_stalled, p.slowest_1pct) {
-        let reader = s.stalls.cold_readers.first();
-        let partition = s.stalls.cold_partitions.first();
-        let mut detail = format!(
-            "{} of {} Produce requests ({}) were delayed by page-cache-miss reads on their network thread, {} in all; they are {} of the {} slowest 1% (p99 {}). Produce p99 was {} when stalled, {} when not.",
-            p.stalled_by_miss,
-            p.requests,
-            percent(p.stalled_by_miss, p.requests),
-            duration(p.miss_ns_added),
-            p.slowest_1pct_stalled,
-            p.slowest_1pct,
-            duration(p.all.p99_ns),
-            of_set(p.stalled_requests, p.stalled.p99_ns, duration),
-            of_set(p.requests - p.stalled_requests, p.not_stalled.p99_ns, duration),
-        );
-        if let Some(r) = reader {
-            detail += &format!(" Top cold reader: client.id \"{}\" ({} misses, {}).", r.name, r.stalls, duration(r.stall_ns));
-        }
-        if let Some(t) = partition {
-            detail += &format!(" Top cold partition: {} ({} misses, {}).", t.name, t.stalls, duration(t.stall_ns));
-        }
-        detail += &listener_sentences(s, ("miss", "misses"), |c| c == Cause::PageCacheMiss, |p| p.stalled_by_miss);
-        detail += &partitions_sentence(&p.stalled_partitions);
-        detail += &hurt_sentence(s, |r| r.stalled_by_miss, |r| r.miss_ns);
-        let who = reader.map_or("lagging consumers".to_string(), |r| format!("\"{}\"", r.name));
+        let culprit = |m: &crate::stalls::MissTotals| Culprit { name: m.name.clone(), stalls: m.stalls, stall_ns: m.stall_ns };
+        let places = places(s, |c| c == Cause::PageCacheMiss);
+        let saturates = misses_saturate_network_threads(s);
         // Critical when the stalled make up half the slowest 1%, or when the misses are what
         // saturates the network threads (the saturation finding then follows its cause).
-        let severity = if p.slowest_1pct_stalled * 2 >= p.slowest_1pct.max(1) || misses_saturate_network_threads(s) {
-            Severity::Critical
-        } else {
-            Severity::Warning
-        };
-        out.push(Finding {
-            id: "produce_stalled_by_page_cache_miss",
+        let severity =
+            if p.slowest_1pct_stalled * 2 >= p.slowest_1pct.max(1) || saturates { Severity::Critical } else { Severity::Warning };
+        out.push(Finding::new(
             severity,
-            title: "Produce requests wait behind page-cache misses of Fetch sendfile on network threads".into(),
-            detail,
-            fix: format!(
-                "A network thread serves Fetch with sendfile; reading data no longer in the page cache blocks every connection of that thread (KAFKA-7504). Keep {who} from reading cold data at peak (or throttle it with a fetch quota), give the page cache more memory, or raise num.network.threads to shrink the blast radius."
-            ),
-        });
+            Figures::ProduceStalledByPageCacheMiss(MissStalls {
+                requests: p.requests,
+                stalled_by_miss: p.stalled_by_miss,
+                stalled_requests: p.stalled_requests,
+                miss_ns_added: p.miss_ns_added,
+                slowest_1pct: p.slowest_1pct,
+                slowest_1pct_stalled: p.slowest_1pct_stalled,
+                p99_ns: p.all.p99_ns,
+                stalled_p99_ns: p99_of(p.stalled_requests, p.stalled.p99_ns),
+                not_stalled_p99_ns: p99_of(p.requests - p.stalled_requests, p.not_stalled.p99_ns),
+                top_reader: s.stalls.cold_readers.first().map(culprit),
+                top_partition: s.stalls.cold_partitions.first().map(culprit),
+                delayed_by_listener: delayed_by_listener(s, &places, |p| p.stalled_by_miss),
+                tls_listeners: tls_places(s, &places),
+                places,
+                partitions: p.stalled_partitions.clone(),
+                others_delayed: others_delayed(s, |r| r.stalled_by_miss, |r| r.miss_ns),
+                saturates_network_threads: saturates,
+            }),
+        ));
     }
     let other_stalls = p.stalled_requests - p.stalled_by_miss.min(p.stalled_requests);
     if other_stalls > 0 {
-        let causes: Vec<String> = s
-            .stalls
-            .by_cause
-            .iter()
-            .filter_map(|c| c.cause.map(|cause| format!("{} {} ({})", c.stalls, cause.label(), duration(c.stall_ns))))
-            .collect();
-        out.push(Finding {
-            id: "produce_stalled_by_slow_network_thread_calls",
-            severity: Severity::Info,
-            title: format!("Network-thread calls slower than {} delayed Produce requests", duration(s.stalls.threshold_ns)),
-            detail: format!(
-                "{} Produce requests overlapped a slow network-thread call that was not a page-cache miss; stalls by cause: {}.{}",
-                other_stalls,
-                causes.join(", "),
-                listener_sentences(s, ("slow call", "slow calls"), |c| c != Cause::PageCacheMiss, |p| p.stalled_requests.saturating_sub(p.stalled_by_miss)),
-            ),
-            fix: "Off-CPU stalls point at CPU contention on the broker host; blocked-in-kernel ones at I/O or locks outside the page cache.".into(),
-        });
+        let places = places(s, |c| c != Cause::PageCacheMiss);
+        out.push(Finding::new(
+            Severity::Info,
+            Figures::ProduceStalledBySlowNetworkThreadCalls(SlowCallStalls {
+                threshold_ns: s.stalls.threshold_ns,
+                requests: other_stalls,
+                by_cause: s
+                    .stalls
+                    .by_cause
+                    .iter()
+                    .filter_map(|c| c.cause.map(|cause| CauseCount { cause, stalls: c.stalls, stall_ns: c.stall_ns }))
+                    .collect(),
+                delayed_by_listener: delayed_by_listener(s, &places, |p| p.stalled_requests.saturating_sub(p.stalled_by_miss)),
+                tls_listeners: tls_places(s, &places),
+                places,
+            }),
+        ));
     }
     out.extend(replication_finding(s));
     out.extend(blocked_thread_findings(s));
     // A client pattern never leads while the broker's stalls explain the latency: with half or
     // more of its round trip added by stalls it follows the broker's findings (as Info), and
     // is left out when none of them was made.
-    let broker_findings = out.iter().filter(|f| BROKER_CAUSES.contains(&f.id)).count();
+    let broker_findings = out.iter().filter(|f| f.id.is_broker_cause()).count();
     for sp in s.requests.sync_producers.iter().take(3) {
         let row = s.stalls.delayed.iter().find(|r| r.api_key == PRODUCE && r.client_id == sp.client_id);
         let added = row.map_or(0, |r| r.added_ns + r.replication_ns);
@@ -195,106 +156,47 @@ pub fn findings(s: &Summary) -> Vec<Finding> {
         if broker_bound && broker_findings == 0 {
             continue;
         }
-        let broker_share = if added > 0 {
-            format!(
-                " Stalls on this broker added {} to its Produce requests, {} of their latency: fix those first (see above).",
-                duration(added),
-                percent(added, latency)
-            )
-        } else {
-            String::new()
-        };
-        out.push(Finding {
-            id: "synchronous_producer",
-            severity: if broker_bound { Severity::Info } else { Severity::Warning },
-            title: format!("client.id \"{}\" produces synchronously", sp.client_id),
-            detail: format!(
-                "{} Produce requests on one connection, strictly one at a time: each sent {} (median) after the previous response, each taking {}. Its throughput is capped near {:.0} requests/s by the round trip, whatever the broker's capacity.{broker_share}",
-                sp.produce_requests,
-                duration(sp.median_gap_ns),
-                duration(sp.median_latency_ns),
-                sp.max_requests_per_s
-            ),
-            fix: "Produce asynchronously: send without waiting for each result (callbacks or futures), and let the client batch (linger.ms, batch.size) with several requests in flight.".into(),
-        });
+        out.push(Finding::new(
+            if broker_bound { Severity::Info } else { Severity::Warning },
+            Figures::SynchronousProducer(SyncProducerFigures {
+                client_id: sp.client_id.clone(),
+                produce_requests: sp.produce_requests,
+                median_gap_ns: sp.median_gap_ns,
+                median_latency_ns: sp.median_latency_ns,
+                max_requests_per_s: sp.max_requests_per_s,
+                stall_added_ns: added,
+                latency_ns: latency,
+            }),
+        ));
     }
-    let encrypted: Vec<&ListenerInfo> = s.listeners.iter().filter(|l| l.encrypted).collect();
-    if !encrypted.is_empty() {
-        out.push(tls_listener_finding(s, &encrypted));
-    } else if s.protocol.tls_connections > 0 {
-        out.push(Finding {
-            id: "tls_listener",
-            severity: Severity::Info,
-            title: "Some connections are TLS: no request view for them".into(),
-            detail: format!(
-                "{} connection{} of the network threads carried TLS records, which kstall cannot parse from the broker's syscalls. Their syscall latency and page-cache misses (TLS brokers read log segments with pread on the network thread) are still shown; their request latency and client attribution are not.",
-                s.protocol.tls_connections,
-                plural(s.protocol.tls_connections)
-            ),
-            fix: "Trace a PLAINTEXT or SASL_PLAINTEXT listener for request-level attribution.".into(),
-        });
+    let tls = tls_listeners(s);
+    if !tls.is_empty() || s.protocol.tls_connections > 0 {
+        out.push(Finding::new(
+            Severity::Info,
+            Figures::TlsListener(TlsListeners { listeners: tls, tls_connections: s.protocol.tls_connections }),
+        ));
     }
     let h = &s.protocol;
-    if h.requests_parsed == 0 && h.framing_errors > 0 && h.tls_connections == 0 && encrypted.is_empty() {
-        out.push(Finding {
-            id: "framing_not_parsed",
-            severity: Severity::Info,
-            title: "No Kafka request could be parsed on the network threads' sockets".into(),
-            detail: format!(
-                "{} socket reads of the network threads did not parse as Kafka requests, and none did. Request latency and client attribution are unavailable; syscall latency and page-cache misses are unaffected.",
-                h.framing_errors
-            ),
-            fix: "Check that the traced process is a Kafka broker with a PLAINTEXT or SASL_PLAINTEXT listener.".into(),
-        });
+    if h.requests_parsed == 0 && h.framing_errors > 0 && h.tls_connections == 0 && !s.listeners.iter().any(|l| l.encrypted) {
+        out.push(Finding::new(Severity::Info, Figures::FramingNotParsed { framing_errors: h.framing_errors }));
     }
     if s.lost.events > 0 {
-        out.push(Finding {
-            id: "events_lost",
-            severity: Severity::Warning,
-            title: "Request and stall records were lost".into(),
-            detail: format!(
-                "{} records were dropped because the ring buffer was full; request latency and attribution are missing them (syscall histograms are complete).",
-                s.lost.events
-            ),
-            fix: "Raise --stall-threshold so fewer slow calls are reported; kstall drains its 4 MiB buffer every 100 ms.".into(),
-        });
+        out.push(Finding::new(Severity::Warning, Figures::EventsLost { events: s.lost.events }));
     }
     if s.lost.probe_runs_skipped > 0 {
-        out.push(Finding {
-            id: "probe_runs_skipped",
-            severity: Severity::Warning,
-            title: "The kernel skipped some of kstall's probe runs".into(),
-            detail: format!(
-                "{} probe runs did not happen because another BPF program or a bpf() map syscall held the CPU at the time; counts of calls, requests and stalls may be short by up to as many.",
-                s.lost.probe_runs_skipped
-            ),
-            fix: "Look for other BPF tools on this host (bpftool prog) and trace while they are not running; a kernel with preempt=voluntary makes kstall's own map reads unpreemptible.".into(),
-        });
+        out.push(Finding::new(Severity::Warning, Figures::ProbeRunsSkipped { probe_runs_skipped: s.lost.probe_runs_skipped }));
     }
     if s.lost.histogram_entries_unread > 0 {
-        out.push(Finding {
-            id: "histograms_unread",
-            severity: Severity::Warning,
-            title: "Some syscall histograms could not be read from the kernel".into(),
-            detail: format!(
-                "{} entries of the kernel's histogram map (each one thread's calls of one syscall and page-cache verdict) could not be read, or taken out for a thread that exited; their calls are missing from the syscall rows (requests and stalls are unaffected).",
-                s.lost.histogram_entries_unread
-            ),
-            fix: "Trace again; if it repeats, report it with the kernel release (uname -r) and `kstall check --format json`.".into(),
-        });
+        out.push(Finding::new(
+            Severity::Warning,
+            Figures::HistogramsUnread { histogram_entries_unread: s.lost.histogram_entries_unread },
+        ));
     }
     if let Some(busy) = s.network_busy_share().filter(|b| *b >= NETWORK_BUSY_WARNING) {
-        out.push(Finding {
-            id: "network_threads_saturated",
-            severity: if busy >= NETWORK_BUSY_CRITICAL { Severity::Critical } else { Severity::Warning },
-            title: format!("Network threads are busy {:.0}% of the time", busy * 100.0),
-            detail: format!(
-                "The network threads spent {:.0}% of the {:.0} s traced outside epoll_wait. Every connection of a thread waits while it works: requests queue in their sockets (see socket wait).",
-                busy * 100.0,
-                s.elapsed_seconds
-            ),
-            fix: "Raise num.network.threads, and look at what the busy time is spent on in the network rows (sendfile misses, large responses).".into(),
-        });
+        out.push(Finding::new(
+            if busy >= NETWORK_BUSY_CRITICAL { Severity::Critical } else { Severity::Warning },
+            Figures::NetworkThreadsSaturated { busy_share: busy, traced_seconds: s.elapsed_seconds },
+        ));
     }
     for row in s.rows.iter().filter(|r| {
         matches!(r.syscall, Syscall::Fsync | Syscall::Fdatasync | Syscall::Pwrite64)
@@ -302,48 +204,35 @@ pub fn findings(s: &Summary) -> Vec<Finding> {
             && r.percentiles.p99_ns >= SLOW_WRITE_NS
             && slow_writes(r) >= SLOW_WRITE_MIN_SLOW
     }) {
-        out.push(Finding {
-            id: "slow_log_writes",
-            severity: Severity::Warning,
-            title: format!("{} threads wait on {}: p99 {}", row.role.label(), row.syscall.name(), duration(row.percentiles.p99_ns)),
-            detail: format!(
-                "{} {} calls on {} threads ({} of them {} or longer), p50 {}, p99 {}, max {}. Writes that wait on the disk hold the thread that makes them (a request handler: its requests wait; the log flusher: flushes fall behind).",
-                row.count,
-                row.syscall.name(),
-                row.role.label(),
-                slow_writes(row),
-                duration(SLOW_WRITE_NS),
-                duration(row.percentiles.p50_ns),
-                duration(row.percentiles.p99_ns),
-                duration(row.percentiles.max_ns)
-            ),
-            fix: "Check the log disk's write latency (iostat -x), and flush settings (log.flush.interval.*): Kafka relies on replication, not fsync, for durability.".into(),
-        });
+        out.push(Finding::new(
+            Severity::Warning,
+            Figures::SlowLogWrites(SlowWrites {
+                role: row.role,
+                syscall: row.syscall,
+                count: row.count,
+                slow_calls: slow_writes(row),
+                slow_ns: SLOW_WRITE_NS,
+                p50_ns: row.percentiles.p50_ns,
+                p99_ns: row.percentiles.p99_ns,
+                max_ns: row.percentiles.max_ns,
+            }),
+        ));
     }
     if !out.iter().any(|f| f.severity <= Severity::Warning) {
-        let busy = s.network_busy_share().map_or("n/a".to_string(), |b| format!("{:.0}%", b * 100.0));
-        let misses: u64 = s
-            .rows
-            .iter()
-            .filter(|r| r.role == Role::Network && r.cache == CacheResult::Miss)
-            .map(|r| r.count)
-            .sum();
-        out.push(Finding {
-            id: "no_problem_found",
-            severity: Severity::Info,
-            title: "No problem found".into(),
-            detail: format!(
-                "{}; {} page-cache misses on network threads; network threads busy {}; no slow log writes.",
-                if p.requests > 0 {
-                    format!("Produce p99 {} over {} requests", duration(p.all.p99_ns), p.requests)
-                } else {
-                    "no Produce requests traced".into()
-                },
-                misses,
-                busy
-            ),
-            fix: "Nothing to fix in what kstall can see. If clients still see latency, look between them and the broker (network, client-side batching).".into(),
-        });
+        out.push(Finding::new(
+            Severity::Info,
+            Figures::NoProblemFound(AllClear {
+                produce_requests: p.requests,
+                produce_p99_ns: p.all.p99_ns,
+                network_misses: s
+                    .rows
+                    .iter()
+                    .filter(|r| r.role == Role::Network && r.cache == CacheResult::Miss)
+                    .map(|r| r.count)
+                    .sum(),
+                network_busy_share: s.network_busy_share(),
+            }),
+        ));
     }
     // Stable: within a severity, causes (pushed first) stay ahead of client patterns.
     out.sort_by_key(|f| f.severity);
@@ -360,50 +249,27 @@ fn explains_a_share(affected: u64, requests: u64, slowest_affected: u64, slowest
     affected > 0 && (affected * 100 >= requests || slowest_affected * 10 >= slowest.max(1))
 }
 
-/// Findings whose cause is on the broker: a client-pattern finding follows them.
-const BROKER_CAUSES: [&str; 4] = [
-    "produce_stalled_by_page_cache_miss",
-    "produce_stalled_by_slow_network_thread_calls",
-    "replication_delayed_by_stalls",
-    "network_thread_blocked",
-];
-
-/// " Every request on those threads waited: Fetch of "tail" (12 of 40, +310ms), ...": the
-/// rows of requests other than Produce (whose numbers lead the finding) that stalls delayed,
-/// most delayed first; `stalled` and `added` pick the stalls meant (all, or misses).
-fn hurt_sentence(s: &Summary, stalled: impl Fn(&DelayedRow) -> u64, added: impl Fn(&DelayedRow) -> u64) -> String {
+/// The rows of requests other than Produce (whose numbers lead the finding) that stalls
+/// delayed, most delayed first; `stalled` and `added` pick the stalls meant (all, or misses).
+fn others_delayed(s: &Summary, stalled: impl Fn(&DelayedRow) -> u64, added: impl Fn(&DelayedRow) -> u64) -> Victims {
     let mut rows: Vec<&DelayedRow> = s.stalls.delayed.iter().filter(|r| r.api_key != PRODUCE && stalled(r) > 0).collect();
-    if rows.is_empty() {
-        return String::new();
-    }
     rows.sort_by_key(|r| std::cmp::Reverse(added(r)));
-    let shown: Vec<String> = rows.iter().take(5).map(|r| victim(r, stalled(r), added(r))).collect();
-    let more = if rows.len() > 5 { format!(", and {} more", rows.len() - 5) } else { String::new() };
-    format!(" Other requests on those threads waited too: {}{more}.", shown.join(", "))
-}
-
-/// " They wrote to hot-0 (190), hot-1 (12)." (the first partition each request writes), empty
-/// when the requests' bodies were not read.
-fn partitions_sentence(partitions: &[PartitionCount]) -> String {
-    if partitions.is_empty() {
-        return String::new();
+    Victims {
+        shown: rows.iter().take(5).map(|r| victim(r, stalled(r), added(r))).collect(),
+        more: rows.len().saturating_sub(5),
     }
-    let shown: Vec<String> = partitions.iter().take(5).map(|p| format!("{} ({})", p.partition, p.requests)).collect();
-    format!(" They wrote to {}.", shown.join(", "))
 }
 
-/// `Fetch of "tail-consumer" (12 of 40 delayed, 310ms added, p99 136ms vs 2.10ms)`.
-fn victim(r: &DelayedRow, stalled: u64, added: u64) -> String {
-    format!(
-        "{} of \"{}\" ({} of {} delayed, {} added; p99 {} delayed vs {} not)",
-        r.api,
-        r.client_id,
-        stalled,
-        r.requests,
-        duration(added),
-        of_set(r.stalled_requests, r.stalled.p99_ns, duration),
-        of_set(r.requests - r.stalled_requests, r.not_stalled.p99_ns, duration)
-    )
+fn victim(r: &DelayedRow, delayed: u64, added_ns: u64) -> Victim {
+    Victim {
+        api: r.api,
+        client_id: r.client_id.clone(),
+        delayed,
+        requests: r.requests,
+        added_ns,
+        delayed_p99_ns: p99_of(r.stalled_requests, r.stalled.p99_ns),
+        not_delayed_p99_ns: p99_of(r.requests - r.stalled_requests, r.not_stalled.p99_ns),
+    }
 }
 
 /// acks=all Produce requests waited on followers whose Fetch connections live on a stalled
@@ -415,46 +281,15 @@ fn replication_finding(s: &Summary) -> Option<Finding> {
         return None;
     }
     let stalled_followers: Vec<_> = r.followers.iter().filter(|f| f.stalled_fetches > 0).collect();
-    let mut ids: Vec<i32> = stalled_followers.iter().map(|f| f.broker_id).collect();
-    ids.sort_unstable();
-    ids.dedup();
+    let mut followers: Vec<i32> = stalled_followers.iter().map(|f| f.broker_id).collect();
+    followers.sort_unstable();
+    followers.dedup();
     let mut tids: Vec<u32> = stalled_followers.iter().map(|f| f.tid).collect();
     tids.sort_unstable();
     tids.dedup();
-    let brokers = match ids.as_slice() {
-        [] => "followers".to_string(),
-        [one] => format!("follower broker {one}"),
-        many => format!("follower brokers {}", many.iter().map(i32::to_string).collect::<Vec<_>>().join(", ")),
-    };
-    let threads: Vec<String> = tids.iter().map(|&tid| thread_cause(s, tid)).collect();
     let severity = if r.slowest_1pct_delayed * 2 >= p.slowest_1pct.max(1) { Severity::Critical } else { Severity::Warning };
-    let culprit = tids
-        .iter()
-        .filter_map(|&tid| s.stalls.by_thread.iter().find(|t| t.tid == tid && t.top_reader.is_some()))
-        .filter_map(|t| t.top_reader.clone())
-        .next();
-    let who = culprit.as_ref().map_or("the cold readers".to_string(), |c| format!("\"{c}\""));
-    let mut detail = format!(
-        "{} of {} acks=all Produce requests ({}) waited for {brokers} while the network thread{} serving {} Fetch connection{} {} stalled: {}. The stalls overlapped them by {} in all ({} of it page-cache misses); they are {} of the {} slowest 1% of Produce requests (p99 {}). acks=all Produce p99 was {} when delayed so, {} when not.",
-        r.produce_delayed,
-        r.produce_acks_all,
-        percent(r.produce_delayed, r.produce_acks_all),
-        plural(tids.len() as u64),
-        if ids.len() == 1 { "its" } else { "their" },
-        plural(tids.len() as u64),
-        if tids.len() == 1 { "was" } else { "were" },
-        threads.join("; "),
-        duration(r.produce_added_ns),
-        duration(r.produce_miss_ns),
-        r.slowest_1pct_delayed,
-        p.slowest_1pct,
-        duration(p.all.p99_ns),
-        of_set(r.produce_delayed, r.delayed.p99_ns, duration),
-        of_set(r.produce_acks_all - r.produce_delayed, r.not_delayed.p99_ns, duration),
-    );
-    detail += &partitions_sentence(&r.partitions);
     // The requests held on those threads (the followers' Fetch among them), by client.id.
-    let held: Vec<String> = s
+    let held = s
         .stalls
         .delayed
         .iter()
@@ -463,46 +298,45 @@ fn replication_finding(s: &Summary) -> Option<Finding> {
         .take(4)
         .map(|d| victim(d, d.stalled_requests, d.added_ns))
         .collect();
-    if !held.is_empty() {
-        detail += &format!(" Requests held on those threads: {}.", held.join(", "));
-    }
-    Some(Finding {
-        id: "replication_delayed_by_stalls",
+    Some(Finding::new(
         severity,
-        title: format!("acks=all Produce waits on replication: {brokers} fetch on a stalled network thread"),
-        detail,
-        fix: format!(
-            "A leader answers an acks=all Produce only when the in-sync followers have fetched it, and a follower's Fetch connection shares its network thread with every client on it (KAFKA-7504). Remove the stalls: keep {who} from reading cold data at peak (a fetch quota), give the page cache more memory, or raise num.network.threads; and give replication a listener of its own (inter.broker.listener.name, with listener.name.<name>.num.network.threads) so no client can block it."
-        ),
-    })
+        Figures::ReplicationDelayedByStalls(ReplicationDelayed {
+            produce_acks_all: r.produce_acks_all,
+            produce_delayed: r.produce_delayed,
+            followers,
+            threads: tids.iter().map(|&tid| stalled_thread(s, tid)).collect(),
+            added_ns: r.produce_added_ns,
+            miss_ns: r.produce_miss_ns,
+            slowest_1pct: p.slowest_1pct,
+            slowest_1pct_delayed: r.slowest_1pct_delayed,
+            p99_ns: p.all.p99_ns,
+            delayed_p99_ns: p99_of(r.produce_delayed, r.delayed.p99_ns),
+            not_delayed_p99_ns: p99_of(r.produce_acks_all - r.produce_delayed, r.not_delayed.p99_ns),
+            partitions: r.partitions.clone(),
+            held,
+        }),
+    ))
 }
 
-/// "data-plane-kafka-network-thread-1-PLAINTEXT-PLAINTEXT-1 (listener PLAINTEXT): 284
-/// page-cache misses, 18.8s, serving "cold-reader" on cold-0".
-fn thread_cause(s: &Summary, tid: u32) -> String {
-    let rows: Vec<_> = s.stalls.by_thread.iter().filter(|t| t.tid == tid).collect();
-    let listener = rows.iter().find_map(|t| t.listener.as_deref()).map_or(String::new(), |l| format!(" (listener {l})"));
-    let mut causes: Vec<_> = rows.clone();
-    causes.sort_by_key(|t| std::cmp::Reverse(t.stall_ns));
-    let parts: Vec<String> = causes
-        .iter()
-        .map(|t| {
-            let mut part = match t.cause {
-                Cause::PageCacheMiss => {
-                    format!("{} page-cache miss{}, {}", t.stalls, if t.stalls == 1 { "" } else { "es" }, duration(t.stall_ns))
-                }
-                cause => format!("{} stall{} {}, {}", t.stalls, plural(t.stalls), cause.label(), duration(t.stall_ns)),
-            };
-            if let Some(reader) = &t.top_reader {
-                part += &format!(" serving \"{reader}\"");
-            }
-            if let Some(partition) = &t.top_partition {
-                part += &format!(" on {partition}");
-            }
-            part
-        })
-        .collect();
-    format!("{}{listener}: {}", s.thread_name(tid), parts.join(", "))
+/// A network thread's stalls by cause, most stall time first.
+fn stalled_thread(s: &Summary, tid: u32) -> StalledThread {
+    let mut rows: Vec<_> = s.stalls.by_thread.iter().filter(|t| t.tid == tid).collect();
+    rows.sort_by_key(|t| std::cmp::Reverse(t.stall_ns));
+    StalledThread {
+        tid,
+        thread: s.thread_name(tid),
+        listener: rows.iter().find_map(|t| t.listener.clone()),
+        causes: rows
+            .iter()
+            .map(|t| ThreadCause {
+                cause: t.cause,
+                stalls: t.stalls,
+                stall_ns: t.stall_ns,
+                top_reader: t.top_reader.clone(),
+                top_partition: t.top_partition.clone(),
+            })
+            .collect(),
+    }
 }
 
 /// A network thread blocked (stalled) for a large share of the trace, whatever the others do:
@@ -521,23 +355,9 @@ fn blocked_thread_findings(s: &Summary) -> Vec<Finding> {
         .map(|(tid, ns)| {
             let share = ns as f64 / traced_ns;
             let conns = s.requests.threads.iter().find(|t| t.tid == tid);
-            let mut waiting: Vec<String> = Vec::new();
-            if let Some(c) = conns {
-                let followers: Vec<String> = c.followers.iter().map(|b| format!("follower broker {b}")).collect();
-                waiting.extend(followers);
-                waiting.extend(c.clients.iter().map(|id| format!("\"{id}\"")));
-                if c.other_clients > 0 {
-                    waiting.push(format!("{} more client.ids", c.other_clients));
-                }
-            }
-            let who = if waiting.is_empty() {
-                "no request was answered on it during the trace".to_string()
-            } else {
-                format!("its connections ({} of them) belong to {}", conns.map_or(0, |c| c.connections), waiting.join(", "))
-            };
             // Its clients' requests that stalls delayed, most delayed first (a client with
             // connections on several threads shows its delays from all of them).
-            let hurt: Vec<String> = s
+            let delayed = s
                 .stalls
                 .delayed
                 .iter()
@@ -545,87 +365,63 @@ fn blocked_thread_findings(s: &Summary) -> Vec<Finding> {
                 .take(5)
                 .map(|d| victim(d, d.stalled_requests, d.added_ns))
                 .collect();
-            let hurt = if hurt.is_empty() { String::new() } else { format!(" Delayed: {}.", hurt.join(", ")) };
             // The threads its listener's acceptor deals connections to: the network threads of
             // the same listener (a KRaft broker's CONTROLLER listener has its own), else all.
-            let listener = s.stalls.by_thread.iter().find(|t| t.tid == tid).and_then(|t| t.listener.as_deref());
+            let thread = stalled_thread(s, tid);
             let same_listener = s
                 .threads
                 .iter()
-                .filter(|t| t.role == Role::Network && t.listener.as_ref().map(|l| l.name.as_str()) == listener)
+                .filter(|t| t.role == Role::Network && t.listener.as_ref().map(|l| &l.name) == thread.listener.as_ref())
                 .count();
-            let total = if listener.is_some() && same_listener > 0 { same_listener } else { network.len() };
-            Finding {
-                id: "network_thread_blocked",
-                severity: if share >= THREAD_BLOCKED_CRITICAL { Severity::Critical } else { Severity::Warning },
-                title: format!("Network thread {} was blocked {:.0}% of the trace", s.thread_name(tid), share * 100.0),
-                detail: format!(
-                    "{}. While it was blocked none of its connections was read or answered; {who}.{hurt} New connections land on the {} network threads in turn, so one in {} of the clients that connect next will wait here too.",
-                    thread_cause(s, tid),
-                    total,
-                    total.max(1)
-                ),
-                fix: "Remove what blocks it: page-cache misses come from readers of cold data (throttle them with a fetch quota, or give the page cache more memory, KAFKA-7504); other stalls from CPU contention or I/O on the host. More network threads (num.network.threads) shrink the share of clients behind one.".into(),
-            }
+            let listener_threads = if thread.listener.is_some() && same_listener > 0 { same_listener } else { network.len() };
+            Finding::new(
+                if share >= THREAD_BLOCKED_CRITICAL { Severity::Critical } else { Severity::Warning },
+                Figures::NetworkThreadBlocked(ThreadBlocked {
+                    thread,
+                    blocked_ns: ns,
+                    traced_seconds: s.elapsed_seconds,
+                    connections: conns.map(|c| c.connections),
+                    followers: conns.map(|c| c.followers.clone()).unwrap_or_default(),
+                    clients: conns.map(|c| c.clients.clone()).unwrap_or_default(),
+                    other_clients: conns.map_or(0, |c| c.other_clients),
+                    delayed,
+                    listener_threads,
+                }),
+            )
         })
         .collect()
 }
 
-/// Known before any byte is seen: these listeners are TLS (SSL, SASL_SSL), so kstall has no
-/// per-request view there. Says what it does measure on them, and their stalls.
-fn tls_listener_finding(s: &Summary, encrypted: &[&ListenerInfo]) -> Finding {
-    let names: Vec<&str> = encrypted.iter().map(|l| l.name.as_str()).collect();
-    let mut detail = String::new();
-    for l in encrypted {
-        let protocol = l.security_protocol.map_or("TLS", |p| p.as_str());
-        let address = l.address.as_ref().map_or(String::new(), |a| format!(", {a}"));
-        let threads: Vec<String> = s
-            .threads
-            .iter()
-            .filter(|t| t.listener.as_ref().is_some_and(|tl| tl.name == l.name) && t.role == Role::Network)
-            .map(|t| t.name().to_string())
-            .collect();
-        let on_threads = if threads.is_empty() {
-            "its network threads".to_string()
-        } else {
-            format!("its network thread{} {}", plural(threads.len() as u64), threads.join(", "))
-        };
-        let stalls = s.stalls.by_thread.iter().filter(|t| t.listener.as_deref() == Some(l.name.as_str()));
-        let (mut n, mut ns, mut misses) = (0, 0, 0);
-        for t in stalls {
-            n += t.stalls;
-            ns += t.stall_ns;
-            misses += if t.cause == Cause::PageCacheMiss { t.stalls } else { 0 };
-        }
-        let plane = if l.plane == Plane::Controller { ", controller plane" } else { "" };
-        let stalls = if n == 0 {
-            "none in this trace".to_string()
-        } else {
-            format!("{n} stall{}, {} ({misses} page-cache miss{})", plural(n), duration(ns), if misses == 1 { "" } else { "es" })
-        };
-        detail += &format!(
-            "On listener {} ({protocol}{address}{plane}), requests are encrypted, so kstall has no per-request view there: no API, client.id or request latency, and no join of Produce requests to the stalls that delayed them. What it measures there: the syscalls of {on_threads} (the \"network {}\" rows), page-cache hit/miss verdicts of their file reads (TLS brokers read log segments with pread64 on the network thread, not sendfile), and stalls with their thread and file: {stalls}. ",
-            l.name, l.name,
-        );
-    }
-    if s.protocol.tls_connections > 0 {
-        detail += &format!(
-            "{} connection{} of the network threads carried TLS records.",
-            s.protocol.tls_connections,
-            plural(s.protocol.tls_connections)
-        );
-    }
-    let (listener_word, verb) = if names.len() == 1 { ("Listener", "is") } else { ("Listeners", "are") };
-    Finding {
-        id: "tls_listener",
-        severity: Severity::Info,
-        title: format!("{listener_word} {} {verb} TLS: no per-request view there", names.join(", ")),
-        detail: detail.trim_end().to_string(),
-        fix: format!(
-            "Stalls on {} are still reported by thread and file. For request-level attribution (which requests a stall delayed), trace while the clients in question use a PLAINTEXT or SASL_PLAINTEXT listener.",
-            names.join(", ")
-        ),
-    }
+/// Known before any byte is seen: the TLS listeners (SSL, SASL_SSL), where kstall has no
+/// per-request view, with what it does measure on them.
+fn tls_listeners(s: &Summary) -> Vec<TlsListener> {
+    s.listeners
+        .iter()
+        .filter(|l| l.encrypted)
+        .map(|l| {
+            let (mut stalls, mut stall_ns, mut misses) = (0, 0, 0);
+            for t in s.stalls.by_thread.iter().filter(|t| t.listener.as_deref() == Some(l.name.as_str())) {
+                stalls += t.stalls;
+                stall_ns += t.stall_ns;
+                misses += if t.cause == Cause::PageCacheMiss { t.stalls } else { 0 };
+            }
+            TlsListener {
+                name: l.name.clone(),
+                security_protocol: l.security_protocol,
+                address: l.address.clone(),
+                controller_plane: l.plane == Plane::Controller,
+                threads: s
+                    .threads
+                    .iter()
+                    .filter(|t| t.listener.as_ref().is_some_and(|tl| tl.name == l.name) && t.role == Role::Network)
+                    .map(|t| t.name().to_string())
+                    .collect(),
+                stalls,
+                stall_ns,
+                misses,
+            }
+        })
+        .collect()
 }
 
 /// Network threads busier than this are a bottleneck in the making.
@@ -649,808 +445,191 @@ fn slow_writes(row: &Row) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    //! The rules' numbers and thresholds are tested with their words, in the presenters'
+    //! `present/words/tests.rs`; here, what makes a finding data: every id can be made, and
+    //! every figure names the summary field it comes from.
+    use std::collections::BTreeSet;
+
+    use kstall_common::{CacheResult, Syscall};
+    use serde_json::Value;
+
+    use super::findings;
     use crate::{
-        hist::kernel_hist as hist_of,
-        summary::{RowKey, ThreadInfo, empty_summary},
-        listeners::{self, Listener, SecurityProtocol},
-        requests::{SyncProducer, ThreadConnections},
+        finding::{Figures, FindingId, Severity},
+        hist::kernel_hist,
+        listeners::{self, ListenerInfo, Plane, SecurityProtocol},
+        requests::{DelayedRow, SyncProducer, ThreadConnections},
         roles::{Role, RoleSource},
-        stalls::{CauseTotals, FollowerFetches, ListenerProduce, MissTotals, ThreadStalls},
+        stalls::{CauseTotals, FollowerFetches, ListenerProduce, MissTotals, PartitionCount, ThreadStalls},
+        summary::{Row, RowKey, Summary, ThreadInfo, empty_summary},
     };
 
-    const PLAINTEXT_THREAD: &str = "data-plane-kafka-network-thread-1-PLAINTEXT-PLAINTEXT-0";
-    const SSL_THREAD: &str = "data-plane-kafka-network-thread-1-SSL-SSL-1";
-
-    /// A broker with a PLAINTEXT and an SSL listener, one network thread each (tids 1, 2).
-    fn two_listeners() -> Summary {
+    /// One summary that makes every finding but two (`framing_not_parsed` needs no TLS, and
+    /// `no_problem_found` no warning), with every list the figures read non-empty.
+    fn everything_wrong() -> Summary {
         let mut s = empty_summary();
-        for (tid, name) in [(1, PLAINTEXT_THREAD), (2, SSL_THREAD)] {
-            s.threads.push(ThreadInfo {
-                tid,
-                comm: "data-plane-kafk".into(),
-                jvm_name: Some(name.into()),
-                role: Role::Network,
-                role_source: RoleSource::JvmName,
-                listener: listeners::thread_listener(name, None),
-            });
-        }
-        let network: Vec<&Listener> = s.threads.iter().filter_map(|t| t.listener.as_ref()).collect();
-        s.listeners = listeners::describe(None, &network);
-        s
-    }
-
-    fn thread_stalls(tid: u32, listener: &str, cause: Cause, stalls: u64, ms: u64) -> ThreadStalls {
-        ThreadStalls { tid, listener: Some(listener.into()), cause, stalls, stall_ns: ms * 1_000_000, top_reader: None, top_partition: None }
-    }
-
-    /// An fsync row of `fast` calls of 2 us and `slow` of 20 ms.
-    fn fsync_row(fast: usize, slow: usize) -> Row {
-        let latencies: Vec<u64> = std::iter::repeat_n(2_000, fast).chain(std::iter::repeat_n(20_000_000, slow)).collect();
-        let key = RowKey { role: Role::Other, listener: None, syscall: Syscall::Fsync, cache: CacheResult::NoFileRead };
-        Row::new(key, hist_of(&latencies))
-    }
-
-    #[test]
-    fn one_slow_fsync_among_fast_ones_is_not_a_finding_three_are() {
-        let mut s = empty_summary();
-        s.rows.push(fsync_row(12, 1));
-        assert!(s.rows[0].percentiles.p99_ns >= SLOW_WRITE_NS, "the p99 alone would say slow");
-        assert!(!findings(&s).iter().any(|f| f.id == "slow_log_writes"));
-        s.rows[0] = fsync_row(12, 3);
-        let f = findings(&s);
-        let slow = f.iter().find(|f| f.id == "slow_log_writes").expect("three slow fsyncs are");
-        assert!(slow.detail.contains("15 fsync calls on other threads (3 of them 10.0ms or longer)"), "{}", slow.detail);
-    }
-
-    #[test]
-    fn tls_finding_names_the_ssl_listener_and_what_it_still_measures() {
-        let mut s = two_listeners();
-        s.stalls.by_thread.push(thread_stalls(2, "SSL", Cause::PageCacheMiss, 4, 40));
-        s.stalls.by_thread.push(thread_stalls(2, "SSL", Cause::OffCpu, 1, 2));
-        let f = findings(&s);
-        let tls = f.iter().find(|f| f.id == "tls_listener").expect("a TLS finding before any TLS byte was seen");
-        assert_eq!(tls.title, "Listener SSL is TLS: no per-request view there");
-        assert!(tls.detail.starts_with("On listener SSL (SSL), requests are encrypted, so kstall has no per-request view there"), "{}", tls.detail);
-        for part in ["no API, client.id or request latency", "pread64", SSL_THREAD, "5 stalls, 42.0ms (4 page-cache misses)"] {
-            assert!(tls.detail.contains(part), "{part}: {}", tls.detail);
-        }
-        assert!(!tls.detail.contains("PLAINTEXT"), "{}", tls.detail);
-        assert!(!f.iter().any(|f| f.id == "framing_not_parsed"));
-        // Without a TLS listener, and no TLS bytes, no such finding.
-        assert!(!findings(&empty_summary()).iter().any(|f| f.id == "tls_listener"));
-    }
-
-    #[test]
-    fn miss_finding_says_which_listener_stalled_and_whose_produce_waited() {
-        let mut s = two_listeners();
-        s.stalls.by_thread.push(thread_stalls(1, "PLAINTEXT", Cause::PageCacheMiss, 380, 24_700));
-        s.stalls.by_thread.push(thread_stalls(2, "SSL", Cause::PageCacheMiss, 3, 30));
-        let p = &mut s.stalls.produce;
-        (p.requests, p.stalled_requests, p.stalled_by_miss, p.slowest_1pct, p.slowest_1pct_stalled) = (1790, 327, 327, 18, 18);
-        p.by_listener = vec![ListenerProduce { listener: Some("PLAINTEXT".into()), requests: 1790, stalled_requests: 327, stalled_by_miss: 327 }];
-        let f = findings(&s);
-        let miss = f.iter().find(|f| f.id == "produce_stalled_by_page_cache_miss").unwrap();
-        let expected = format!(
-            "The misses were on the network threads of listener PLAINTEXT ({PLAINTEXT_THREAD}: 380 misses, 24.7s) and of listener SSL ({SSL_THREAD}: 3 misses, 30.0ms). The Produce requests they delayed were those of PLAINTEXT clients (327). Listener SSL is TLS"
-        );
-        assert!(miss.detail.contains(&expected), "{}", miss.detail);
-        assert_eq!(f[0].id, "produce_stalled_by_page_cache_miss");
-    }
-
-    #[test]
-    fn listeners_unknown_keep_the_finding_as_it_was() {
-        let mut s = empty_summary();
-        s.stalls.by_thread.push(ThreadStalls { tid: 7, listener: None, cause: Cause::OffCpu, stalls: 2, stall_ns: 4_000_000, top_reader: None, top_partition: None });
-        let p = &mut s.stalls.produce;
-        (p.requests, p.stalled_requests) = (100, 2);
-        p.by_listener = vec![ListenerProduce { listener: None, requests: 100, stalled_requests: 2, stalled_by_miss: 0 }];
-        let f = findings(&s);
-        let slow = f.iter().find(|f| f.id == "produce_stalled_by_slow_network_thread_calls").unwrap();
-        assert!(!slow.detail.contains("listener"), "{}", slow.detail);
-    }
-
-    /// Three PLAINTEXT network threads (tids 1-3) traced 20 s; the cold reader on thread 3
-    /// with broker 2's replica fetcher, the producer alone on thread 1.
-    fn three_threads_cold_on_the_followers() -> Summary {
-        let mut s = empty_summary();
-        s.elapsed_seconds = 20.0;
-        for tid in 1..=3u32 {
-            let name = format!("data-plane-kafka-network-thread-1-ListenerName(PLAINTEXT)-PLAINTEXT-{}", tid - 1);
-            s.threads.push(ThreadInfo {
-                tid,
-                comm: "data-plane-kafk".into(),
-                listener: listeners::thread_listener(&name, None),
-                jvm_name: Some(name),
-                role: Role::Network,
-                role_source: RoleSource::JvmName,
-            });
-            s.roles.entry(Role::Network).or_default().push(tid);
-        }
-        // Idle 40 of the 60 thread-seconds: busy 33% on average.
-        let key = RowKey { role: Role::Network, listener: None, syscall: Syscall::EpollWait, cache: CacheResult::NoFileRead };
-        s.rows.push(Row::new(key, hist_of(&[40_000_000_000])));
-        let mut t = thread_stalls(3, "PLAINTEXT", Cause::PageCacheMiss, 284, 18_800);
-        (t.top_reader, t.top_partition) = (Some("cold-reader".into()), Some("cold-0".into()));
-        s.stalls.by_thread.push(t);
-        let thread = |tid: u32, clients: &[&str], followers: &[i32]| ThreadConnections {
-            tid,
-            listener: Some("PLAINTEXT".into()),
-            connections: clients.len(),
-            clients: clients.iter().map(|c| c.to_string()).collect(),
-            other_clients: 0,
-            followers: followers.to_vec(),
-        };
-        s.requests.threads = vec![
-            thread(1, &["sync-producer"], &[]),
-            thread(2, &["broker-3-fetcher-0"], &[3]),
-            thread(3, &["broker-2-fetcher-0", "cold-reader"], &[2]),
-        ];
-        let r = &mut s.stalls.replication;
-        (r.produce_acks_all, r.produce_delayed, r.produce_added_ns, r.produce_miss_ns, r.slowest_1pct_delayed) =
-            (280, 190, 15_000_000_000, 15_000_000_000, 3);
-        r.delayed.p99_ns = 157_000_000;
-        r.partitions = vec![PartitionCount { partition: "hot-0".into(), requests: 190 }];
-        r.not_delayed.p99_ns = 15_600_000;
-        r.followers = vec![
-            FollowerFetches { broker_id: 2, tid: 3, listener: Some("PLAINTEXT".into()), fetches: 300, stalled_fetches: 250, added_ns: 16_000_000_000 },
-            FollowerFetches { broker_id: 3, tid: 2, listener: Some("PLAINTEXT".into()), fetches: 900, stalled_fetches: 0, added_ns: 0 },
-        ];
-        let p = &mut s.stalls.produce;
-        (p.requests, p.slowest_1pct, p.all.p99_ns) = (280, 3, 157_000_000);
-        s.requests.sync_producers = vec![SyncProducer {
-            client_id: "sync-producer".into(),
-            fd: 9,
-            produce_requests: 280,
-            median_gap_ns: 50_000,
-            median_latency_ns: 70_000_000,
-            max_requests_per_s: 14.0,
-        }];
-        let mut produce = delayed_row(PRODUCE, "sync-producer", 280, 0, 0);
-        (produce.replication_delayed, produce.replication_ns, produce.latency_sum_ns) = (190, 15_000_000_000, 19_600_000_000);
-        s.stalls.delayed = vec![produce, delayed_row(crate::kafka::FETCH, "broker-2-fetcher-0", 300, 250, 16_000)];
-        s
-    }
-
-    fn delayed_row(api_key: i16, client: &str, requests: u64, stalled: u64, added_ms: u64) -> DelayedRow {
-        DelayedRow {
-            api: crate::kafka::api_name(api_key),
-            api_key,
-            client_id: client.into(),
-            requests,
-            stalled_requests: stalled,
-            stalled_by_miss: stalled,
-            added_ns: added_ms * 1_000_000,
-            miss_ns: added_ms * 1_000_000,
-            replication_delayed: 0,
-            replication_ns: 0,
-            stalled: Default::default(),
-            not_stalled: Default::default(),
-            latency_sum_ns: requests * 1_000_000,
-        }
-    }
-
-    #[test]
-    fn replication_behind_a_stalled_follower_thread_leads_and_the_sync_producer_follows() {
-        let s = three_threads_cold_on_the_followers();
-        let f = findings(&s);
-        assert_eq!(ids(&f), ["replication_delayed_by_stalls", "network_thread_blocked", "synchronous_producer"]);
-        assert_eq!((f[0].severity, f[1].severity, f[2].severity), (Severity::Critical, Severity::Critical, Severity::Info));
-        for part in ["190 of 280 acks=all Produce requests (67.9%) waited for follower broker 2", "284 page-cache misses, 18.8s serving \"cold-reader\" on cold-0", "3 of the 3 slowest 1%", "157ms when delayed so, 15.6ms when not", "They wrote to hot-0 (190).", "Fetch of \"broker-2-fetcher-0\" (250 of 300 delayed, 16.0s added"] {
-            assert!(f[0].detail.contains(part), "{part}: {}", f[0].detail);
-        }
-        assert!(f[0].fix.contains("\"cold-reader\"") && f[0].fix.contains("inter.broker.listener.name"), "{}", f[0].fix);
-        assert!(f[1].title.ends_with("PLAINTEXT-2 was blocked 94% of the trace"), "{}", f[1].title);
-        assert!(f[1].detail.contains("belong to follower broker 2, \"broker-2-fetcher-0\", \"cold-reader\""), "{}", f[1].detail);
-        assert!(f[2].detail.contains("Stalls on this broker added 15.0s to its Produce requests, 76.5% of their latency"), "{}", f[2].detail);
-    }
-
-    #[test]
-    fn a_sync_producer_the_broker_slowed_never_stands_alone() {
-        let mut s = three_threads_cold_on_the_followers();
-        // No finding names the broker's part (say the stalls were under every threshold).
-        s.stalls.by_thread.clear();
-        s.stalls.replication = Default::default();
-        assert!(!ids(&findings(&s)).contains(&"synchronous_producer"));
-        // The broker added nothing: the client's pattern is the finding.
-        s.stalls.delayed[0].replication_ns = 0;
-        let f = findings(&s);
-        let sync = f.iter().find(|f| f.id == "synchronous_producer").unwrap();
-        assert_eq!(sync.severity, Severity::Warning);
-        assert!(!sync.detail.contains("Stalls on this broker"), "{}", sync.detail);
-    }
-
-    #[test]
-    fn one_blocked_thread_of_three_is_a_finding_under_the_average() {
-        let mut s = three_threads_cold_on_the_followers();
-        // A KRaft broker's CONTROLLER listener has network threads of its own: not where a
-        // client's next connection can land.
-        let name = "data-plane-kafka-network-thread-1-ListenerName(CONTROLLER)-PLAINTEXT-0";
+        let name = "data-plane-kafka-network-thread-1-ListenerName(PLAINTEXT)-PLAINTEXT-0";
         s.threads.push(ThreadInfo {
-            tid: 9,
+            tid: 1,
             comm: "data-plane-kafk".into(),
             listener: listeners::thread_listener(name, None),
             jvm_name: Some(name.into()),
             role: Role::Network,
             role_source: RoleSource::JvmName,
         });
-        s.roles.entry(Role::Network).or_default().push(9);
-        s.stalls.replication = Default::default();
-        s.stalls.by_thread[0].stall_ns = 7_000_000_000; // 35% of 20 s
-        let f = findings(&s);
-        let blocked = f.iter().find(|f| f.id == "network_thread_blocked").unwrap();
-        assert_eq!(blocked.severity, Severity::Warning);
-        assert!(blocked.detail.contains("one in 3 of the clients"), "{}", blocked.detail);
-        s.stalls.by_thread[0].stall_ns = 5_000_000_000; // 25%
-        assert!(!ids(&findings(&s)).contains(&"network_thread_blocked"));
-    }
-
-    #[test]
-    fn a_stray_miss_among_thousands_of_produce_is_no_finding() {
-        let mut s = empty_summary();
-        s.stalls.by_thread.push(thread_stalls(1, "PLAINTEXT", Cause::PageCacheMiss, 1, 9));
+        s.roles.insert(Role::Network, vec![1]);
+        s.listeners = vec![ListenerInfo {
+            name: "SSL".into(),
+            security_protocol: Some(SecurityProtocol::Ssl),
+            plane: Plane::Data,
+            encrypted: true,
+            address: None,
+            network_threads: 1,
+        }];
+        let miss = |tid| ThreadStalls {
+            tid,
+            listener: Some("PLAINTEXT".into()),
+            cause: crate::stalls::Cause::PageCacheMiss,
+            stalls: 300,
+            stall_ns: 9_000_000_000,
+            top_reader: Some("cold".into()),
+            top_partition: Some("cold-0".into()),
+        };
+        s.stalls.by_thread = vec![miss(1)];
+        s.stalls.by_cause = vec![CauseTotals { cause: Some(crate::stalls::Cause::PageCacheMiss), stalls: 300, stall_ns: 9_000_000_000 }];
+        let totals = |name: &str| MissTotals { name: name.into(), stalls: 300, stall_ns: 9_000_000_000, ..Default::default() };
+        (s.stalls.cold_readers, s.stalls.cold_partitions) = (vec![totals("cold")], vec![totals("cold-0")]);
         let p = &mut s.stalls.produce;
-        // One of 15802 stalled, one of the 159 slowest 1%: a cold layout's stray index read.
-        (p.requests, p.stalled_requests, p.stalled_by_miss, p.slowest_1pct, p.slowest_1pct_stalled) = (15802, 1, 1, 159, 1);
-        assert!(!ids(&findings(&s)).contains(&"produce_stalled_by_page_cache_miss"));
-        // A tenth of the slowest 1% is.
-        s.stalls.produce.slowest_1pct_stalled = 16;
-        assert!(ids(&findings(&s)).contains(&"produce_stalled_by_page_cache_miss"));
-    }
-
-    #[test]
-    fn one_acks_all_request_held_by_a_stray_miss_on_a_followers_thread_is_no_finding() {
-        let mut s = three_threads_cold_on_the_followers();
+        (p.requests, p.stalled_requests, p.stalled_by_miss, p.slowest_1pct, p.slowest_1pct_stalled) = (1000, 300, 200, 10, 10);
+        p.by_listener = vec![ListenerProduce { listener: Some("PLAINTEXT".into()), requests: 1000, stalled_requests: 300, stalled_by_miss: 200 }];
+        p.stalled_partitions = vec![PartitionCount { partition: "hot-0".into(), requests: 200 }];
         let r = &mut s.stalls.replication;
-        // The cold reader alone elsewhere; one miss on broker 2's thread held 1 of 25190.
-        (r.produce_acks_all, r.produce_delayed, r.slowest_1pct_delayed) = (25190, 1, 1);
-        s.stalls.produce.slowest_1pct = 252;
-        assert!(!ids(&findings(&s)).contains(&"replication_delayed_by_stalls"));
-        s.stalls.replication.produce_delayed = 252;
-        assert!(ids(&findings(&s)).contains(&"replication_delayed_by_stalls"), "1% of the acks=all requests is");
-    }
-
-    #[test]
-    fn empty_sets_read_as_a_dash() {
-        let mut s = empty_summary();
-        s.stalls.by_thread.push(thread_stalls(1, "PLAINTEXT", Cause::PageCacheMiss, 30, 300));
-        let p = &mut s.stalls.produce;
-        (p.requests, p.stalled_requests, p.stalled_by_miss, p.slowest_1pct, p.slowest_1pct_stalled) = (20, 20, 20, 1, 1);
-        p.stalled.p99_ns = 281_000_000;
-        let f = findings(&s);
-        assert!(f[0].detail.contains("Produce p99 was 281ms when stalled, - when not."), "{}", f[0].detail);
-    }
-
-    // ---- helpers shared by the per-rule tests below ----
-
-    fn ids(f: &[Finding]) -> Vec<&'static str> {
-        f.iter().map(|f| f.id).collect()
-    }
-
-    fn fires(s: &Summary, id: &str) -> bool {
-        findings(s).iter().any(|f| f.id == id)
-    }
-
-    /// The one finding of this id (fails if there are none or several).
-    fn the(f: &[Finding], id: &str) -> Finding {
-        let mut of_id = f.iter().filter(|f| f.id == id);
-        let one = of_id.next().unwrap_or_else(|| panic!("no {id} in {:?}", ids(f))).clone();
-        assert!(of_id.next().is_none(), "several {id} in {:?}", ids(f));
-        one
-    }
-
-    fn ms(n: u64) -> u64 {
-        n * 1_000_000
-    }
-
-    fn row(role: Role, syscall: Syscall, cache: CacheResult, latencies: &[u64]) -> Row {
-        Row::new(RowKey { role, listener: None, syscall, cache }, hist_of(latencies))
-    }
-
-    /// A row of `fast` calls of 2 us and `slow` calls of `slow_ns`.
-    fn write_row(role: Role, syscall: Syscall, fast: usize, slow: usize, slow_ns: u64) -> Row {
-        let latencies: Vec<u64> = std::iter::repeat_n(2_000, fast).chain(std::iter::repeat_n(slow_ns, slow)).collect();
-        row(role, syscall, CacheResult::NoFileRead, &latencies)
-    }
-
-    /// 2^24 ns: the lowest value of its kernel bucket, so the bucket's representative is capped
-    /// at the max and the row's p99 and max are exactly this (16.8ms).
-    const SLOW_16_8MS: u64 = 1 << 24;
-
-    /// A summary whose produce attribution says: 2000 Produce requests, 150 stalled, 120 of
-    /// them by a page-cache miss, 10 of the 20 slowest 1% stalled.
-    fn produce_stalled_by_misses() -> Summary {
-        let mut s = empty_summary();
-        let p = &mut s.stalls.produce;
-        (p.requests, p.stalled_requests, p.stalled_by_miss) = (2000, 150, 120);
-        (p.slowest_1pct, p.slowest_1pct_stalled) = (20, 10);
-        p.miss_ns_added = 3_450_000_000;
-        p.all.p99_ns = ms(250);
-        p.stalled.p99_ns = ms(480);
-        p.not_stalled.p99_ns = 12_300_000;
+        (r.produce_acks_all, r.produce_delayed, r.slowest_1pct_delayed) = (1000, 100, 5);
+        r.followers = vec![FollowerFetches { broker_id: 2, tid: 1, listener: Some("PLAINTEXT".into()), fetches: 50, stalled_fetches: 20, added_ns: 1 }];
+        r.partitions = p.stalled_partitions.clone();
+        let row = |api_key, client: &str| DelayedRow {
+            api: crate::kafka::api_name(api_key),
+            api_key,
+            client_id: client.into(),
+            requests: 100,
+            stalled_requests: 20,
+            stalled_by_miss: 20,
+            added_ns: 1_000_000,
+            miss_ns: 1_000_000,
+            replication_delayed: 0,
+            replication_ns: 0,
+            stalled: Default::default(),
+            not_stalled: Default::default(),
+            latency_sum_ns: 100_000_000,
+        };
+        s.stalls.delayed = vec![row(crate::kafka::PRODUCE, "sync"), row(crate::kafka::FETCH, "broker-2-fetcher-0")];
+        s.requests.threads = vec![ThreadConnections {
+            tid: 1,
+            listener: Some("PLAINTEXT".into()),
+            connections: 3,
+            clients: vec!["sync".into(), "broker-2-fetcher-0".into()],
+            other_clients: 1,
+            followers: vec![2],
+        }];
+        s.requests.sync_producers = vec![SyncProducer {
+            client_id: "sync".into(),
+            fd: 9,
+            produce_requests: 100,
+            median_gap_ns: 1_000,
+            median_latency_ns: 1_000_000,
+            max_requests_per_s: 999.0,
+        }];
+        s.protocol.tls_connections = 1;
+        (s.lost.events, s.lost.probe_runs_skipped, s.lost.histogram_entries_unread) = (1, 1, 1);
+        let fsync: Vec<u64> = std::iter::repeat_n(2_000, 10).chain(std::iter::repeat_n(20_000_000, 3)).collect();
+        s.rows.push(Row::new(RowKey { role: Role::Other, listener: None, syscall: Syscall::Fsync, cache: CacheResult::NoFileRead }, kernel_hist(&fsync)));
         s
     }
 
-    fn miss_totals(name: &str, stalls: u64, stall_ns: u64) -> MissTotals {
-        MissTotals { name: name.into(), stalls, stall_ns, ..Default::default() }
-    }
-
-    /// `threads` network threads over the summary's 10 s, `idle_ns` of it in epoll_wait and
-    /// epoll_pwait (half each), plus an idle non-network thread that must not count.
-    fn network_idle(threads: u32, idle_ns: u64) -> Summary {
+    /// What the other two need: bytes that never parsed on a plaintext broker.
+    fn nothing_parsed() -> Summary {
         let mut s = empty_summary();
-        assert_eq!(s.elapsed_seconds, 10.0);
-        s.roles.insert(Role::Network, (1..=threads).collect());
-        s.roles.insert(Role::Other, vec![100]);
-        let half = idle_ns / 2;
-        s.rows.push(row(Role::Network, Syscall::EpollWait, CacheResult::NoFileRead, &[half / 2, half - half / 2]));
-        s.rows.push(row(Role::Network, Syscall::EpollPwait, CacheResult::NoFileRead, &[idle_ns - half]));
-        s.rows.push(row(Role::Other, Syscall::EpollWait, CacheResult::NoFileRead, &[ms(5_000), ms(5_000)]));
+        s.protocol.framing_errors = 3;
         s
     }
 
-    fn sync_producer(client_id: &str, produce_requests: u64, gap_ns: u64, latency_ns: u64) -> SyncProducer {
-        SyncProducer {
-            client_id: client_id.into(),
-            fd: 40,
-            produce_requests,
-            median_gap_ns: gap_ns,
-            median_latency_ns: latency_ns,
-            max_requests_per_s: 1e9 / (gap_ns + latency_ns) as f64,
+    #[test]
+    fn every_finding_id_can_be_made() {
+        let made: BTreeSet<FindingId> = [everything_wrong(), nothing_parsed()].iter().flat_map(findings).map(|f| f.id).collect();
+        assert_eq!(made, FindingId::ALL.into_iter().collect(), "ids never made: the rule or this fixture is wrong");
+    }
+
+    /// The value at a report path ("summary.a.b[*].c"), from the first element of each list;
+    /// Null past an empty list or an absent optional value. None: the path names no field.
+    fn at(report: &Value, path: &str) -> Option<Value> {
+        let mut v = report.clone();
+        for part in path.split('.') {
+            let (name, each) = part.strip_suffix("[*]").map_or((part, false), |n| (n, true));
+            v = v.as_object()?.get(name)?.clone();
+            if each {
+                let list = v.as_array()?;
+                match list.first() {
+                    Some(first) => v = first.clone(),
+                    None => return Some(Value::Null),
+                }
+            }
+            if v.is_null() {
+                return Some(Value::Null);
+            }
+        }
+        Some(v)
+    }
+
+    #[test]
+    fn every_figure_names_a_field_of_the_report_it_comes_from() {
+        for s in [everything_wrong(), nothing_parsed()] {
+            let report = serde_json::json!({ "summary": serde_json::to_value(&s).unwrap() });
+            for f in findings(&s) {
+                let figures: BTreeSet<String> = match serde_json::to_value(&f.figures).unwrap() {
+                    Value::Object(o) => o.keys().cloned().collect(),
+                    other => panic!("{:?}: figures are an object, not {other}", f.id),
+                };
+                let named: BTreeSet<String> = f.sources.iter().map(|s| s.figure.to_string()).collect();
+                assert_eq!(figures, named, "{:?}: a figure without its source, or a source of no figure", f.id);
+                for source in &f.sources {
+                    assert!(source.path.starts_with("summary."), "{}", source.path);
+                    assert!(at(&report, source.path).is_some(), "{:?}: {} is not in the report", f.id, source.path);
+                }
+            }
         }
     }
 
-    fn listener_info(name: &str, protocol: SecurityProtocol, plane: Plane, address: Option<&str>) -> ListenerInfo {
-        ListenerInfo {
-            name: name.into(),
-            security_protocol: Some(protocol),
-            plane,
-            encrypted: protocol.is_encrypted(),
-            address: address.map(Into::into),
-            network_threads: 0,
-        }
-    }
-
-    // ---- produce_stalled_by_page_cache_miss ----
-
     #[test]
-    fn page_cache_miss_finding_numbers_and_critical_when_half_the_slowest_were_stalled() {
-        let mut s = produce_stalled_by_misses();
-        s.stalls.cold_readers = vec![miss_totals("analytics-backfill", 90, 2_100_000_000), miss_totals("second", 5, ms(9))];
-        s.stalls.cold_partitions = vec![miss_totals("events-3", 70, 1_500_000_000), miss_totals("events-4", 1, ms(2))];
+    fn figures_carry_the_numbers_of_the_summary() {
+        let s = everything_wrong();
         let f = findings(&s);
-        let miss = the(&f, "produce_stalled_by_page_cache_miss");
-        // 10 of the 20 slowest: 10 * 2 >= 20.
-        assert_eq!(miss.severity, Severity::Critical);
-        // 120 / 2000 = 6.0%; 3.45e9 ns = 3.45s.
-        assert!(
-            miss.detail.starts_with(
-                "120 of 2000 Produce requests (6.0%) were delayed by page-cache-miss reads on their network thread, 3.45s in all; \
-                 they are 10 of the 20 slowest 1% (p99 250ms). Produce p99 was 480ms when stalled, 12.3ms when not."
-            ),
-            "{}",
-            miss.detail
-        );
-        assert!(miss.detail.contains(" Top cold reader: client.id \"analytics-backfill\" (90 misses, 2.10s)."), "{}", miss.detail);
-        assert!(miss.detail.contains(" Top cold partition: events-3 (70 misses, 1.50s)."), "{}", miss.detail);
-        assert!(!miss.detail.contains("second") && !miss.detail.contains("events-4"), "only the top ones: {}", miss.detail);
-        assert!(miss.fix.contains("Keep \"analytics-backfill\" from reading cold data"), "{}", miss.fix);
-        assert_eq!(f[0].id, "produce_stalled_by_page_cache_miss");
+        let miss = f.iter().find(|f| f.id == FindingId::ProduceStalledByPageCacheMiss).unwrap();
+        let Figures::ProduceStalledByPageCacheMiss(m) = &miss.figures else { panic!("{:?}", miss.figures) };
+        assert_eq!((m.stalled_by_miss, m.requests, m.slowest_1pct_stalled), (200, 1000, 10));
+        assert_eq!(miss.severity, Severity::Critical, "all of the slowest 1% stalled");
+        assert_eq!(m.top_reader.as_ref().map(|r| r.name.as_str()), Some("cold"));
+        assert_eq!(m.places.len(), 1, "the PLAINTEXT thread");
+        assert_eq!(m.others_delayed.shown.len(), 1, "the follower's Fetch, not the Produce the finding leads with");
+        // A p99 of no requests is null, not zero.
+        assert_eq!((m.stalled_p99_ns, m.not_stalled_p99_ns), (Some(0), Some(0)));
+        let blocked = f.iter().find(|f| f.id == FindingId::NetworkThreadBlocked).unwrap();
+        let Figures::NetworkThreadBlocked(b) = &blocked.figures else { panic!() };
+        assert_eq!((b.blocked_ns, b.connections, b.followers.as_slice(), b.listener_threads), (9_000_000_000, Some(3), &[2][..], 1));
+        assert!((b.share() - 0.9).abs() < 1e-9);
     }
 
+    /// README's table of ids is this enum, in order.
     #[test]
-    fn page_cache_miss_finding_is_a_warning_below_half_of_the_slowest() {
-        let mut s = produce_stalled_by_misses();
-        s.stalls.produce.slowest_1pct_stalled = 9; // 9 * 2 < 20
-        let miss = the(&findings(&s), "produce_stalled_by_page_cache_miss");
-        assert_eq!(miss.severity, Severity::Warning);
-        assert!(miss.detail.contains("they are 9 of the 20 slowest 1%"), "{}", miss.detail);
-        // No cold reader or partition known: no such sentences, and the fix names no client.
-        assert!(!miss.detail.contains("Top cold"), "{}", miss.detail);
-        assert!(miss.fix.contains("Keep lagging consumers from reading cold data"), "{}", miss.fix);
-        // No slowest 1% at all is not "all of them stalled".
-        let p = &mut s.stalls.produce;
-        (p.slowest_1pct, p.slowest_1pct_stalled) = (0, 0);
-        assert_eq!(the(&findings(&s), "produce_stalled_by_page_cache_miss").severity, Severity::Warning);
-    }
-
-    #[test]
-    fn misses_that_saturate_a_network_thread_make_the_stall_finding_critical_and_first() {
-        // One network thread, 10 s traced, 0.5 s in epoll_wait (95% busy), 8 s of it in
-        // page-cache-miss stalls; only 9 of the 20 slowest Produce stalled (a warning alone).
-        let mut s = network_idle(1, ms(500));
-        s.stalls.produce = produce_stalled_by_misses().stalls.produce;
-        s.stalls.produce.slowest_1pct_stalled = 9;
-        s.stalls.by_cause = vec![CauseTotals { cause: Some(Cause::PageCacheMiss), stalls: 120, stall_ns: ms(8_000) }];
-        let f = findings(&s);
-        assert_eq!(the(&f, "network_threads_saturated").severity, Severity::Critical);
-        assert_eq!(the(&f, "produce_stalled_by_page_cache_miss").severity, Severity::Critical);
-        assert_eq!((f[0].id, f[1].id), ("produce_stalled_by_page_cache_miss", "network_threads_saturated"));
-        // Misses only a third of the busy time: the saturation has another cause, and leads.
-        s.stalls.by_cause[0].stall_ns = ms(3_000);
-        let f = findings(&s);
-        assert_eq!(the(&f, "produce_stalled_by_page_cache_miss").severity, Severity::Warning);
-        assert_eq!(f[0].id, "network_threads_saturated");
-    }
-
-    #[test]
-    fn no_page_cache_miss_finding_without_a_produce_stalled_by_a_miss() {
-        let mut s = produce_stalled_by_misses();
-        s.stalls.produce.stalled_by_miss = 0;
-        // The miss stalls themselves (not joined to any Produce) are not enough.
-        s.stalls.by_thread.push(ThreadStalls { tid: 1, listener: None, cause: Cause::PageCacheMiss, stalls: 50, stall_ns: ms(500), top_reader: None, top_partition: None });
-        assert!(!fires(&s, "produce_stalled_by_page_cache_miss"));
-        s.stalls.produce.stalled_by_miss = 1;
-        assert!(fires(&s, "produce_stalled_by_page_cache_miss"));
-    }
-
-    // ---- produce_stalled_by_slow_network_thread_calls ----
-
-    #[test]
-    fn slow_call_finding_counts_the_stalled_requests_a_miss_does_not_explain() {
-        let mut s = two_listeners();
-        s.stalls.threshold_ns = ms(5);
-        s.stalls.by_cause = vec![
-            CauseTotals { cause: Some(Cause::OffCpu), stalls: 20, stall_ns: ms(180) },
-            CauseTotals { cause: Some(Cause::BlockedInKernel), stalls: 5, stall_ns: ms(40) },
-            CauseTotals { cause: None, stalls: 99, stall_ns: ms(999) },
-        ];
-        s.stalls.by_thread.push(thread_stalls(1, "PLAINTEXT", Cause::OffCpu, 20, 180));
-        s.stalls.by_thread.push(thread_stalls(1, "PLAINTEXT", Cause::PageCacheMiss, 15, 300));
-        let p = &mut s.stalls.produce;
-        (p.requests, p.stalled_requests, p.stalled_by_miss) = (2000, 40, 15);
-        p.by_listener = vec![ListenerProduce { listener: Some("PLAINTEXT".into()), requests: 2000, stalled_requests: 40, stalled_by_miss: 15 }];
-        let f = findings(&s);
-        let slow = the(&f, "produce_stalled_by_slow_network_thread_calls");
-        assert_eq!(slow.severity, Severity::Info);
-        assert_eq!(slow.title, "Network-thread calls slower than 5.00ms delayed Produce requests");
-        // 40 stalled - 15 by a miss = 25; the cause-less totals row is left out.
-        let expected = format!(
-            "25 Produce requests overlapped a slow network-thread call that was not a page-cache miss; \
-             stalls by cause: 20 off CPU (180ms), 5 blocked in kernel (40.0ms). \
-             The slow calls were on the network thread of listener PLAINTEXT ({PLAINTEXT_THREAD}: 20 slow calls, 180ms). \
-             The Produce requests they delayed were those of PLAINTEXT clients (25)."
-        );
-        assert_eq!(slow.detail, expected);
-    }
-
-    #[test]
-    fn no_slow_call_finding_when_misses_explain_every_stalled_request() {
-        let mut s = empty_summary();
-        let p = &mut s.stalls.produce;
-        (p.requests, p.stalled_requests, p.stalled_by_miss) = (100, 7, 7);
-        assert!(!fires(&s, "produce_stalled_by_slow_network_thread_calls"));
-        // More by a miss than stalled at all (inconsistent input): no finding, no underflow.
-        s.stalls.produce.stalled_by_miss = 9;
-        assert!(!fires(&s, "produce_stalled_by_slow_network_thread_calls"));
-        // One more stalled request than misses explain: the finding, with that one.
-        (s.stalls.produce.stalled_requests, s.stalls.produce.stalled_by_miss) = (8, 7);
-        let slow = the(&findings(&s), "produce_stalled_by_slow_network_thread_calls");
-        assert!(slow.detail.starts_with("1 Produce request") && slow.detail.contains(" overlapped a slow"), "{}", slow.detail);
-    }
-
-    // ---- synchronous_producer ----
-
-    #[test]
-    fn synchronous_producers_are_warnings_for_the_first_three_only() {
-        let mut s = empty_summary();
-        s.requests.sync_producers = vec![
-            sync_producer("billing", 900, 1_500_000, 2_500_000),
-            sync_producer("audit", 500, ms(1), ms(1)),
-            sync_producer("metrics", 300, ms(1), ms(1)),
-            sync_producer("fourth", 100, ms(1), ms(1)),
-        ];
-        let f = findings(&s);
-        let sync: Vec<&Finding> = f.iter().filter(|f| f.id == "synchronous_producer").collect();
-        let titles: Vec<&str> = sync.iter().map(|f| f.title.as_str()).collect();
-        assert_eq!(
-            titles,
-            [
-                "client.id \"billing\" produces synchronously",
-                "client.id \"audit\" produces synchronously",
-                "client.id \"metrics\" produces synchronously"
-            ]
-        );
-        assert!(sync.iter().all(|f| f.severity == Severity::Warning));
-        // 1.5 ms gap + 2.5 ms latency = 4 ms a round: 250 requests/s.
-        assert!(
-            sync[0].detail.starts_with(
-                "900 Produce requests on one connection, strictly one at a time: each sent 1.50ms (median) after the previous response, \
-                 each taking 2.50ms. Its throughput is capped near 250 requests/s"
-            ),
-            "{}",
-            sync[0].detail
-        );
-        assert!(!fires(&empty_summary(), "synchronous_producer"));
-    }
-
-    // ---- tls_listener ----
-
-    #[test]
-    fn tls_bytes_without_a_tls_listener_are_an_info_finding() {
-        let mut s = empty_summary();
-        assert!(!fires(&s, "tls_listener"));
-        s.protocol.tls_connections = 1;
-        let tls = the(&findings(&s), "tls_listener");
-        assert_eq!(tls.severity, Severity::Info);
-        assert_eq!(tls.title, "Some connections are TLS: no request view for them");
-        assert!(tls.detail.starts_with("1 connection of the network threads carried TLS records"), "{}", tls.detail);
-        s.protocol.tls_connections = 3;
-        let tls = the(&findings(&s), "tls_listener");
-        assert!(tls.detail.starts_with("3 connections of the network threads carried TLS records"), "{}", tls.detail);
-    }
-
-    #[test]
-    fn tls_listeners_are_one_finding_naming_each_and_the_tls_connections() {
-        let mut s = empty_summary();
-        s.listeners = vec![
-            listener_info("PLAINTEXT", SecurityProtocol::Plaintext, Plane::Data, Some("0.0.0.0:9092")),
-            listener_info("CONTROLLER", SecurityProtocol::Ssl, Plane::Controller, Some("broker1:9093")),
-            listener_info("CLIENTS", SecurityProtocol::SaslSsl, Plane::Data, None),
-        ];
-        s.protocol.tls_connections = 2;
-        let f = findings(&s);
-        let tls = the(&f, "tls_listener");
-        assert_eq!(tls.severity, Severity::Info);
-        assert_eq!(tls.title, "Listeners CONTROLLER, CLIENTS are TLS: no per-request view there");
-        for part in [
-            "On listener CONTROLLER (SSL, broker1:9093, controller plane), requests are encrypted",
-            "the syscalls of its network threads (the \"network CONTROLLER\" rows)",
-            "On listener CLIENTS (SASL_SSL), requests are encrypted",
-            "stalls with their thread and file: none in this trace.",
-        ] {
-            assert!(tls.detail.contains(part), "{part}: {}", tls.detail);
-        }
-        assert!(tls.detail.ends_with(" 2 connections of the network threads carried TLS records."), "{}", tls.detail);
-        assert!(!tls.detail.contains("PLAINTEXT") && !tls.title.contains("PLAINTEXT"), "{}", tls.detail);
-        assert!(tls.fix.starts_with("Stalls on CONTROLLER, CLIENTS are still reported"), "{}", tls.fix);
-    }
-
-    // ---- framing_not_parsed ----
-
-    #[test]
-    fn framing_not_parsed_when_reads_failed_and_none_parsed_on_plaintext() {
-        let mut s = empty_summary();
-        s.protocol.framing_errors = 42;
-        let framing = the(&findings(&s), "framing_not_parsed");
-        assert_eq!(framing.severity, Severity::Info);
-        assert!(framing.detail.starts_with("42 socket reads of the network threads did not parse as Kafka requests"), "{}", framing.detail);
-    }
-
-    #[test]
-    fn no_framing_finding_when_one_request_parsed_none_failed_or_tls_explains_it() {
-        let failing = || {
-            let mut s = empty_summary();
-            s.protocol.framing_errors = 42;
-            s
-        };
-        let mut s = failing();
-        s.protocol.requests_parsed = 1;
-        assert!(!fires(&s, "framing_not_parsed"));
-        let mut s = failing();
-        s.protocol.framing_errors = 0;
-        assert!(!fires(&s, "framing_not_parsed"));
-        let mut s = failing();
-        s.protocol.tls_connections = 1;
-        assert!(!fires(&s, "framing_not_parsed"));
-        let mut s = failing();
-        s.listeners = vec![listener_info("SSL", SecurityProtocol::Ssl, Plane::Data, None)];
-        assert!(!fires(&s, "framing_not_parsed"));
-    }
-
-    // ---- probe_runs_skipped ----
-    #[test]
-    fn skipped_probe_runs_are_a_warning_that_says_how_many() {
-        let mut s = empty_summary();
-        assert!(!fires(&s, "probe_runs_skipped"));
-        s.lost.probe_runs_skipped = 3;
-        let skipped = the(&findings(&s), "probe_runs_skipped");
-        assert_eq!(skipped.severity, Severity::Warning);
-        assert!(skipped.detail.starts_with("3 probe runs did not happen"), "{}", skipped.detail);
-    }
-
-    // ---- histograms_unread ----
-    #[test]
-    fn unread_histogram_entries_are_a_warning_that_names_their_count() {
-        let mut s = empty_summary();
-        assert!(!fires(&s, "histograms_unread"));
-        s.lost.histogram_entries_unread = 3;
-        let f = the(&findings(&s), "histograms_unread");
-        assert_eq!(f.severity, Severity::Warning);
-        assert!(f.detail.starts_with("3 entries of the kernel's histogram map"), "{}", f.detail);
-    }
-
-    // ---- events_lost ----
-
-    #[test]
-    fn events_lost_is_a_warning_from_one_lost_record() {
-        let mut s = empty_summary();
-        assert!(!fires(&s, "events_lost"));
-        // The other losses (map full) do not make this finding.
-        (s.lost.histogram_map_full, s.lost.in_flight_map_full) = (5, 5);
-        assert!(!fires(&s, "events_lost"));
-        s.lost.events = 1;
-        assert_eq!(the(&findings(&s), "events_lost").severity, Severity::Warning);
-        s.lost.events = 1234;
-        let lost = the(&findings(&s), "events_lost");
-        assert!(lost.detail.starts_with("1234 records were dropped because the ring buffer was full"), "{}", lost.detail);
-    }
-
-    // ---- network_threads_saturated ----
-
-    #[test]
-    fn network_threads_busy_70_percent_is_a_warning_69_is_nothing() {
-        // 2 threads x 10 s = 20 s traced; 6 s idle: busy 70%.
-        let f = findings(&network_idle(2, ms(6_000)));
-        let busy = the(&f, "network_threads_saturated");
-        assert_eq!(busy.severity, Severity::Warning);
-        assert_eq!(busy.title, "Network threads are busy 70% of the time");
-        assert!(busy.detail.starts_with("The network threads spent 70% of the 10 s traced outside epoll_wait."), "{}", busy.detail);
-        // 6.2 s idle: busy 69%.
-        assert!(!fires(&network_idle(2, ms(6_200)), "network_threads_saturated"));
-    }
-
-    #[test]
-    fn network_threads_busy_90_percent_is_critical_89_a_warning() {
-        // 2 s idle of 20 s: busy 90%.
-        let f = findings(&network_idle(2, ms(2_000)));
-        let busy = the(&f, "network_threads_saturated");
-        assert_eq!(busy.severity, Severity::Critical);
-        assert_eq!(busy.title, "Network threads are busy 90% of the time");
-        assert_eq!(f[0].id, "network_threads_saturated");
-        // 2.2 s idle: busy 89%.
-        let busy = the(&findings(&network_idle(2, ms(2_200))), "network_threads_saturated");
-        assert_eq!(busy.severity, Severity::Warning);
-        assert_eq!(busy.title, "Network threads are busy 89% of the time");
-    }
-
-    #[test]
-    fn no_saturation_finding_without_network_threads() {
-        let mut s = network_idle(2, 0);
-        assert!(fires(&s, "network_threads_saturated"), "100% busy");
-        s.roles.remove(&Role::Network);
-        assert!(!fires(&s, "network_threads_saturated"));
-    }
-
-    // ---- slow_log_writes ----
-
-    #[test]
-    fn slow_log_writes_numbers_and_the_syscalls_it_covers() {
-        let mut s = empty_summary();
-        s.rows.push(write_row(Role::RequestHandler, Syscall::Pwrite64, 7, 3, SLOW_16_8MS));
-        s.rows.push(write_row(Role::Other, Syscall::Fdatasync, 20, 4, SLOW_16_8MS));
-        // Plain write and writev never count, however slow.
-        s.rows.push(write_row(Role::RequestHandler, Syscall::Write, 7, 3, SLOW_16_8MS));
-        s.rows.push(write_row(Role::RequestHandler, Syscall::Writev, 7, 3, SLOW_16_8MS));
-        let f = findings(&s);
-        let slow: Vec<&Finding> = f.iter().filter(|f| f.id == "slow_log_writes").collect();
-        assert_eq!(slow.len(), 2, "{:?}", ids(&f));
-        assert!(slow.iter().all(|f| f.severity == Severity::Warning));
-        assert_eq!(slow[0].title, "request-handler threads wait on pwrite64: p99 16.8ms");
-        assert!(
-            slow[0].detail.starts_with("10 pwrite64 calls on request-handler threads (3 of them 10.0ms or longer)"),
-            "{}",
-            slow[0].detail
-        );
-        assert!(slow[0].detail.contains("p99 16.8ms, max 16.8ms."), "{}", slow[0].detail);
-        assert_eq!(slow[1].title, "other threads wait on fdatasync: p99 16.8ms");
-        assert!(slow[1].detail.starts_with("24 fdatasync calls on other threads (4 of them 10.0ms or longer)"), "{}", slow[1].detail);
-    }
-
-    #[test]
-    fn slow_log_writes_needs_ten_calls() {
-        let mut s = empty_summary();
-        s.rows.push(write_row(Role::Other, Syscall::Fsync, 6, 3, SLOW_16_8MS));
-        assert!(s.rows[0].percentiles.p99_ns >= SLOW_WRITE_NS, "only the count is short");
-        assert!(!fires(&s, "slow_log_writes"), "9 calls");
-        s.rows[0] = write_row(Role::Other, Syscall::Fsync, 7, 3, SLOW_16_8MS);
-        assert!(fires(&s, "slow_log_writes"), "10 calls");
-    }
-
-    #[test]
-    fn slow_log_writes_needs_three_slow_calls() {
-        let mut s = empty_summary();
-        s.rows.push(fsync_row(10, 2));
-        assert!(s.rows[0].percentiles.p99_ns >= SLOW_WRITE_NS, "only the slow count is short");
-        assert!(!fires(&s, "slow_log_writes"), "2 slow");
-        s.rows[0] = fsync_row(10, 3);
-        assert!(fires(&s, "slow_log_writes"), "3 slow");
-    }
-
-    #[test]
-    fn slow_log_writes_needs_a_p99_of_10ms() {
-        // 3 slow of 400 calls (0.75%): p99 is a fast call.
-        let mut s = empty_summary();
-        s.rows.push(write_row(Role::Other, Syscall::Fsync, 397, 3, SLOW_16_8MS));
-        assert!(s.rows[0].percentiles.p99_ns < SLOW_WRITE_NS);
-        assert!(!fires(&s, "slow_log_writes"));
-        // 3 slow of 200 (1.5%): p99 is slow.
-        s.rows[0] = write_row(Role::Other, Syscall::Fsync, 197, 3, SLOW_16_8MS);
-        assert!(fires(&s, "slow_log_writes"));
-    }
-
-    #[test]
-    fn slow_log_writes_slow_means_a_bucket_starting_at_10ms_or_more() {
-        // 2^23 + 2 x 2^20 = 10_485_760 ns: the lowest kernel bucket bound at or above 10 ms.
-        let mut s = empty_summary();
-        s.rows.push(write_row(Role::Other, Syscall::Fsync, 7, 3, 10_485_760));
-        let slow = the(&findings(&s), "slow_log_writes");
-        assert_eq!(slow.title, "other threads wait on fsync: p99 10.5ms");
-        // One nanosecond less is in the bucket from 2^23 + 2^20 = 9.44 ms: not surely 10 ms, p99 under 10 ms.
-        s.rows[0] = write_row(Role::Other, Syscall::Fsync, 7, 3, 10_485_759);
-        assert!(!fires(&s, "slow_log_writes"));
-        // Even with a p99 over 10 ms (the two in the next bucket), that call is not a third slow one.
-        let mut latencies = vec![2_000; 7];
-        latencies.extend([10_485_759, 10_485_760, 10_485_760]);
-        s.rows[0] = row(Role::Other, Syscall::Fsync, CacheResult::NoFileRead, &latencies);
-        assert!(s.rows[0].percentiles.p99_ns >= SLOW_WRITE_NS);
-        assert!(!fires(&s, "slow_log_writes"));
-    }
-
-    // ---- no_problem_found ----
-
-    #[test]
-    fn no_problem_found_sums_network_misses_and_says_how_busy() {
-        let mut s = network_idle(1, ms(5_000)); // 5 s idle of 10 s: busy 50%
-        let mut miss = |listener: &str, syscall, n: usize| {
-            let mut r = row(Role::Network, syscall, CacheResult::Miss, &vec![ms(1); n]);
-            r.listener = Some(listener.into());
-            s.rows.push(r);
-        };
-        miss("PLAINTEXT", Syscall::Sendfile, 4);
-        miss("SSL", Syscall::Pread64, 2);
-        // Not network threads, or not misses: not counted.
-        s.rows.push(row(Role::RequestHandler, Syscall::Pread64, CacheResult::Miss, &[ms(1); 100]));
-        s.rows.push(row(Role::Network, Syscall::Sendfile, CacheResult::Hit, &[2_000; 50]));
-        (s.stalls.produce.requests, s.stalls.produce.all.p99_ns) = (500, 3_500_000);
-        let f = findings(&s);
-        assert_eq!(ids(&f), ["no_problem_found"]);
-        assert_eq!(f[0].severity, Severity::Info);
-        assert_eq!(
-            f[0].detail,
-            "Produce p99 3.50ms over 500 requests; 6 page-cache misses on network threads; network threads busy 50%; no slow log writes."
-        );
-        assert_eq!(
-            findings(&empty_summary())[0].detail,
-            "no Produce requests traced; 0 page-cache misses on network threads; network threads busy n/a; no slow log writes."
-        );
-    }
-
-    #[test]
-    fn info_findings_still_leave_no_problem_found_any_warning_removes_it() {
-        let mut s = empty_summary();
-        s.protocol.tls_connections = 1;
-        assert_eq!(ids(&findings(&s)), ["tls_listener", "no_problem_found"]);
-        s.lost.events = 1;
-        assert_eq!(ids(&findings(&s)), ["events_lost", "tls_listener"]);
-        // A critical one alone also does.
-        assert_eq!(ids(&findings(&network_idle(2, ms(1_000)))), ["network_threads_saturated"]);
-    }
-
-    // ---- ordering ----
-
-    #[test]
-    fn findings_are_ordered_critical_then_warning_then_info_stable_within_each() {
-        let mut s = network_idle(2, ms(1_000)); // busy 95%: critical, found after most others
-        s.requests.sync_producers = vec![sync_producer("billing", 900, ms(1), ms(1))];
-        s.protocol.tls_connections = 1;
-        s.lost.events = 3;
-        s.rows.push(fsync_row(12, 3));
-        (s.stalls.produce.stalled_requests, s.stalls.produce.stalled_by_miss) = (5, 0);
-        let f = findings(&s);
-        assert_eq!(
-            ids(&f),
-            [
-                "network_threads_saturated",
-                "synchronous_producer",
-                "events_lost",
-                "slow_log_writes",
-                "produce_stalled_by_slow_network_thread_calls",
-                "tls_listener",
-            ]
-        );
-        let severities: Vec<Severity> = f.iter().map(|f| f.severity).collect();
-        assert!(severities.is_sorted(), "{severities:?}");
-        assert_eq!(severities[0], Severity::Critical);
+    fn readme_lists_every_finding_id() {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+        let table: Vec<&str> = readme
+            .lines()
+            .skip_while(|l| !l.starts_with("| id | made when | severity |"))
+            .skip(2)
+            .take_while(|l| l.starts_with("| `"))
+            .filter_map(|l| l.split('`').nth(1))
+            .collect();
+        let ids: Vec<&str> = FindingId::ALL.iter().map(|id| id.as_str()).collect();
+        assert_eq!(table, ids, "README's findings table");
     }
 }

@@ -132,3 +132,16 @@ pub fn decode_event(bytes: &[u8]) -> Option<Event> {
     }
 }
 
+/// How the kernel-side enums are spelled in JSON (and in labels, via their `as_str`).
+pub mod spelling {
+    use kstall_common::{CacheResult, Syscall};
+    use serde::Serializer;
+
+    pub fn syscall<S: Serializer>(s: &Syscall, ser: S) -> Result<S::Ok, S::Error> {
+        ser.serialize_str(s.name())
+    }
+
+    pub fn cache<S: Serializer>(c: &CacheResult, ser: S) -> Result<S::Ok, S::Error> {
+        ser.serialize_str(c.as_str())
+    }
+}

@@ -10,8 +10,8 @@
 //!   names, client.id, segment files), [`kernel`] (evidence and records), [`broker`],
 //!   [`listeners`];
 //! - records: [`requests`], [`stalls`], [`timeline`];
-//! - the model: [`summary`];
-//! - conclusions: [`findings`];
+//! - the model: [`finding`] (a finding as data: id, severity, figures), [`summary`];
+//! - conclusions: [`findings`] (the rules that make them);
 //! - the fold: [`aggregate`]; the document: [`report`].
 pub mod units;
 pub mod hist;
@@ -23,6 +23,7 @@ pub mod listeners;
 pub mod requests;
 pub mod stalls;
 pub mod timeline;
+pub mod finding;
 pub mod summary;
 pub mod findings;
 pub mod aggregate;
@@ -37,7 +38,8 @@ mod tests {
         listeners::{Plane, ProcessRole, SecurityProtocol},
         roles::Role,
         stalls::Cause,
-        summary::{Severity, ThreadNames},
+        finding::{FindingId, Severity},
+        summary::ThreadNames,
     };
 
     /// One name per value: what `as_str` gives (metric labels, CSS classes) is what JSON says.
@@ -54,6 +56,9 @@ mod tests {
         }
         for s in [Severity::Critical, Severity::Warning, Severity::Info] {
             assert_eq!(s.as_str(), json(s));
+        }
+        for id in FindingId::ALL {
+            assert_eq!(id.as_str(), json(id));
         }
         for e in Evidence::ALL {
             assert_eq!(e.as_str(), json(e));

@@ -10,7 +10,7 @@ use crate::{
     kernel::{EvidenceStatus, SyscallHookStatus},
     listeners::{BrokerConfig, ListenerInfo},
     roles::Role,
-    summary::{Finding, Lost, Summary, ThreadNames},
+    summary::{Lost, Summary, ThreadNames},
     timeline::Timeline,
 };
 
@@ -68,7 +68,6 @@ pub struct Report {
     #[schemars(extend("const" = 1))]
     pub schema_version: u32,
     pub context: Context,
-    pub findings: Vec<Finding>,
     /// The same object `kstall watch --format json` prints.
     pub summary: Summary,
     pub timeline: Timeline,
@@ -104,7 +103,7 @@ impl Report {
             attach_ms: s.probes.attach_ms,
             lost: s.lost.clone(),
         };
-        Report { schema_version: SCHEMA_VERSION, context, findings: summary.findings.clone(), summary, timeline }
+        Report { schema_version: SCHEMA_VERSION, context, summary, timeline }
     }
 }
 

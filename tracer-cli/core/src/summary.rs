@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::{
     broker::Broker,
+    finding::Finding,
     hist::{BucketCount, Percentiles, kernel_buckets, percentiles},
     kernel::{EvidenceStatus, SyscallHookStatus, SyscallHooks},
     listeners::{BrokerConfig, Listener, ListenerInfo},
@@ -48,11 +49,11 @@ pub struct Row {
     /// The listener of a network-role row; null for other roles, and for network threads whose
     /// name does not tell.
     pub listener: Option<String>,
-    #[serde(serialize_with = "spelling::syscall")]
+    #[serde(serialize_with = "crate::kernel::spelling::syscall")]
     #[schemars(with = "String")]
     pub syscall: Syscall,
     /// "hit", "miss", or "none" (no file data read).
-    #[serde(serialize_with = "spelling::cache")]
+    #[serde(serialize_with = "crate::kernel::spelling::cache")]
     #[schemars(with = "String")]
     pub cache: CacheResult,
     pub count: u64,
@@ -220,44 +221,6 @@ impl Summary {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, schemars::JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Severity {
-    Critical,
-    Warning,
-    Info,
-}
-
-impl Severity {
-    /// The one machine spelling: JSON, CSS classes.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Severity::Critical => "critical",
-            Severity::Warning => "warning",
-            Severity::Info => "info",
-        }
-    }
-
-    /// For people: the report's and the table's heading of a finding.
-    pub const fn label(self) -> &'static str {
-        match self {
-            Severity::Critical => "CRITICAL",
-            Severity::Warning => "WARNING",
-            Severity::Info => "INFO",
-        }
-    }
-}
-
-#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
-pub struct Finding {
-    /// Stable identifier for scripts and alerts.
-    pub id: &'static str,
-    pub severity: Severity,
-    pub title: String,
-    pub detail: String,
-    pub fix: String,
-}
-
 impl Row {
     /// The row of one (role, listener, syscall, verdict) and its kernel histogram.
     pub fn new(key: RowKey, hist: LatencyHist) -> Row {
@@ -276,20 +239,6 @@ impl Row {
             buckets: kernel_buckets(&hist),
             hist,
         }
-    }
-}
-
-/// How the kernel-side enums are spelled in JSON (and in labels, via their `as_str`).
-mod spelling {
-    use kstall_common::{CacheResult, Syscall};
-    use serde::Serializer;
-
-    pub fn syscall<S: Serializer>(s: &Syscall, ser: S) -> Result<S::Ok, S::Error> {
-        ser.serialize_str(s.name())
-    }
-
-    pub fn cache<S: Serializer>(c: &CacheResult, ser: S) -> Result<S::Ok, S::Error> {
-        ser.serialize_str(c.as_str())
     }
 }
 

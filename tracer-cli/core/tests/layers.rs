@@ -6,8 +6,8 @@
 use std::{collections::BTreeSet, path::Path};
 
 /// The core's modules, leaves first.
-const ORDER: [&str; 14] = [
-    "units", "hist", "roles", "kafka", "kernel", "broker", "listeners", "requests", "stalls", "timeline", "summary",
+const ORDER: [&str; 15] = [
+    "units", "hist", "roles", "kafka", "kernel", "broker", "listeners", "requests", "stalls", "timeline", "finding", "summary",
     "findings", "aggregate", "report",
 ];
 

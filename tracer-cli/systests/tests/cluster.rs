@@ -225,15 +225,16 @@ fn run_layout(cluster: &Cluster, placement: &Placement, followers: &[FollowerCon
 }
 
 fn findings(report: &Value) -> Vec<&Value> {
-    report["findings"].as_array().map(|a| a.iter().collect()).unwrap_or_default()
+    report["summary"]["findings"].as_array().map(|a| a.iter().collect()).unwrap_or_default()
 }
 
 fn finding_ids(report: &Value) -> Vec<String> {
     findings(report).iter().map(|f| f["id"].as_str().unwrap_or("?").to_string()).collect()
 }
 
+/// A finding's figures as text: the names and numbers its sentences are written from.
 fn text_of(f: &Value) -> String {
-    format!("{} {} {}", f["title"].as_str().unwrap_or(""), f["detail"].as_str().unwrap_or(""), f["fix"].as_str().unwrap_or(""))
+    f["figures"].to_string()
 }
 
 fn delayed_rows(summary: &Value) -> Vec<&Value> {
@@ -266,7 +267,7 @@ fn judge(m: &Measured, placement: &Placement, baseline_p99: Option<u64>, baselin
     let fs = findings(&m.report);
     eprintln!("===== [{name}] =====");
     for f in &fs {
-        eprintln!("[{name}] finding {} ({}): {}\n    detail: {}\n    fix: {}", f["id"], f["severity"], f["title"], f["detail"], f["fix"]);
+        eprintln!("[{name}] finding {} ({}): {}", f["id"], f["severity"], f["figures"]);
     }
     // Produce: kstall against the producer's own clock.
     let row = summary["requests"]["clients"]
@@ -385,8 +386,8 @@ fn judge(m: &Measured, placement: &Placement, baseline_p99: Option<u64>, baselin
     }
     for f in &fs {
         let sev = f["severity"].as_str().unwrap_or("");
-        checks.check(["critical", "warning", "info"].contains(&sev) && f["title"].is_string() && f["detail"].is_string() && f["fix"].is_string(),
-            format!("[{name}] finding {} has severity, title, detail and fix", f["id"]));
+        checks.check(["critical", "warning", "info"].contains(&sev) && f["figures"].is_object() && f["sources"].is_array(),
+            format!("[{name}] finding {} has severity, figures and sources", f["id"]));
     }
 
     let ids = finding_ids(&m.report);

@@ -277,13 +277,13 @@ fn produce_stalls_are_blamed_on_the_cold_reader() {
     // percentile: how many requests 1% is depends on how fast this machine ran the producer).
     let over = |c: &ClientTimes| c.0.iter().filter(|&&ns| ns >= 1 << 24).count();
     assert!(over(&cold_client) >= over(&baseline_client) + 10, "{} vs {}", over(&cold_client), over(&baseline_client));
-    eprintln!("{}", finding.unwrap()["detail"]);
+    eprintln!("{}", finding.unwrap()["figures"]);
 
     // The reports: findings differ as the phases did, and say so in every format.
-    assert_eq!(cold_report["findings"][0]["id"], "produce_stalled_by_page_cache_miss");
+    assert_eq!(cold_report["summary"]["findings"][0]["id"], "produce_stalled_by_page_cache_miss");
     // Critical when stalls are at least half the slowest 1%, else a warning: which one depends
     // on how many Produce requests this machine managed meanwhile.
-    let severity = cold_report["findings"][0]["severity"].as_str().unwrap();
+    let severity = cold_report["summary"]["findings"][0]["severity"].as_str().unwrap();
     assert!(severity == "critical" || severity == "warning", "{severity}");
     assert!(!finding_ids(&baseline_report).contains(&"produce_stalled_by_page_cache_miss".to_string()));
     assert!(!finding_ids(&baseline_report).contains(&"no_problem_found".to_string()), "a sync producer is a problem");
@@ -323,7 +323,7 @@ fn produce_stalls_are_blamed_on_the_cold_reader() {
 }
 
 fn finding_ids(report: &Value) -> Vec<String> {
-    report["findings"].as_array().unwrap().iter().map(|f| f["id"].as_str().unwrap().to_string()).collect()
+    report["summary"]["findings"].as_array().unwrap().iter().map(|f| f["id"].as_str().unwrap().to_string()).collect()
 }
 
 const SCHEMA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/report.schema.json");

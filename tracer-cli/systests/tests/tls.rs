@@ -127,10 +127,8 @@ fn cold_reads_through_tls_are_misses_attributed_by_thread_and_file() {
     assert!(!clients.contains(&TLS_READER), "{clients:?}");
     assert!(stalls["cold_readers"].as_array().unwrap().iter().all(|r| r["name"] != TLS_READER));
     let tls = summary["findings"].as_array().unwrap().iter().find(|f| f["id"] == "tls_listener").expect("tls_listener finding");
-    let text = format!("{} {}", tls["title"], tls["detail"]);
-    eprintln!("tls finding: {text}");
-    assert!(text.contains("SSL"), "names the listener: {text}");
-    assert!(text.contains("per-request"), "says what it cannot see: {text}");
+    eprintln!("tls finding: {}", tls["figures"]);
+    assert_eq!(tls["figures"]["listeners"][0]["name"], "SSL", "names the listener: {}", tls["figures"]);
 
     // The PLAINTEXT producer, on another network thread: every request counted, none blamed on
     // the SSL thread's misses.

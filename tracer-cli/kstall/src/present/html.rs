@@ -208,16 +208,18 @@ pub fn report(r: &Report) -> String {
         esc(c.kafka_version.as_deref().unwrap_or("version unknown")),
         c.kstall_version
     );
-    for f in &r.findings {
+    for f in &r.summary.findings {
+        let w = super::words::words(f);
         let _ = write!(
             out,
-            r#"<div class="finding {}" data-id="{}"><h3><span class="sev">{}</span>{}</h3><p>{}</p><p><b>Recommendation:</b> {}</p></div>"#,
+            r#"<div class="finding {}" data-id="{}"><h3><span class="sev">{}</span>{}</h3><p>{}</p><p><b>Recommendation:</b> {}</p><p class="meta">{}</p></div>"#,
             f.severity.as_str(),
-            f.id,
+            f.id.as_str(),
             f.severity.label(),
-            esc(&f.title),
-            esc(&f.detail),
-            esc(&f.fix)
+            esc(&w.title),
+            esc(&w.detail),
+            esc(&w.fix),
+            esc(&super::words::sources_line(f))
         );
     }
     out += "<h2>Charts</h2>";

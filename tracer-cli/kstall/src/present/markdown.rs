@@ -17,8 +17,17 @@ pub fn markdown(report: &Report) -> String {
         c.kafka_version.as_deref().unwrap_or("version unknown"),
         c.kstall_version,
     );
-    for f in &report.findings {
-        out += &format!("### {}: {}\n\n{}\n\n**Recommendation:** {}\n\n", f.severity.label(), f.title, f.detail, f.fix);
+    for f in &report.summary.findings {
+        let w = super::words::words(f);
+        out += &format!(
+            "### {}: {}\n\n{}\n\n**Recommendation:** {}\n\n<sub>`{}`. {}</sub>\n\n",
+            f.severity.label(),
+            w.title,
+            w.detail,
+            w.fix,
+            f.id.as_str(),
+            super::words::sources_line(f)
+        );
     }
     out += "## Evidence\n\n";
     for t in evidence_tables(&report.summary) {

@@ -6,3 +6,4 @@ pub mod markdown;
 pub mod prometheus;
 pub mod table;
 pub mod tui;
+pub mod words;

@@ -13,7 +13,10 @@ use prometheus_client::{
 };
 
 use kstall_common::CacheResult;
-use kstall_core::summary::{Row, Summary};
+use kstall_core::{
+    finding::{FindingId, Severity},
+    summary::{Row, Summary},
+};
 
 /// Bucket bounds: 2^10 ns (1.02 us) to 2^34 ns (17.2 s), then +Inf.
 const FIRST_POW: u32 = 10;
@@ -258,6 +261,16 @@ impl Collector for KstallCollector {
         )?;
         counter(&mut enc, "kstall_tls_connections", "Connections whose bytes were TLS (no request view).", &[(none.clone(), s.protocol.tls_connections)])?;
         counter(&mut enc, "kstall_framing_errors", "Network-thread socket reads that did not parse as Kafka framing.", &[(none, s.protocol.framing_errors)])?;
+        // Every (id, severity) pair, zero when absent: a bounded, stable set of series to alert on.
+        let findings: Vec<(Labels, f64)> = FindingId::ALL
+            .iter()
+            .flat_map(|&id| [Severity::Critical, Severity::Warning, Severity::Info].map(move |severity| (id, severity)))
+            .map(|(id, severity)| {
+                let n = s.findings.iter().filter(|f| f.id == id && f.severity == severity).count();
+                (vec![("id", id.as_str().to_string()), ("severity", severity.as_str().to_string())], n as f64)
+            })
+            .collect();
+        gauge(&mut enc, "kstall_findings", "Findings of the latest summary, per finding id and severity (see `kstall report`).", &findings)?;
         Ok(())
     }
 }
@@ -376,6 +389,25 @@ mod tests {
             r#"kstall_stalls_total{thread="7",cause="page_cache_miss",listener="SSL"}"#,
         ] {
             assert!(series.contains(&expected), "{expected} in\n{text}");
+        }
+    }
+
+    /// Every finding id is a label value of `kstall_findings`, with the count of that finding.
+    #[test]
+    fn every_finding_id_has_its_series() {
+        let mut s = kstall_core::summary::empty_summary();
+        s.lost.events = 2;
+        s.findings = kstall_core::findings::findings(&s);
+        let state = SharedState::default();
+        state.lock().unwrap().summary = Some(s);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry(state, || (0.0, 0.0))).unwrap();
+        for id in FindingId::ALL {
+            for severity in ["critical", "warning", "info"] {
+                let value = if (id, severity) == (FindingId::EventsLost, "warning") { "1.0" } else { "0.0" };
+                let line = format!("kstall_findings{{id=\"{}\",severity=\"{severity}\"}} {value}\n", id.as_str());
+                assert!(text.contains(&line), "{line} in\n{text}");
+            }
         }
     }
 }

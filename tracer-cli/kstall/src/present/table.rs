@@ -563,7 +563,8 @@ pub fn findings_section(summary: &Summary) -> String {
     }
     out += "\nFindings\n";
     for f in &summary.findings {
-        out += &format!("[{}] {}\n  {}\n  fix: {}\n", f.severity.label(), f.title, f.detail, f.fix);
+        let w = super::words::words(f);
+        out += &format!("[{}] {}\n  {}\n  fix: {}\n", f.severity.label(), w.title, w.detail, w.fix);
     }
     out
 }

@@ -37,7 +37,8 @@ use kstall_common::CacheResult;
 use kstall_core::{
     listeners,
     stalls::Cause,
-    summary::{Severity, Summary},
+    finding::Severity,
+    summary::Summary,
     units::{duration, plural},
 };
 use ratatui::{
@@ -405,13 +406,14 @@ impl Tui {
             }
             View::Findings => {
                 for f in &s.findings {
+                    let w = super::words::words(f);
                     // The title after its severity label, hanging under it when wrapped.
                     let indent = LABEL_WIDTH + 1;
-                    for (i, part) in wrap(&f.title, width.saturating_sub(indent)).into_iter().enumerate() {
+                    for (i, part) in wrap(&w.title, width.saturating_sub(indent)).into_iter().enumerate() {
                         let lead = if i == 0 { Span::styled(format!("{:<indent$}", f.severity.label()), severity_style(f.severity)) } else { Span::raw(" ".repeat(indent)) };
                         out.push(fit(vec![lead, Span::styled(part, Style::new().add_modifier(Modifier::BOLD))], width));
                     }
-                    for text in [f.detail.clone(), format!("fix: {}", f.fix)] {
+                    for text in [w.detail, format!("fix: {}", w.fix)] {
                         out.extend(wrap(&text, width.saturating_sub(2)).into_iter().map(|part| fit(vec![Span::raw(format!("  {part}"))], width)));
                     }
                     out.push(Line::default());
@@ -434,7 +436,7 @@ fn findings_lines(s: &Summary, width: usize, max: usize) -> Vec<Line<'static>> {
         .findings
         .iter()
         .take(shown)
-        .map(|f| fit(vec![Span::styled(format!("{:<LABEL_WIDTH$} ", f.severity.label()), severity_style(f.severity)), Span::raw(f.title.clone())], width))
+        .map(|f| fit(vec![Span::styled(format!("{:<LABEL_WIDTH$} ", f.severity.label()), severity_style(f.severity)), Span::raw(super::words::words(f).title)], width))
         .collect();
     if shown < n {
         let more = n - shown;
@@ -1004,7 +1006,8 @@ mod tests {
         requests::{ApiRow, ClientRow},
         roles::{Role, RoleSource},
         stalls::{MissTotals, RequestRef, Stall, ThreadStalls},
-        summary::{Finding, Row, RowKey, ThreadInfo, empty_summary},
+        finding::{Figures, Finding, MissStalls, SyncProducerFigures, TlsListeners},
+        summary::{Row, RowKey, ThreadInfo, empty_summary},
     };
     use ratatui::backend::TestBackend;
 
@@ -1023,9 +1026,6 @@ mod tests {
         Percentiles { p50_ns, p90_ns: max_ns, p99_ns: max_ns, p999_ns: max_ns, max_ns }
     }
 
-    fn finding(id: &'static str, severity: Severity, title: &str) -> Finding {
-        Finding { id, severity, title: title.into(), detail: format!("{title}: the detail, long enough to wrap at eighty columns. ").repeat(3), fix: "the fix".into() }
-    }
 
     /// The demo's case, by hand: a cold reader's sendfile misses on the PLAINTEXT network
     /// thread, Produce delayed behind them.
@@ -1107,11 +1107,11 @@ mod tests {
         s.stalls.cold_partitions = vec![cold("cold-0", 404), cold("hot-0", 1)];
         s.stalls.cold_readers = vec![cold("analytics-backfill", 404)];
         s.findings = vec![
-            finding("produce_stalled_by_page_cache_miss", Severity::Critical, MISS_TITLE),
-            finding("synchronous_producer", Severity::Warning, "client.id \"sync-producer\" produces synchronously"),
-            finding("network_threads_saturated", Severity::Warning, "Network threads are busy 75% of the time"),
-            finding("tls_listener", Severity::Info, "TLS bytes on a PLAINTEXT listener"),
-            finding("events_lost", Severity::Info, "Records were lost"),
+            Finding::new(Severity::Critical, Figures::ProduceStalledByPageCacheMiss(MissStalls { requests: 2000, stalled_by_miss: 404, ..Default::default() })),
+            Finding::new(Severity::Warning, Figures::SynchronousProducer(SyncProducerFigures { client_id: "sync-producer".into(), ..Default::default() })),
+            Finding::new(Severity::Warning, Figures::NetworkThreadsSaturated { busy_share: 0.75, traced_seconds: 30.3 }),
+            Finding::new(Severity::Info, Figures::TlsListener(TlsListeners { listeners: Vec::new(), tls_connections: 1 })),
+            Finding::new(Severity::Info, Figures::EventsLost { events: 3 }),
         ];
         s
     }
@@ -1182,7 +1182,7 @@ mod tests {
         assert!(screen[6].contains("network_threads_saturated") || screen[6].contains("Network threads are busy"), "{screen:#?}");
         assert_eq!(screen[7], "... 2 more findings: press 6");
         let tall = render(&mut tui(cold_read()), 200, 50);
-        assert!(row_of(&tall, "Records were lost").is_some() && row_of(&tall, "more finding").is_none(), "{tall:#?}");
+        assert!(row_of(&tall, "records were lost").is_some() && row_of(&tall, "more finding").is_none(), "{tall:#?}");
     }
 
     /// The syscall table keeps its columns by priority: at 80 the bar and p50 stay, p99.9 and
@@ -1222,7 +1222,7 @@ mod tests {
         t.on_key(key(KeyCode::BackTab));
         assert_eq!(t.view, View::Findings);
         let findings = render(&mut t, 80, 24);
-        assert!(row_of(&findings, "  fix: the fix").is_some(), "{findings:#?}");
+        assert!(row_of(&findings, "  fix: A network thread serves Fetch with sendfile").is_some(), "{findings:#?}");
         t.on_key(key(KeyCode::Char('4')));
         let stalls = render(&mut t, 80, 24);
         let (_, worst) = row_of(&stalls, "103ms").unwrap_or_else(|| panic!("{stalls:#?}"));
