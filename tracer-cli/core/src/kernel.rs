@@ -144,4 +144,18 @@ pub mod spelling {
     pub fn cache<S: Serializer>(c: &CacheResult, ser: S) -> Result<S::Ok, S::Error> {
         ser.serialize_str(c.as_str())
     }
+
+    pub fn some_syscall<S: Serializer>(s: &Option<Syscall>, ser: S) -> Result<S::Ok, S::Error> {
+        match s {
+            Some(s) => syscall(s, ser),
+            None => ser.serialize_none(),
+        }
+    }
+
+    pub fn some_cache<S: Serializer>(c: &Option<CacheResult>, ser: S) -> Result<S::Ok, S::Error> {
+        match c {
+            Some(c) => cache(c, ser),
+            None => ser.serialize_none(),
+        }
+    }
 }

@@ -103,8 +103,13 @@ pub struct Stall {
     pub tid: u32,
     /// The listener of the stalled network thread; null when its name does not tell.
     pub listener: Option<String>,
-    pub syscall: &'static str,
-    pub cache: &'static str,
+    /// Null only if the kernel sent a value this build does not know (never from one build).
+    #[serde(serialize_with = "crate::kernel::spelling::some_syscall")]
+    #[schemars(with = "Option<String>")]
+    pub syscall: Option<Syscall>,
+    #[serde(serialize_with = "crate::kernel::spelling::some_cache")]
+    #[schemars(with = "Option<String>")]
+    pub cache: Option<CacheResult>,
     pub cause: Cause,
     /// Kernel monotonic clock.
     pub start_ns: u64,
@@ -363,7 +368,7 @@ pub struct Attribution {
     readers: HashMap<String, MissTotals>,
     produce_all: LatencyRecorder,
     produce_stalled: LatencyRecorder,
-    produce_clean: LatencyRecorder,
+    produce_not_stalled: LatencyRecorder,
     stalled_by_miss: u64,
     stall_ns_added: u64,
     miss_ns_added: u64,
@@ -385,7 +390,7 @@ impl Attribution {
             readers: HashMap::new(),
             produce_all: LatencyRecorder::default(),
             produce_stalled: LatencyRecorder::default(),
-            produce_clean: LatencyRecorder::default(),
+            produce_not_stalled: LatencyRecorder::default(),
             stalled_by_miss: 0,
             stall_ns_added: 0,
             miss_ns_added: 0,
@@ -402,8 +407,8 @@ impl Attribution {
         let stall = Stall {
             tid: e.tid,
             listener: listener.map(|l| l.name.clone()),
-            syscall: Syscall::from_u8(e.syscall).map_or("?", Syscall::name),
-            cache: CacheResult::from_u8(e.cache).map_or("?", CacheResult::as_str),
+            syscall: Syscall::from_u8(e.syscall),
+            cache: CacheResult::from_u8(e.cache),
             cause: Cause::of(e),
             start_ns: e.start_ns,
             duration_ns: e.duration_ns,
@@ -525,7 +530,7 @@ impl Attribution {
             self.stalled_by_miss += (delay.miss_ns > 0) as u64;
             self.stalled_partitions.add(&r.facts.partition);
         } else {
-            self.produce_clean.record(total);
+            self.produce_not_stalled.record(total);
         }
         match r.facts.acks {
             Some(-1) => {}
@@ -601,7 +606,7 @@ impl Attribution {
                 all: self.produce_all.percentiles(),
                 stalled_requests: self.produce_stalled.count(),
                 stalled: self.produce_stalled.percentiles(),
-                not_stalled: self.produce_clean.percentiles(),
+                not_stalled: self.produce_not_stalled.percentiles(),
                 stalled_by_miss: self.stalled_by_miss,
                 slowest_1pct: if p99 > 0 { self.produce_all.count_at_or_above(p99) } else { 0 },
                 slowest_1pct_stalled: if p99 > 0 { self.produce_stalled.count_at_or_above(p99) } else { 0 },

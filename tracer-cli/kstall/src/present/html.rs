@@ -11,9 +11,10 @@ const HIT: &str = "#1f77b4";
 const MISS: &str = "#d62728";
 const OTHER_STALL: &str = "#ff7f0e";
 const PALETTE: [&str; 6] = ["#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf", "#7f7f7f"];
-/// Powers of two of nanoseconds on the latency axis: 2^9 (below 1 us) to 2^34 (~17 s).
-const MIN_POW: u32 = 9;
-const MAX_POW: u32 = 34;
+/// Powers of two of nanoseconds on the latency axis: one column below the kernel's first
+/// bucket bound (its underflow bucket, below ~1 us) to its last bound, 2^34 (~17 s).
+const AXIS_MIN_POW: u32 = kstall_common::MIN_POW - 1;
+const AXIS_MAX_POW: u32 = kstall_common::MAX_POW;
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
@@ -27,12 +28,12 @@ pub struct Series {
 }
 
 fn pow_of(ns: u64) -> u32 {
-    log2_floor(ns).clamp(MIN_POW, MAX_POW)
+    log2_floor(ns).clamp(AXIS_MIN_POW, AXIS_MAX_POW)
 }
 
 /// x position (0..1) of a latency on the log axis.
 fn log_x(ns: f64) -> f64 {
-    ((ns.max(1.0).log2() - MIN_POW as f64) / (MAX_POW + 1 - MIN_POW) as f64).clamp(0.0, 1.0)
+    ((ns.max(1.0).log2() - AXIS_MIN_POW as f64) / (AXIS_MAX_POW + 1 - AXIS_MIN_POW) as f64).clamp(0.0, 1.0)
 }
 
 const TICKS: [(f64, &str); 8] =
@@ -44,11 +45,11 @@ pub fn latency_histogram(title: &str, series: &[Series]) -> String {
     let (w, h, left, bottom, top) = (760.0, 260.0, 56.0, 40.0, 28.0);
     let plot_w = w - left - 16.0;
     let plot_h = h - bottom - top;
-    let columns = (MAX_POW + 1 - MIN_POW) as f64;
+    let columns = (AXIS_MAX_POW + 1 - AXIS_MIN_POW) as f64;
     let mut per_column = vec![vec![0u64; series.len()]; columns as usize];
     for (i, s) in series.iter().enumerate() {
         for &(lower, count) in &s.buckets {
-            per_column[(pow_of(lower) - MIN_POW) as usize][i] += count;
+            per_column[(pow_of(lower) - AXIS_MIN_POW) as usize][i] += count;
         }
     }
     let peak = per_column.iter().flatten().copied().max().unwrap_or(0).max(1) as f64;
@@ -63,7 +64,7 @@ pub fn latency_histogram(title: &str, series: &[Series]) -> String {
         for (i, &n) in counts.iter().enumerate().filter(|(_, n)| **n > 0) {
             let bh = ((n as f64 + 1.0).log10() / scale * plot_h).max(1.5);
             let x = left + c as f64 * col_w + 1.0 + i as f64 * bar_w;
-            let lower = 1u64 << (c as u32 + MIN_POW);
+            let lower = 1u64 << (c as u32 + AXIS_MIN_POW);
             let _ = write!(
                 svg,
                 r#"<rect x="{x:.1}" y="{:.1}" width="{:.1}" height="{bh:.1}" fill="{}"><title>{}: {n} in [{}, {})</title></rect>"#,

@@ -20,7 +20,7 @@ pub fn markdown(report: &Report) -> String {
     for f in &report.summary.findings {
         let w = super::words::words(f);
         out += &format!(
-            "### {}: {}\n\n{}\n\n**Recommendation:** {}\n\n<sub>`{}`. {}</sub>\n\n",
+            "### {}: {}\n\n{}\n\n**Recommendation:** {}\n\n_`{}`; {}_\n\n",
             f.severity.label(),
             w.title,
             w.detail,

@@ -1,6 +1,6 @@
 //! Presenting a [`Summary`]: comfy-table text for people, JSON for scripts.
 use comfy_table::{Cell, CellAlignment, ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
-use kstall_common::{BUCKETS, CacheResult, LatencyHist, MIN_POW, SUB_BUCKETS};
+use kstall_common::{BUCKETS, CacheResult, LatencyHist, MIN_POW, SUB_BUCKETS, Syscall};
 
 use kstall_core::{
     kafka::PRODUCE,
@@ -513,7 +513,7 @@ pub fn worst_stalls_table(s: &Summary) -> EvidenceTable {
                     ("unknown inside TLS".to_string(), "-".to_string())
                 };
                 vec![
-                    w.syscall.to_string(),
+                    w.syscall.map_or("?", Syscall::name).to_string(),
                     duration(w.duration_ns),
                     s.thread_name(w.tid),
                     w.listener.clone().unwrap_or_default(),

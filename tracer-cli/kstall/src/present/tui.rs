@@ -1082,8 +1082,8 @@ mod tests {
             .map(|i| Stall {
                 tid: 12,
                 listener: Some("PLAINTEXT".into()),
-                syscall: "sendfile",
-                cache: "miss",
+                syscall: Some(Syscall::Sendfile),
+                cache: Some(CacheResult::Miss),
                 cause: Cause::PageCacheMiss,
                 start_ns: i,
                 duration_ns: ms(103 - i),

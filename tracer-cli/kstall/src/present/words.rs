@@ -402,8 +402,8 @@ fn all_clear(a: &AllClear) -> Words {
     }
 }
 
-/// "Figures from: `summary.stalls.produce.requests` (requests), ...": where each number of a
-/// finding comes from, for the report's reader.
+/// "figures from `summary.stalls.produce.requests`, ...": where the numbers of a finding come
+/// from, for the report's reader (the JSON's `sources` says which figure is which).
 pub fn sources_line(f: &Finding) -> String {
     let mut paths: Vec<&str> = Vec::new();
     for s in &f.sources {
@@ -411,7 +411,7 @@ pub fn sources_line(f: &Finding) -> String {
             paths.push(s.path);
         }
     }
-    format!("Figures from: {}", paths.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", "))
+    format!("figures from {}", paths.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", "))
 }
 
 #[cfg(test)]
