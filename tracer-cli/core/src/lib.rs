@@ -13,6 +13,53 @@
 //! - the model: [`finding`] (a finding as data: id, severity, figures), [`summary`];
 //! - conclusions: [`findings`] (the rules that make them);
 //! - the fold: [`aggregate`]; the document: [`report`].
+//!
+//! # Glossary
+//! The words the code, the docs and the output use, one meaning each:
+//! - **hook**: a place in the kernel a BPF program attaches to (a tracepoint, a raw
+//!   tracepoint, a kprobe, an fentry or fexit on a kernel function). Its *mechanism* is which of
+//!   those it is.
+//! - **program**: one BPF program of kstall's object (`exit_sendfile`, `raw_exit`,
+//!   `page_cache_add`, ...), loaded and verified by the kernel.
+//! - **probe**: a program attached at a hook. "Probes attached" counts attachments.
+//! - **record**: what a probe sends to user space through the ring buffer: a *request record*
+//!   (one Kafka request and its response, from the framing parser) or a *stall record* (one
+//!   slow network-thread call). [`kernel::Event`] is a decoded record; `lost.events` counts
+//!   records the ring buffer had no room for.
+//! - **histogram**: the kernel's per-(thread, syscall, verdict) latency counts, read by the
+//!   session at each refresh, not sent as records.
+//! - **verdict**: a file read's page-cache result, hit or miss (or no file read), from kernel
+//!   evidence during the call.
+//! - **evidence**: what the kernel shows beyond the syscall itself (pages added to the page
+//!   cache, file lookups, readahead, socket reads, data arrival); [`kernel::Evidence`] names the
+//!   optional kinds and `EvidenceStatus` how each is gathered here or why not.
+//! - **stall**: a network-thread call slower than the stall threshold; its *cause* is a
+//!   page-cache miss, time blocked in the kernel, off CPU, or on CPU.
+//! - **delayed**: a request whose latency a stall of its network thread overlapped (or, for
+//!   acks=all Produce, a stall of a follower's Fetch thread: *held by replication*).
+//! - **finding**: a conclusion with an id, a severity and its figures ([`finding`]); the
+//!   presenters write its sentences.
+//! - **figure**: one number or name of a finding, with the report path it comes from.
+//!
+//! # Where each part of the report comes from
+//! A finding's `sources` give the report path of each figure; the path's first parts say
+//! which probes measured it:
+//! - `summary.rows` (syscall latency, bytes, verdicts): the exit probe of each traced syscall
+//!   (`exit_<syscall>` on `syscalls:sys_exit_<syscall>`, `raw_exit_<syscall>` tail-called by
+//!   `raw_exit` on `raw_syscalls:sys_exit`, or `fexit_<syscall>` on the syscall's function),
+//!   its start time from the matching enter probe (`enter_syscall`, `raw_enter`,
+//!   `fentry_<syscall>`); the verdict from `page_cache_add` (`filemap:mm_filemap_add_to_page_cache`)
+//!   and the evidence probes; off-CPU and blocked time from `sched_switch`.
+//! - `summary.stalls` (by thread, cause, file, reader): stall records, written by the same exit
+//!   probes for a network thread's call over the threshold; `stalls.produce`, `stalls.delayed`
+//!   and `stalls.replication` join them with request records.
+//! - `summary.requests` and `summary.protocol`: request records from the Kafka framing parser,
+//!   run by the exit probes of a network thread's socket reads (the request) and writes and
+//!   sendfile (the response), the connection's end by `enter_close`/`fentry_close`; socket wait
+//!   from `sock_recv*` and `sock_data_ready*` (the socket-reads and data-arrival evidence).
+//! - `summary.lost`: the programs' counters map, and the kernel's count of skipped runs.
+//! - `summary.threads`, `summary.listeners`, roles and names: /proc, `jcmd Thread.print` and the
+//!   broker's properties file, read by the session, not by a probe.
 pub mod units;
 pub mod hist;
 pub mod roles;

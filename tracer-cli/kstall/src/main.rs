@@ -91,7 +91,7 @@ enum Command {
         hold: bool,
     },
     /// Trace a running broker for a while and write a report that explains its latency:
-    /// findings first, then the evidence (tables, charts), then the context.
+    /// findings first, then the measurements (tables, charts), then the context.
     Report {
         /// Broker pid; default: the only process running kafka.Kafka on this host.
         #[arg(long)]

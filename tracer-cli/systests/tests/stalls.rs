@@ -296,7 +296,7 @@ fn produce_stalls_are_blamed_on_the_cold_reader() {
     assert_schema_rejects_a_report_without_context(&cold_phase.path("json"), &dir);
     let md = std::fs::read_to_string(cold_phase.path("md")).unwrap();
     let findings_at = md.find("## Findings").expect("findings section");
-    assert!(findings_at < md.find("## Evidence").expect("evidence section"), "findings first");
+    assert!(findings_at < md.find("## Measurements").expect("measurements section"), "findings first");
     assert!(md.contains(&format!("### {}: Produce requests wait behind page-cache misses", severity.to_uppercase())));
     assert!(md.contains("| cold-0 |"), "cold partition table");
 

@@ -1,5 +1,5 @@
 //! `kstall report`: one tracing session, written as a report that explains the broker's
-//! latency: findings first, then the evidence, then the context it was recorded in. HTML (one
+//! latency: findings first, then the measurements, then the context it was recorded in. HTML (one
 //! self-contained file with charts), Markdown, or JSON (schema: docs/report.schema.json).
 use std::path::{Path, PathBuf};
 

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use kstall_common::{CacheResult, Syscall, log2_floor};
 use kstall_core::{listeners, report::Report, roles::Role, stalls::Cause, timeline::Timeline, units::duration};
 
-use super::table::{config_line, evidence_line, evidence_tables};
+use super::table::{config_line, evidence_line, measurement_tables};
 
 const HIT: &str = "#1f77b4";
 const MISS: &str = "#d62728";
@@ -250,8 +250,8 @@ pub fn report(r: &Report) -> String {
         })
         .collect();
     out += &latency_histogram("Kafka request latency per API (socket wait + broker time)", &apis);
-    out += "<h2>Evidence</h2>";
-    for t in evidence_tables(s) {
+    out += "<h2>Measurements</h2>";
+    for t in measurement_tables(s) {
         let _ = write!(out, "<h3>{}</h3>", esc(t.title));
         if t.rows.is_empty() {
             out += "<p>(none)</p>";

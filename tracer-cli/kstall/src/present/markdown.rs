@@ -1,7 +1,7 @@
 //! The report as Markdown, for tickets and terminals (the default of `kstall report`).
 use kstall_core::{listeners, report::Report, units::duration};
 
-use super::table::{config_line, evidence_line, evidence_tables};
+use super::table::{config_line, evidence_line, measurement_tables};
 
 /// Markdown for tickets and terminals.
 pub fn markdown(report: &Report) -> String {
@@ -29,8 +29,8 @@ pub fn markdown(report: &Report) -> String {
             super::words::sources_line(f)
         );
     }
-    out += "## Evidence\n\n";
-    for t in evidence_tables(&report.summary) {
+    out += "## Measurements\n\n";
+    for t in measurement_tables(&report.summary) {
         out += &format!("### {}\n\n", t.title);
         if t.rows.is_empty() {
             out += "(none)\n\n";

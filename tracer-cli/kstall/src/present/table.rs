@@ -179,7 +179,7 @@ fn evidence_sections(summary: &Summary) -> String {
     if summary.requests.apis.is_empty() {
         out += &format!("\n{}\n", no_requests_line(summary));
     }
-    for t in evidence_tables(summary).into_iter().skip(1).filter(|t| !t.rows.is_empty()) {
+    for t in measurement_tables(summary).into_iter().skip(1).filter(|t| !t.rows.is_empty()) {
         out += &format!("\n{}\n", t.title);
         let mut table = Table::new();
         table.load_preset(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Disabled).set_header(t.header.clone());
@@ -241,7 +241,7 @@ pub fn stalls_line(st: &StallSummary) -> String {
 }
 
 /// A table of the evidence, as text cells: one source for the Markdown and HTML reports.
-pub struct EvidenceTable {
+pub struct MeasurementTable {
     pub title: &'static str,
     pub header: Vec<&'static str>,
     pub rows: Vec<Vec<String>>,
@@ -250,7 +250,7 @@ pub struct EvidenceTable {
 }
 
 /// Every evidence table, in the order the table, Markdown and HTML show them.
-pub fn evidence_tables(s: &Summary) -> Vec<EvidenceTable> {
+pub fn measurement_tables(s: &Summary) -> Vec<MeasurementTable> {
     let mut tables = vec![syscall_table(s), api_table(s), client_table(s)];
     tables.extend(controller_table(s));
     tables.push(produce_table(s));
@@ -265,8 +265,8 @@ pub fn evidence_tables(s: &Summary) -> Vec<EvidenceTable> {
 
 /// Every client's requests that stalls delayed, per API, most delayed first (`s.stalls.delayed`
 /// rows with a delay): the blast radius.
-pub fn delayed_table(s: &Summary) -> EvidenceTable {
-    EvidenceTable {
+pub fn delayed_table(s: &Summary) -> MeasurementTable {
+    MeasurementTable {
         title: "Requests delayed by stalls, per API and client.id",
         header: vec![
             "api",
@@ -303,8 +303,8 @@ pub fn delayed_table(s: &Summary) -> EvidenceTable {
 }
 
 /// The followers' Fetch connections on this broker, per (broker id, serving thread).
-pub fn replication_table(s: &Summary) -> EvidenceTable {
-    EvidenceTable {
+pub fn replication_table(s: &Summary) -> MeasurementTable {
+    MeasurementTable {
         title: "Followers' Fetch connections (replication)",
         header: vec!["follower", "thread", "listener", "fetches", "stalled", "delay added"],
         rows: s
@@ -328,8 +328,8 @@ pub fn replication_table(s: &Summary) -> EvidenceTable {
 }
 
 /// Who lives on each network thread, and how long it was stalled: what waits when it is blocked.
-pub fn thread_connections_table(s: &Summary) -> EvidenceTable {
-    EvidenceTable {
+pub fn thread_connections_table(s: &Summary) -> MeasurementTable {
+    MeasurementTable {
         title: "Network threads' connections (stalled: share of the time traced; misses serving: the top cold reader and partition)",
         header: vec!["thread", "listener", "misses serving", "client.ids", "followers", "connections", "stalled"],
         rows: s
@@ -365,8 +365,8 @@ pub fn thread_connections_table(s: &Summary) -> EvidenceTable {
     }
 }
 
-pub fn syscall_table(s: &Summary) -> EvidenceTable {
-    EvidenceTable {
+pub fn syscall_table(s: &Summary) -> MeasurementTable {
+    MeasurementTable {
         title: "Syscall latency per thread role",
         header: ROW_HEADER.to_vec(),
         rows: s.rows.iter().map(row_texts).collect(),
@@ -375,8 +375,8 @@ pub fn syscall_table(s: &Summary) -> EvidenceTable {
 }
 
 /// One row per API, in `s.requests.apis` order.
-pub fn api_table(s: &Summary) -> EvidenceTable {
-    EvidenceTable {
+pub fn api_table(s: &Summary) -> MeasurementTable {
+    MeasurementTable {
         title: "Kafka requests per API (latency = socket wait + broker time)",
         header: vec!["api", "requests", "per s", "p50", "p99", "p99.9", "max", "broker p50", "broker p99", "socket wait p50", "socket wait p99"],
         rows: s
@@ -406,8 +406,8 @@ pub fn api_table(s: &Summary) -> EvidenceTable {
 }
 
 /// One row per (client.id, listener, API), in `s.requests.clients` order.
-pub fn client_table(s: &Summary) -> EvidenceTable {
-    EvidenceTable {
+pub fn client_table(s: &Summary) -> MeasurementTable {
+    MeasurementTable {
         title: "Kafka requests per client.id",
         header: vec!["client.id", "listener", "api", "requests", "per s", "p50", "p99", "max", "connections", "in flight max", "in flight mean"],
         rows: s
@@ -435,9 +435,9 @@ pub fn client_table(s: &Summary) -> EvidenceTable {
 }
 
 /// Only for brokers with a controller plane (KRaft combined mode, control.plane.listener.name).
-pub fn controller_table(s: &Summary) -> Option<EvidenceTable> {
+pub fn controller_table(s: &Summary) -> Option<MeasurementTable> {
     let controller_plane = s.listeners.iter().any(|l| l.plane == Plane::Controller);
-    (controller_plane || !s.controller_requests.is_empty()).then(|| EvidenceTable {
+    (controller_plane || !s.controller_requests.is_empty()).then(|| MeasurementTable {
         title: "Controller-plane requests (the cluster's own traffic; not in the client tables, attribution or findings)",
         header: vec!["listener", "api", "requests", "per s", "p50", "p99", "max", "broker p50", "broker p99"],
         rows: s
@@ -463,9 +463,9 @@ pub fn controller_table(s: &Summary) -> Option<EvidenceTable> {
 }
 
 /// Produce latency: all, stalled, not stalled (a set that can be empty: `-`).
-pub fn produce_table(s: &Summary) -> EvidenceTable {
+pub fn produce_table(s: &Summary) -> MeasurementTable {
     let p = &s.stalls.produce;
-    EvidenceTable {
+    MeasurementTable {
         title: "Produce latency, stalled and not",
         header: vec!["Produce", "requests", "p50", "p99", "p99.9", "max"],
         rows: [("all", p.requests, &p.all), ("stalled", p.stalled_requests, &p.stalled), ("not stalled", p.requests - p.stalled_requests, &p.not_stalled)]
@@ -481,12 +481,12 @@ pub fn produce_table(s: &Summary) -> EvidenceTable {
 
 /// Page-cache misses by topic-partition, then by the client.id served: rows in
 /// `s.stalls.cold_partitions` and `cold_readers` order.
-pub fn cold_tables(s: &Summary) -> [EvidenceTable; 2] {
+pub fn cold_tables(s: &Summary) -> [MeasurementTable; 2] {
     [
         ("Page-cache misses by topic-partition (or file)", &s.stalls.cold_partitions),
         ("Page-cache misses by client.id served (cold readers)", &s.stalls.cold_readers),
     ]
-    .map(|(title, rows)| EvidenceTable {
+    .map(|(title, rows)| MeasurementTable {
         title,
         header: vec!["name", "misses", "miss time", "bytes", "pages added"],
         rows: rows
@@ -498,8 +498,8 @@ pub fn cold_tables(s: &Summary) -> [EvidenceTable; 2] {
 }
 
 /// The longest stalls, in `s.stalls.worst` order, with what they delayed.
-pub fn worst_stalls_table(s: &Summary) -> EvidenceTable {
-    EvidenceTable {
+pub fn worst_stalls_table(s: &Summary) -> MeasurementTable {
+    MeasurementTable {
         title: "Longest network-thread stalls",
         header: vec!["call", "took", "thread", "listener", "cause", "file", "serving", "delayed Produce", "delay added"],
         rows: s
@@ -533,8 +533,8 @@ pub fn worst_stalls_table(s: &Summary) -> EvidenceTable {
     }
 }
 
-pub fn thread_stalls_table(s: &Summary) -> EvidenceTable {
-    EvidenceTable {
+pub fn thread_stalls_table(s: &Summary) -> MeasurementTable {
+    MeasurementTable {
         title: "Network-thread stalls per thread",
         header: vec!["thread", "listener", "cause", "stalls", "stall time"],
         rows: s

@@ -51,7 +51,7 @@ use ratatui::{
 };
 use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 
-use super::table::{self, EvidenceTable, bar_axis, log2_bar};
+use super::table::{self, MeasurementTable, bar_axis, log2_bar};
 
 /// What the view shows besides the summaries, learnt once by the command.
 pub struct Context {
@@ -629,7 +629,7 @@ struct Grid {
 }
 
 impl Grid {
-    fn new(t: EvidenceTable, specs: &[Spec], titled: bool) -> Grid {
+    fn new(t: MeasurementTable, specs: &[Spec], titled: bool) -> Grid {
         let columns = t
             .header
             .iter()
