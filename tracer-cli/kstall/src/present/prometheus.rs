@@ -116,14 +116,14 @@ impl Collector for KstallCollector {
             .evidence
             .iter()
             .map(|e| {
-                let hook = e.hooks.first().map_or("none", |h| if h.starts_with("kprobe:") { "kprobe" } else { "tracepoint" });
+                let hook = e.hooks.first().map_or("none", |h| h.mechanism.as_str());
                 (vec![("evidence", e.evidence.as_str().into()), ("hook", hook.into())], e.available() as u8 as f64)
             })
             .collect();
         gauge(
             &mut enc,
             "kstall_kernel_evidence",
-            "1 when this kernel gives kstall this kind of evidence (hook: tracepoint or kprobe), 0 when it lacks it (kstall check says what that costs).",
+            "1 when this kernel gives kstall this kind of evidence (hook: the mechanism of its probes: tracepoint, raw_tracepoint or kprobe), 0 when it lacks it (kstall check says what that costs).",
             &evidence,
         )?;
 
