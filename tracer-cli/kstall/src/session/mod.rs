@@ -4,6 +4,7 @@
 pub mod attach;
 pub mod discover;
 pub mod files;
+pub mod follow;
 pub mod tracefs;
 
 use std::{
@@ -32,6 +33,7 @@ const DRAIN_EVERY: Duration = Duration::from_millis(100);
 /// Below this, ordinary socket calls would be reported as stalls by the thousand.
 const MIN_STALL_THRESHOLD: Duration = Duration::from_micros(100);
 
+#[derive(Clone, Copy)]
 pub struct SessionOptions {
     pub pid: Option<u32>,
     pub interval: Duration,
