@@ -28,9 +28,10 @@ pub struct ExportOptions {
 }
 
 pub async fn run(opts: ExportOptions) -> Result<()> {
-    attach::check_privileges()?;
-    // Read before tracing, --once too: a bad file is an error at start, not at the first scrape.
+    // Read before tracing, --once too: a bad file is an error at start, not at the first scrape
+    // (and said with its fix whether or not kstall runs as root).
     let web = opts.web_config_file.as_deref().map(WebConfig::load).transpose()?;
+    attach::check_privileges()?;
     let state = SharedState::default();
     let registry = Arc::new(metrics::registry(state.clone(), session::own_usage));
     if opts.once {

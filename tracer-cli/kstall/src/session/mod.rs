@@ -303,8 +303,9 @@ impl Session {
                 humantime::format_duration(MIN_STALL_THRESHOLD)
             );
         }
-        attach::check_privileges()?;
+        // The broker first: a wrong --pid is said with its fix whether or not kstall runs as root.
         let broker = discovery::find_broker(opts.pid)?;
+        attach::check_privileges()?;
         // jcmd runs while the probes load: modern Kafka's threads all have the comm
         // `data-plane-kafk`, so its network threads are known only by their JVM names, and the
         // kernel follows requests only on threads it knows as network threads.
