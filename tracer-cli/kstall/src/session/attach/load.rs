@@ -33,10 +33,10 @@ pub fn attach(target_tgid: u32, stall_threshold: Duration) -> Result<Probes> {
     let candidates = syscall_hook_candidates()?;
     // Check every required tracepoint before loading anything: a missing one is the error.
     for a in required_attachments(SyscallHooks::RawTracepoint) {
-        if let Point::Tracepoint { category, event } = &a.point {
-            if !tracefs.has_event(category, event) {
-                bail!("this kernel has no tracepoint {category}:{event}; kstall needs it (it needs a kernel built with CONFIG_TRACING=y)");
-            }
+        if let Point::Tracepoint { category, event } = &a.point
+            && !tracefs.has_event(category, event)
+        {
+            bail!("this kernel has no tracepoint {category}:{event}; kstall needs it (it needs a kernel built with CONFIG_TRACING=y)");
         }
     }
     let mut refused_hooks: Vec<(SyscallHooks, String)> =
