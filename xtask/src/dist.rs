@@ -316,7 +316,8 @@ pub fn test_static_kstall_check(built: &Path) -> Result<()> {
         let chosen = check_with(&[])?;
         ensure!(chosen["syscall_hooks"]["hooks"].is_string(), "kstall check names no syscall hooks: {}", chosen["syscall_hooks"]);
         let report = check_with(&[("KSTALL_HOOKS", "tracepoint")])?;
-        let attached: Vec<&str> = report["attached"].as_array().into_iter().flatten().filter_map(|h| h.as_str()).collect();
+        // Classic tracepoints: their targets are tracefs's `category:event`.
+        let attached: Vec<&str> = report["attached"].as_array().into_iter().flatten().filter(|p| p["mechanism"] == "tracepoint").filter_map(|p| p["target"].as_str()).collect();
         for hook in ["syscalls:sys_exit_sendfile64", "syscalls:sys_exit_epoll_wait", "syscalls:sys_exit_epoll_pwait", "sched:sched_switch"] {
             ensure!(attached.contains(&hook), "the static kstall did not attach {hook}: {attached:?}");
         }

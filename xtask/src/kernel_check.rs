@@ -204,8 +204,8 @@ pub fn run(opts: &CheckOptions) -> Result<Value> {
         }));
         if check.is_none() {
             check = Some(json!({
-                "probes_attached": report["context"]["probes_attached"],
-                "syscall_hooks": report["context"]["syscall_hooks"],
+                "probes_attached": s["probes"]["attached"].as_array().map_or(0, Vec::len),
+                "syscall_hooks": s["probes"]["syscall_hooks"],
                 "evidence": s["probes"]["evidence"],
             }));
         }

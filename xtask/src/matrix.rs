@@ -37,7 +37,7 @@ pub fn uses_kprobes(record: &Value) -> bool {
         .as_array()
         .into_iter()
         .flatten()
-        .any(|e| e["hooks"].as_array().into_iter().flatten().any(|h| h.as_str().is_some_and(|h| h.starts_with("kprobe:"))))
+        .any(|e| e["hooks"].as_array().into_iter().flatten().any(|h| h["mechanism"] == "kprobe"))
 }
 
 pub fn outcome(name: String, record: Option<Value>, why_none: String, seconds: f64) -> Outcome {
@@ -177,8 +177,8 @@ pub fn print_table(outcomes: &[Outcome]) {
             .into_iter()
             .flatten()
             .map(|e| {
-                let how = match e["hooks"].as_array().and_then(|h| h.first()).and_then(|h| h.as_str()) {
-                    Some(h) if h.starts_with("kprobe:") => "kprobe",
+                let how = match e["hooks"].as_array().and_then(|h| h.first()).and_then(|h| h["mechanism"].as_str()) {
+                    Some("kprobe") => "kprobe",
                     Some(_) => "tp",
                     None => "-",
                 };

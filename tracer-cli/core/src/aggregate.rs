@@ -14,12 +14,12 @@ use crate::{
     broker::Broker,
     findings,
     kafka::{PRODUCE, RequestFacts, Topic, TopicNames},
-    kernel::Event,
+    kernel::{Event, ProbeStatus},
     listeners::{self, BrokerConfig, Listener, Plane},
     requests::{RequestStats, RequestTiming},
     roles::{self, Activity, Role},
     stalls::{Answered, Attributed, Attribution, StallSummary},
-    summary::{Lost, ProbeInfo, ProtocolHealth, Row, RowKey, Summary, ThreadInfo, ThreadNames},
+    summary::{Lost, ProtocolHealth, Row, RowKey, Summary, ThreadInfo, ThreadNames},
     timeline::Timeline,
 };
 
@@ -75,8 +75,7 @@ pub struct Observed {
 pub struct Aggregator {
     broker: Broker,
     config: Option<BrokerConfig>,
-    probes: ProbeInfo,
-    socket_wait_measured: bool,
+    probes: ProbeStatus,
     /// The listener of each thread whose JVM name tells one (exited threads kept: their
     /// records may still be held).
     thread_listeners: HashMap<u32, Listener>,
@@ -99,9 +98,7 @@ pub struct Aggregator {
 
 /// What the kernel side gives on this host, as the session attached it.
 pub struct KernelSide {
-    pub probes: ProbeInfo,
-    /// The kernel shows which socket a read takes and when its data arrived.
-    pub socket_wait_measured: bool,
+    pub probes: ProbeStatus,
     /// CLOCK_MONOTONIC (the clock of the kernel's timestamps) when tracing started, in ns.
     pub start_ns: u64,
 }
@@ -113,7 +110,6 @@ impl Aggregator {
             broker,
             config,
             probes: kernel.probes,
-            socket_wait_measured: kernel.socket_wait_measured,
             thread_listeners: HashMap::new(),
             held: Some(VecDeque::new()),
             jvm_names: HashMap::new(),
@@ -302,7 +298,7 @@ impl Aggregator {
                 framing_errors: counters[counter::FRAMING_ERRORS as usize],
                 responses_unmatched: counters[counter::RESPONSES_UNMATCHED as usize],
                 state_slots_taken: counters[counter::SLOTS_TAKEN as usize],
-                socket_wait_measured: self.socket_wait_measured,
+                socket_wait_measured: self.probes.socket_wait_measured(),
             },
             requests: self.requests.summary(elapsed_seconds),
             controller_requests: self.requests.controller_summary(elapsed_seconds),
@@ -379,6 +375,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::{
         hist::kernel_hist as hist_of,
+        kernel::{Evidence, EvidenceStatus},
         roles::RoleSource,
         finding::{Figures, Finding, FindingId},
         summary::empty_summary,
@@ -423,11 +420,12 @@ pub(crate) mod tests {
     }
 
     fn kernel_side() -> KernelSide {
-        KernelSide {
-            probes: ProbeInfo::none(),
-            socket_wait_measured: true,
-            start_ns: 0,
-        }
+        // Socket reads and data arrival seen: socket wait is measured.
+        let mut probes = ProbeStatus::none();
+        probes.evidence = [Evidence::SocketReads, Evidence::DataArrival]
+            .map(|evidence| EvidenceStatus { evidence, hooks: Vec::new(), missing: None, cost: evidence.cost() })
+            .to_vec();
+        KernelSide { probes, start_ns: 0 }
     }
 
     fn entry(tid: u32, syscall: Syscall, cache: CacheResult, latencies_ns: &[u64]) -> (HistKey, LatencyHist) {

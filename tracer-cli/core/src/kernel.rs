@@ -93,12 +93,82 @@ impl std::fmt::Display for SyscallHookStatus {
     }
 }
 
+/// How a BPF program is attached at a hook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Mechanism {
+    /// A classic tracepoint (`category:event` in tracefs): a perf record per event.
+    Tracepoint,
+    /// A raw tracepoint: the event's arguments as the kernel passes them, no perf record.
+    RawTracepoint,
+    /// A kprobe on a kernel function's entry.
+    Kprobe,
+    /// fentry on a kernel function (BTF).
+    Fentry,
+    /// fexit on a kernel function (BTF).
+    Fexit,
+}
+
+impl Mechanism {
+    pub const ALL: [Mechanism; 5] = [Mechanism::Tracepoint, Mechanism::RawTracepoint, Mechanism::Kprobe, Mechanism::Fentry, Mechanism::Fexit];
+
+    /// The JSON spelling, and the Prometheus label's.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Mechanism::Tracepoint => "tracepoint",
+            Mechanism::RawTracepoint => "raw_tracepoint",
+            Mechanism::Kprobe => "kprobe",
+            Mechanism::Fentry => "fentry",
+            Mechanism::Fexit => "fexit",
+        }
+    }
+}
+
+/// A hook: a kernel attach point.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, schemars::JsonSchema)]
+pub struct Hook {
+    pub mechanism: Mechanism,
+    /// A tracepoint's `category:event` (as tracefs lists it); a raw tracepoint's name (the
+    /// kernel's, without category); the kernel function of a kprobe, fentry or fexit.
+    pub target: String,
+}
+
+impl Hook {
+    pub fn tracepoint(category: &str, event: &str) -> Hook {
+        Hook { mechanism: Mechanism::Tracepoint, target: format!("{category}:{event}") }
+    }
+
+    pub fn new(mechanism: Mechanism, target: impl Into<String>) -> Hook {
+        Hook { mechanism, target: target.into() }
+    }
+}
+
+/// For people: a tracepoint as `category:event`, the others as `mechanism:target`
+/// (`kprobe:tcp_recvmsg`, `raw_tracepoint:sys_exit`, `fexit:__x64_sys_read`).
+impl std::fmt::Display for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.mechanism {
+            Mechanism::Tracepoint => f.write_str(&self.target),
+            m => write!(f, "{}:{}", m.as_str(), self.target),
+        }
+    }
+}
+
+/// A probe: one of kstall's BPF programs, attached at a hook.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+pub struct Probe {
+    #[serde(flatten)]
+    pub hook: Hook,
+    /// The program's name in kstall's probes object.
+    pub program: String,
+}
+
 /// How one kind of evidence is gathered on this kernel, or why it is not.
 #[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct EvidenceStatus {
     pub evidence: Evidence,
-    /// The hooks in use (`readahead:page_cache_sync_ra`, `kprobe:tcp_recvmsg`); empty when none.
-    pub hooks: Vec<String>,
+    /// The hooks in use; empty when none.
+    pub hooks: Vec<Hook>,
     /// Why it is missing, when it is.
     pub missing: Option<String>,
     /// What the numbers lose without it.
@@ -109,6 +179,85 @@ impl EvidenceStatus {
     pub fn available(&self) -> bool {
         self.missing.is_none()
     }
+
+    /// Its hooks for people: `readahead:page_cache_sync_ra, kprobe:tcp_recvmsg`.
+    pub fn hooks_text(&self) -> String {
+        self.hooks.iter().map(Hook::to_string).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// What the probes are on this kernel, as the session attached them (once): how the syscalls
+/// are hooked, every probe, what is missing. `kstall check`, the summary (and so the report),
+/// the live header and /metrics all read this one.
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
+pub struct ProbeStatus {
+    /// How the traced syscalls are hooked on this kernel, and why not better.
+    pub syscall_hooks: SyscallHookStatus,
+    /// Every probe attached (tail-called programs, which have no hook of their own, are not).
+    pub attached: Vec<Probe>,
+    /// Optional tracepoints this kernel lacks.
+    pub unavailable: Vec<Hook>,
+    /// How each kind of optional kernel evidence is gathered here, or why not.
+    pub evidence: Vec<EvidenceStatus>,
+    /// From load start to the last probe attached.
+    pub attach_ms: f64,
+}
+
+impl ProbeStatus {
+    /// Nothing attached (for tests).
+    pub fn none() -> ProbeStatus {
+        ProbeStatus {
+            syscall_hooks: SyscallHookStatus { hooks: SyscallHooks::Tracepoint, not_used: Vec::new() },
+            attached: Vec::new(),
+            unavailable: Vec::new(),
+            evidence: Vec::new(),
+            attach_ms: 0.0,
+        }
+    }
+
+    fn has(&self, evidence: Evidence) -> bool {
+        self.evidence.iter().any(|s| s.evidence == evidence && s.available())
+    }
+
+    /// The kernel shows which socket a read takes and when its data arrived.
+    pub fn socket_wait_measured(&self) -> bool {
+        self.has(Evidence::SocketReads) && self.has(Evidence::DataArrival)
+    }
+
+    /// The kinds of evidence this kernel does not give.
+    pub fn missing_evidence(&self) -> impl Iterator<Item = &EvidenceStatus> {
+        self.evidence.iter().filter(|e| !e.available())
+    }
+
+    /// Probes attached per mechanism, in the order each first appears.
+    pub fn per_mechanism(&self) -> Vec<(Mechanism, usize)> {
+        let mut counts: Vec<(Mechanism, usize)> = Vec::new();
+        for p in &self.attached {
+            match counts.iter_mut().find(|(m, _)| *m == p.hook.mechanism) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((p.hook.mechanism, 1)),
+            }
+        }
+        counts
+    }
+}
+
+/// What `kstall check` found: whether every probe loads and attaches here (pointed at no
+/// process), and what this kernel gives.
+#[derive(Clone, Debug, Serialize)]
+pub struct KernelCheck {
+    pub kernel: String,
+    pub arch: &'static str,
+    /// Every probe loaded and attached.
+    pub can_run: bool,
+    /// Why not, when it cannot.
+    pub error: Option<String>,
+    /// The probes as they attached; absent when kstall cannot run here.
+    #[serde(flatten)]
+    pub probes: Option<ProbeStatus>,
+    pub socket_wait_measured: bool,
+    /// The kernel's BTF (/sys/kernel/btf/vmlinux): fentry and fexit need it.
+    pub btf: bool,
 }
 
 /// A record from the kernel's ring buffer.

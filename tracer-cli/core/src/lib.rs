@@ -110,6 +110,9 @@ mod tests {
         for e in Evidence::ALL {
             assert_eq!(e.as_str(), json(e));
         }
+        for m in crate::kernel::Mechanism::ALL {
+            assert_eq!(m.as_str(), json(m));
+        }
         for t in [ThreadNames::Comm, ThreadNames::Jvm] {
             assert_eq!(t.as_str(), json(t));
         }

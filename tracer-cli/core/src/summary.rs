@@ -9,7 +9,7 @@ use crate::{
     broker::Broker,
     finding::Finding,
     hist::{BucketCount, Percentiles, kernel_buckets, percentiles},
-    kernel::{EvidenceStatus, SyscallHookStatus, SyscallHooks},
+    kernel::ProbeStatus,
     listeners::{BrokerConfig, Listener, ListenerInfo},
     requests::{ControllerApiRow, RequestSummary},
     roles::{Role, RoleSource},
@@ -111,30 +111,6 @@ pub struct ProtocolHealth {
     pub socket_wait_measured: bool,
 }
 
-#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
-pub struct ProbeInfo {
-    /// How the traced syscalls are hooked on this kernel, and why not better.
-    pub syscall_hooks: SyscallHookStatus,
-    pub attached: Vec<String>,
-    pub unavailable: Vec<String>,
-    /// How each kind of optional kernel evidence is gathered here, or why not.
-    pub evidence: Vec<EvidenceStatus>,
-    pub attach_ms: f64,
-}
-
-impl ProbeInfo {
-    /// Nothing attached (for tests of the core).
-    pub fn none() -> ProbeInfo {
-        ProbeInfo {
-            syscall_hooks: SyscallHookStatus { hooks: SyscallHooks::Tracepoint, not_used: Vec::new() },
-            attached: Vec::new(),
-            unavailable: Vec::new(),
-            evidence: Vec::new(),
-            attach_ms: 0.0,
-        }
-    }
-}
-
 /// Where a summary's thread names came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -169,7 +145,8 @@ pub struct Summary {
     pub exited_threads: u64,
     /// Where the thread names (and so the roles) came from.
     pub thread_names: ThreadNames,
-    pub probes: ProbeInfo,
+    /// The probes as the session attached them: hooks, evidence, what is missing.
+    pub probes: ProbeStatus,
     pub lost: Lost,
     pub protocol: ProtocolHealth,
     pub requests: RequestSummary,
@@ -178,8 +155,7 @@ pub struct Summary {
     pub controller_requests: Vec<ControllerApiRow>,
     pub stalls: StallSummary,
     pub findings: Vec<Finding>,
-    /// What the broker's properties file says, when kstall could read it.
-    #[serde(skip)]
+    /// What kstall read from the broker's properties file; null when it could not.
     pub broker_config: Option<BrokerConfig>,
 }
 
@@ -187,6 +163,15 @@ impl Summary {
     /// A thread's JVM name, else its comm, else its tid (threads that exited).
     pub fn thread_name(&self, tid: u32) -> String {
         self.threads.iter().find(|t| t.tid == tid).map_or(tid.to_string(), |t| t.name().to_string())
+    }
+
+    /// Thread names (JVM name, else comm) per role.
+    pub fn thread_names_by_role(&self) -> BTreeMap<Role, Vec<String>> {
+        let mut roles: BTreeMap<Role, Vec<String>> = BTreeMap::new();
+        for t in &self.threads {
+            roles.entry(t.role).or_default().push(t.name().to_string());
+        }
+        roles
     }
 
     /// The listener of this name, as the report describes it.
@@ -259,7 +244,7 @@ pub fn empty_summary() -> Summary {
         listeners: Vec::new(),
         exited_threads: 0,
         thread_names: ThreadNames::Jvm,
-        probes: ProbeInfo::none(),
+        probes: ProbeStatus::none(),
         lost: Lost::default(),
         protocol: ProtocolHealth::default(),
         requests: RequestSummary::default(),

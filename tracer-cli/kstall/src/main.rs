@@ -6,6 +6,7 @@
 //! core's summary goes to [`present`] (tables, JSON, Markdown, HTML, Prometheus).
 mod commands;
 mod present;
+mod serve;
 mod session;
 mod stop;
 
@@ -34,13 +35,29 @@ struct Cli {
     command: Command,
 }
 
+/// What to trace, and what a stall is: the same for `watch`, `report` and `export`.
+#[derive(clap::Args)]
+struct TraceArgs {
+    /// Broker pid; default: the only process running kafka.Kafka on this host.
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Network-thread calls at least this slow are stalls (page-cache misses always are).
+    #[arg(long, default_value = "1ms", value_parser = humantime::parse_duration)]
+    stall_threshold: Duration,
+}
+
+impl TraceArgs {
+    fn session(self, interval: Duration, duration: Option<Duration>) -> session::SessionOptions {
+        session::SessionOptions { pid: self.pid, interval, duration, stall_threshold: self.stall_threshold }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Trace a running broker and show per-role syscall latency with page-cache hit/miss.
     Watch {
-        /// Broker pid; default: the only process running kafka.Kafka on this host.
-        #[arg(long)]
-        pid: Option<u32>,
+        #[command(flatten)]
+        trace: TraceArgs,
         /// Refresh period of the live table.
         #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
         interval: Duration,
@@ -51,17 +68,15 @@ enum Command {
         /// summary; jsonl: one summary per interval, then the final one, a line each.
         #[arg(long, value_enum, default_value = "table")]
         format: watch::Format,
-        /// Network-thread calls at least this slow are stalls (page-cache misses always are).
-        #[arg(long, default_value = "1ms", value_parser = humantime::parse_duration)]
-        stall_threshold: Duration,
     },
     /// Serve Prometheus metrics at /metrics while tracing, following the broker across restarts.
     Export {
-        /// Broker pid to trace first; default: the process running kafka.Kafka.
-        #[arg(long, conflicts_with = "auto")]
-        pid: Option<u32>,
-        /// Find the broker by its main class, now and after every restart (the default).
-        #[arg(long)]
+        /// With --pid, the broker traced first; after it exits, the next broker found is.
+        #[command(flatten)]
+        trace: TraceArgs,
+        /// Trace the only broker found on this host (by its main class), now and after every
+        /// restart: the default without --pid, said explicitly.
+        #[arg(long, conflicts_with = "pid")]
         auto: bool,
         /// Address of the metrics endpoint; loopback unless you say otherwise.
         #[arg(long, default_value = "127.0.0.1:9464")]
@@ -69,9 +84,6 @@ enum Command {
         /// How often the metrics are refreshed from the kernel.
         #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
         interval: Duration,
-        /// Network-thread calls at least this slow are stalls (page-cache misses always are).
-        #[arg(long, default_value = "1ms", value_parser = humantime::parse_duration)]
-        stall_threshold: Duration,
         /// Trace for one interval, print one scrape to stdout and exit.
         #[arg(long)]
         once: bool,
@@ -93,9 +105,8 @@ enum Command {
     /// Trace a running broker for a while and write a report that explains its latency:
     /// findings first, then the measurements (tables, charts), then the context.
     Report {
-        /// Broker pid; default: the only process running kafka.Kafka on this host.
-        #[arg(long)]
-        pid: Option<u32>,
+        #[command(flatten)]
+        trace: TraceArgs,
         /// How long to trace.
         #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
         duration: Duration,
@@ -103,28 +114,15 @@ enum Command {
         /// repeat for several formats of the same trace. Default: Markdown on stdout.
         #[arg(long)]
         out: Vec<std::path::PathBuf>,
-        /// Network-thread calls at least this slow are stalls (page-cache misses always are).
-        #[arg(long, default_value = "1ms", value_parser = humantime::parse_duration)]
-        stall_threshold: Duration,
     },
 }
 
-async fn run(command: Command) -> anyhow::Result<()> {
-    match command {
-        Command::Watch { pid, interval, duration, format, stall_threshold } => {
-            watch::run(watch::WatchOptions { pid, interval, duration, format, stall_threshold }).await
-        }
-        Command::Export { pid, auto: _, listen, interval, stall_threshold, once, web_config_file } => {
-            export::run(export::ExportOptions { pid, listen, interval, stall_threshold, once, web_config_file }).await
-        }
-        Command::Check { format, hold } => check::run(format, hold),
-        Command::Report { pid, duration, out, stall_threshold } => {
-            report::run(report::ReportOptions {
-                session: session::SessionOptions { pid, interval: Duration::from_secs(1), duration: Some(duration), stall_threshold },
-                out,
-            })
-            .await
-        }
+/// Runs a command that traces on the one runtime for everything that waits: the tracing loop,
+/// and export's HTTP server.
+fn on_runtime(command: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    match tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build() {
+        Ok(runtime) => runtime.block_on(command),
+        Err(e) => Err(anyhow::anyhow!("cannot start the async runtime: {e}")),
     }
 }
 
@@ -136,11 +134,17 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let result = match cli.command {
         Command::Check { format, hold } => check::run(format, hold),
-        // One runtime for everything that waits: the tracing loop, and export's HTTP server.
-        command => match tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build() {
-            Ok(runtime) => runtime.block_on(run(command)),
-            Err(e) => Err(anyhow::anyhow!("cannot start the async runtime: {e}")),
-        },
+        Command::Watch { trace, interval, duration, format } => {
+            on_runtime(watch::run(watch::WatchOptions { session: trace.session(interval, duration), format }))
+        }
+        Command::Export { trace, auto, listen, interval, once, web_config_file } => {
+            // --auto conflicts with --pid: both say "the broker found on this host".
+            let trace = TraceArgs { pid: if auto { None } else { trace.pid }, ..trace };
+            on_runtime(export::run(export::ExportOptions { session: trace.session(interval, None), listen, once, web_config_file }))
+        }
+        Command::Report { trace, duration, out } => {
+            on_runtime(report::run(report::ReportOptions { session: trace.session(Duration::from_secs(1), Some(duration)), out }))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -288,7 +288,7 @@ fn produce_stalls_are_blamed_on_the_cold_reader() {
     assert!(!finding_ids(&baseline_report).contains(&"produce_stalled_by_page_cache_miss".to_string()));
     assert!(!finding_ids(&baseline_report).contains(&"no_problem_found".to_string()), "a sync producer is a problem");
     assert_eq!(cold_report["context"]["kafka_version"], broker.version.as_str());
-    assert_eq!(cold_report["context"]["broker"]["pid"], broker.pid());
+    assert_eq!(cold_report["summary"]["broker"]["pid"], broker.pid());
     assert!(cold_report["timeline"]["stalls"].as_array().unwrap().len() >= 10);
     for phase in [&idle, &base, &cold_phase] {
         assert_schema_valid(&phase.path("json"));

@@ -88,9 +88,9 @@ fn cold_reads_through_tls_are_misses_attributed_by_thread_and_file() {
     let summary = &report["summary"];
 
     // The SSL listener is known as TLS from the broker's config and its threads' names.
-    let ssl = report["context"]["listeners"].as_array().unwrap().iter().find(|l| l["name"] == "SSL").expect("SSL listener in the context");
+    let ssl = report["summary"]["listeners"].as_array().unwrap().iter().find(|l| l["name"] == "SSL").expect("SSL listener in the context");
     assert_eq!((&ssl["security_protocol"], &ssl["encrypted"], &ssl["plane"]), (&"SSL".into(), &true.into(), &"data".into()));
-    let controller = report["context"]["listeners"].as_array().unwrap().iter().find(|l| l["name"] == "CONTROLLER").expect("CONTROLLER listener");
+    let controller = report["summary"]["listeners"].as_array().unwrap().iter().find(|l| l["name"] == "CONTROLLER").expect("CONTROLLER listener");
     assert_eq!(controller["plane"], "controller");
 
     // Its network thread read the cold segments with pread64, no sendfile, and missed.

@@ -98,6 +98,23 @@ pub fn cache_total(rows: &[&serde_json::Value], cache: &str, field: &str) -> u64
     rows.iter().filter(|r| r["cache"] == cache).map(|r| r[field].as_u64().unwrap_or_else(|| panic!("no {field} in {r}"))).sum()
 }
 
+/// The hooks of a JSON list of probes or hooks (`{mechanism, target, ...}`), as kstall writes
+/// them for people: a tracepoint as `category:event`, the others as `mechanism:target`.
+pub fn hook_names(hooks: &serde_json::Value) -> Vec<String> {
+    hooks
+        .as_array()
+        .map(|hooks| {
+            hooks
+                .iter()
+                .map(|h| {
+                    let (mechanism, target) = (h["mechanism"].as_str().unwrap_or("?"), h["target"].as_str().unwrap_or("?"));
+                    if mechanism == "tracepoint" { target.to_string() } else { format!("{mechanism}:{target}") }
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// kstall failed the way a user should see it fail: exit 1, one line `kstall: ...` on stderr
 /// that contains `expected`, no panic, nothing on stdout.
 pub fn assert_one_line_error(out: &std::process::Output, expected: &str) {

@@ -5,7 +5,6 @@ pub mod check;
 pub mod export;
 pub mod report;
 pub mod watch;
-pub mod web_config;
 
 /// Writes `text` to stdout; false when nobody reads it any more. A reader that went away
 /// (`kstall report | head`) ends the output quietly, as with other Unix tools, instead of a

@@ -1,6 +1,6 @@
 //! `kstall watch`: one tracing session. On a terminal, the full-screen live view, then the
 //! findings on the normal screen; else the final table or JSON, or one JSON line per interval.
-use std::{io::IsTerminal, time::Duration};
+use std::io::IsTerminal;
 
 use anyhow::{Context, Result};
 
@@ -22,20 +22,12 @@ pub enum Format {
 }
 
 pub struct WatchOptions {
-    pub pid: Option<u32>,
-    pub interval: Duration,
-    pub duration: Option<Duration>,
+    pub session: SessionOptions,
     pub format: Format,
-    pub stall_threshold: Duration,
 }
 
 pub async fn run(opts: WatchOptions) -> Result<()> {
-    let session = Session::start(SessionOptions {
-        pid: opts.pid,
-        interval: opts.interval,
-        duration: opts.duration,
-        stall_threshold: opts.stall_threshold,
-    })?;
+    let session = Session::start(opts.session)?;
     match opts.format {
         Format::Table if std::io::stdout().is_terminal() => live(session).await,
         Format::Table | Format::Json => {

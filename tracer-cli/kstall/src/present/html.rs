@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use kstall_common::{CacheResult, Syscall, log2_floor};
 use kstall_core::{listeners, report::Report, roles::Role, stalls::Cause, timeline::Timeline, units::duration};
 
-use super::table::{config_line, evidence_line, measurement_tables};
+use super::table::{config_line, evidence_line, measurement_tables, unavailable};
 
 const HIT: &str = "#1f77b4";
 const MISS: &str = "#d62728";
@@ -195,15 +195,15 @@ pub fn report(r: &Report) -> String {
     let s = &r.summary;
     let mut out = format!(
         r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; img-src data:"><meta name="viewport" content="width=device-width"><title>kstall report: broker {} on {}</title><style>{STYLE}</style></head><body>"#,
-        c.broker.pid,
+        s.broker.pid,
         esc(&c.host)
     );
     let _ = write!(
         out,
         r#"<h1>kstall report: Kafka broker pid {} on {}</h1><p class="meta">{} traced, {}; kernel {}; Kafka {}; kstall {}</p><h2>Findings</h2>"#,
-        c.broker.pid,
+        s.broker.pid,
         esc(&c.host),
-        duration((c.traced_seconds * 1e9) as u64),
+        duration((s.elapsed_seconds * 1e9) as u64),
         esc(&c.generated_at),
         esc(&c.kernel),
         esc(c.kafka_version.as_deref().unwrap_or("version unknown")),
@@ -224,7 +224,7 @@ pub fn report(r: &Report) -> String {
         );
     }
     out += "<h2>Charts</h2>";
-    out += &stall_timeline(&r.timeline, c.traced_seconds);
+    out += &stall_timeline(&r.timeline, s.elapsed_seconds);
     // Every listener's network rows together.
     let sendfile: Vec<Series> = [(CacheResult::Hit, HIT), (CacheResult::Miss, MISS)]
         .into_iter()
@@ -273,28 +273,28 @@ pub fn report(r: &Report) -> String {
         out += "</tbody></table>";
     }
     out += "<h2>Context</h2><table><tbody>";
-    let mut context_rows: Vec<(String, String)> = c
-        .thread_roles
+    let mut context_rows: Vec<(String, String)> = s
+        .thread_names_by_role()
         .iter()
         .map(|(role, names)| (format!("{} threads ({})", role.label(), names.len()), names.join(", ")))
         .collect();
-    context_rows.extend(c.listeners.iter().map(|l| (format!("listener {}", l.name), listeners::label(l))));
+    context_rows.extend(s.listeners.iter().map(|l| (format!("listener {}", l.name), listeners::label(l))));
     context_rows.extend([
-        ("broker config".into(), c.broker_config.as_ref().map_or("not read".into(), config_line)),
-        ("thread names from".into(), c.thread_names_from.as_str().into()),
-        ("probes".into(), format!("{} hooks attached in {:.0} ms", c.probes_attached, c.attach_ms)),
-        ("syscall hooks".into(), c.syscall_hooks.to_string()),
-        ("unavailable tracepoints".into(), if c.probes_unavailable.is_empty() { "none".into() } else { c.probes_unavailable.join(", ") }),
+        ("broker config".into(), s.broker_config.as_ref().map_or("not read".into(), config_line)),
+        ("thread names from".into(), s.thread_names.as_str().into()),
+        ("probes".into(), format!("{} attached in {:.0} ms", s.probes.attached.len(), s.probes.attach_ms)),
+        ("syscall hooks".into(), s.probes.syscall_hooks.to_string()),
+        ("unavailable tracepoints".into(), unavailable(&s.probes)),
         (
             "kernel evidence".into(),
-            c.evidence.iter().map(evidence_line).collect::<Vec<_>>().join("; "),
+            s.probes.evidence.iter().map(evidence_line).collect::<Vec<_>>().join("; "),
         ),
-        ("stall threshold".into(), duration(c.stall_threshold_ns)),
+        ("stall threshold".into(), duration(s.stalls.threshold_ns)),
         (
             "lost".into(),
             format!(
                 "{} request/stall records; {} calls (histogram map full); {} calls (in-flight map full); {} probe runs skipped by the kernel; {} histogram entries unread; {} switch-ins missed (off-CPU time counted from the switch out)",
-                c.lost.events, c.lost.histogram_map_full, c.lost.in_flight_map_full, c.lost.probe_runs_skipped, c.lost.histogram_entries_unread, c.lost.switch_ins_missed
+                s.lost.events, s.lost.histogram_map_full, s.lost.in_flight_map_full, s.lost.probe_runs_skipped, s.lost.histogram_entries_unread, s.lost.switch_ins_missed
             ),
         ),
         ("broker exited during the trace".into(), if c.broker_exited { "yes".into() } else { "no".into() }),
@@ -302,7 +302,7 @@ pub fn report(r: &Report) -> String {
     for (k, v) in context_rows {
         let _ = write!(out, "<tr><th>{}</th><td>{}</td></tr>", esc(&k), esc(&v));
     }
-    let _ = writeln!(out, "</tbody></table><h3>Broker command line</h3><pre>{}</pre></body></html>", esc(&c.broker.command_line));
+    let _ = writeln!(out, "</tbody></table><h3>Broker command line</h3><pre>{}</pre></body></html>", esc(&s.broker.command_line));
     out
 }
 

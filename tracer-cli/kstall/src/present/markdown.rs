@@ -1,16 +1,16 @@
 //! The report as Markdown, for tickets and terminals (the default of `kstall report`).
 use kstall_core::{listeners, report::Report, units::duration};
 
-use super::table::{config_line, evidence_line, measurement_tables};
+use super::table::{config_line, evidence_line, measurement_tables, unavailable};
 
 /// Markdown for tickets and terminals.
 pub fn markdown(report: &Report) -> String {
-    let c = &report.context;
+    let (c, s) = (&report.context, &report.summary);
     let mut out = format!(
         "# kstall report: Kafka broker pid {} on {}\n\n{} traced ({}), {}; kernel {}; Kafka {}; kstall {}\n\n## Findings\n\n",
-        c.broker.pid,
+        s.broker.pid,
         c.host,
-        duration((c.traced_seconds * 1e9) as u64),
+        duration((s.elapsed_seconds * 1e9) as u64),
         c.requested_seconds.map_or("until interrupted".into(), |r| format!("{r:.0} s requested")),
         c.generated_at,
         c.kernel,
@@ -46,32 +46,32 @@ pub fn markdown(report: &Report) -> String {
         out += "\n";
     }
     out += "## Context\n\n";
-    for (role, names) in &c.thread_roles {
+    for (role, names) in &s.thread_names_by_role() {
         out += &format!("- {} threads ({}): {}\n", role.label(), names.len(), names.join(", "));
     }
-    for l in &c.listeners {
+    for l in &s.listeners {
         out += &format!("- listener {}\n", listeners::label(l));
     }
-    out += &format!("- broker config: {}\n", c.broker_config.as_ref().map_or("not read".into(), config_line));
-    for e in &c.evidence {
+    out += &format!("- broker config: {}\n", s.broker_config.as_ref().map_or("not read".into(), config_line));
+    for e in &s.probes.evidence {
         out += &format!("- evidence {}\n", evidence_line(e));
     }
     out += &format!(
-        "- thread names from: {}\n- syscall hooks: {}\n- probes: {} hooks attached in {:.0} ms; unavailable: {}\n- stall threshold: {}\n- lost: {} request/stall records, {} calls (histogram map full), {} calls (in-flight map full), {} probe runs skipped by the kernel, {} histogram entries unread, {} switch-ins missed (off-CPU time counted from the switch out)\n- broker exited during the trace: {}\n- command line:\n\n```\n{}\n```\n",
-        c.thread_names_from.as_str(),
-        c.syscall_hooks,
-        c.probes_attached,
-        c.attach_ms,
-        if c.probes_unavailable.is_empty() { "none".into() } else { c.probes_unavailable.join(", ") },
-        duration(c.stall_threshold_ns),
-        c.lost.events,
-        c.lost.histogram_map_full,
-        c.lost.in_flight_map_full,
-        c.lost.probe_runs_skipped,
-        c.lost.histogram_entries_unread,
-        c.lost.switch_ins_missed,
+        "- thread names from: {}\n- syscall hooks: {}\n- probes: {} attached in {:.0} ms; unavailable: {}\n- stall threshold: {}\n- lost: {} request/stall records, {} calls (histogram map full), {} calls (in-flight map full), {} probe runs skipped by the kernel, {} histogram entries unread, {} switch-ins missed (off-CPU time counted from the switch out)\n- broker exited during the trace: {}\n- command line:\n\n```\n{}\n```\n",
+        s.thread_names.as_str(),
+        s.probes.syscall_hooks,
+        s.probes.attached.len(),
+        s.probes.attach_ms,
+        unavailable(&s.probes),
+        duration(s.stalls.threshold_ns),
+        s.lost.events,
+        s.lost.histogram_map_full,
+        s.lost.in_flight_map_full,
+        s.lost.probe_runs_skipped,
+        s.lost.histogram_entries_unread,
+        s.lost.switch_ins_missed,
         if c.broker_exited { "yes" } else { "no" },
-        c.broker.command_line
+        s.broker.command_line
     );
     out
 }

@@ -119,14 +119,14 @@ impl Collector for KstallCollector {
             .evidence
             .iter()
             .map(|e| {
-                let hook = e.hooks.first().map_or("none", |h| if h.starts_with("kprobe:") { "kprobe" } else { "tracepoint" });
+                let hook = e.hooks.first().map_or("none", |h| h.mechanism.as_str());
                 (vec![("evidence", e.evidence.as_str().into()), ("hook", hook.into())], e.available() as u8 as f64)
             })
             .collect();
         gauge(
             &mut enc,
             "kstall_kernel_evidence",
-            "1 when this kernel gives kstall this kind of evidence (hook: tracepoint or kprobe), 0 when it lacks it (kstall check says what that costs).",
+            "1 when this kernel gives kstall this kind of evidence (hook: the mechanism of its probes: tracepoint, raw_tracepoint or kprobe), 0 when it lacks it (kstall check says what that costs).",
             &evidence,
         )?;
 
@@ -408,6 +408,41 @@ mod tests {
                 let line = format!("kstall_findings{{id=\"{}\",severity=\"{severity}\"}} {value}\n", id.as_str());
                 assert!(text.contains(&line), "{line} in\n{text}");
             }
+        }
+    }
+
+    /// The evidence gauge's hook label is the mechanism of its first probe, as typed in the
+    /// probe status: raw tracepoints are `raw_tracepoint` (they were labelled `tracepoint`).
+    #[test]
+    fn evidence_is_labelled_by_the_mechanism_of_its_hooks() {
+        use kstall_core::{
+            kernel::{Evidence, EvidenceStatus, Hook, Mechanism},
+            summary::empty_summary,
+        };
+        let mut s = empty_summary();
+        let status = |evidence: Evidence, hooks: Vec<Hook>| EvidenceStatus {
+            evidence,
+            missing: hooks.is_empty().then(|| "no tracepoint".to_string()),
+            hooks,
+            cost: evidence.cost(),
+        };
+        s.probes.evidence = vec![
+            status(Evidence::FileLookups, Vec::new()),
+            status(Evidence::Readahead, vec![Hook::tracepoint("readahead", "page_cache_sync_ra")]),
+            status(Evidence::SocketReads, vec![Hook::new(Mechanism::RawTracepoint, "sock_recv_length")]),
+            status(Evidence::DataArrival, vec![Hook::new(Mechanism::Kprobe, "sock_def_readable")]),
+        ];
+        let state = SharedState::default();
+        state.lock().unwrap().summary = Some(s);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry(state, || (0.0, 0.0))).unwrap();
+        for expected in [
+            r#"kstall_kernel_evidence{evidence="file_lookups",hook="none"} 0"#,
+            r#"kstall_kernel_evidence{evidence="readahead",hook="tracepoint"} 1"#,
+            r#"kstall_kernel_evidence{evidence="socket_reads",hook="raw_tracepoint"} 1"#,
+            r#"kstall_kernel_evidence{evidence="data_arrival",hook="kprobe"} 1"#,
+        ] {
+            assert!(text.contains(expected), "{expected} in\n{text}");
         }
     }
 }

@@ -4,7 +4,7 @@ use kstall_common::{BUCKETS, CacheResult, LatencyHist, MIN_POW, SUB_BUCKETS, Sys
 
 use kstall_core::{
     kafka::PRODUCE,
-    kernel::EvidenceStatus,
+    kernel::{EvidenceStatus, ProbeStatus},
     listeners::{self, BrokerConfig, Plane},
     requests::MAX_TRACKED_CLIENTS,
     stalls::StallSummary,
@@ -569,10 +569,19 @@ pub fn findings_section(summary: &Summary) -> String {
     out
 }
 
+/// The optional tracepoints this kernel lacks, in words: `sock:sock_recv_length, ...` or `none`.
+pub fn unavailable(probes: &ProbeStatus) -> String {
+    if probes.unavailable.is_empty() {
+        "none".into()
+    } else {
+        probes.unavailable.iter().map(|h| h.to_string()).collect::<Vec<_>>().join(", ")
+    }
+}
+
 /// One kind of kernel evidence in words: its hooks, or what is missing and what that costs.
 pub fn evidence_line(e: &EvidenceStatus) -> String {
     match &e.missing {
-        None => format!("{}: {}", e.evidence.as_str(), e.hooks.join(", ")),
+        None => format!("{}: {}", e.evidence.as_str(), e.hooks_text()),
         Some(why) => format!("{}: missing ({why}); without it, {}", e.evidence.as_str(), e.cost),
     }
 }

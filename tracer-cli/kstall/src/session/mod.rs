@@ -4,6 +4,7 @@
 pub mod attach;
 pub mod discover;
 pub mod files;
+pub mod follow;
 pub mod tracefs;
 
 use std::{
@@ -17,10 +18,10 @@ use anyhow::{Result, bail};
 use kstall_core::{
     aggregate::{Aggregator, KernelSide, Snapshot, Taken},
     broker::Broker,
-    kernel::Event,
+    kernel::{Event, KernelCheck},
     listeners::BrokerConfig,
     report::Host,
-    summary::{ProbeInfo, Summary},
+    summary::Summary,
     timeline::Timeline,
 };
 
@@ -32,6 +33,7 @@ const DRAIN_EVERY: Duration = Duration::from_millis(100);
 /// Below this, ordinary socket calls would be reported as stalls by the thousand.
 const MIN_STALL_THRESHOLD: Duration = Duration::from_micros(100);
 
+#[derive(Clone, Copy)]
 pub struct SessionOptions {
     pub pid: Option<u32>,
     pub interval: Duration,
@@ -226,6 +228,37 @@ impl Drop for Unpreempted {
     }
 }
 
+/// `kstall check`: loads and attaches every probe the way a trace would, pointed at no process
+/// (no tgid is u32::MAX: the programs run but do nothing), then detaches: the verifier's
+/// verdict, not a guess from the version number. `hold`: stays attached until a stop is
+/// requested, saying so on stderr.
+pub fn check_kernel(hold: bool) -> KernelCheck {
+    let mut check = KernelCheck {
+        kernel: attach::kernel_release(),
+        arch: std::env::consts::ARCH,
+        can_run: false,
+        error: None,
+        probes: None,
+        socket_wait_measured: false,
+        btf: attach::kernel_has_btf(),
+    };
+    match attach::check_privileges().and_then(|()| attach::attach(u32::MAX, Duration::from_millis(1))) {
+        Ok(probes) => {
+            check.can_run = true;
+            check.socket_wait_measured = probes.status.socket_wait_measured();
+            check.probes = Some(probes.status.clone());
+            if hold {
+                eprintln!("kstall: probes attached ({}), pointed at no process; Ctrl-C to detach", probes.status.syscall_hooks.hooks.as_str());
+                while !stop::requested() {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+        Err(e) => check.error = Some(format!("{e:#}").replace('\n', " ")),
+    }
+    check
+}
+
 /// How a session ended.
 pub struct Ended {
     pub summary: Summary,
@@ -270,8 +303,9 @@ impl Session {
                 humantime::format_duration(MIN_STALL_THRESHOLD)
             );
         }
-        attach::check_privileges()?;
+        // The broker first: a wrong --pid is said with its fix whether or not kstall runs as root.
         let broker = discovery::find_broker(opts.pid)?;
+        attach::check_privileges()?;
         // jcmd runs while the probes load: modern Kafka's threads all have the comm
         // `data-plane-kafk`, so its network threads are known only by their JVM names, and the
         // kernel follows requests only on threads it knows as network threads.
@@ -285,17 +319,7 @@ impl Session {
         };
         // Which listeners the broker has and which carry controller traffic.
         let config = discovery::broker_config(&broker);
-        let kernel = KernelSide {
-            probes: ProbeInfo {
-                syscall_hooks: probes.syscall_hooks.clone(),
-                attached: probes.attached.clone(),
-                unavailable: probes.unavailable.clone(),
-                evidence: probes.evidence.clone(),
-                attach_ms: probes.attach_time.as_secs_f64() * 1e3,
-            },
-            socket_wait_measured: probes.have_socket_wait,
-            start_ns: monotonic_ns(),
-        };
+        let kernel = KernelSide { probes: probes.status.clone(), start_ns: monotonic_ns() };
         let topics = config.clone().map(|c| (broker.clone(), c));
         let agg = Aggregator::new(broker.clone(), config, opts.stall_threshold, kernel);
         let mut tracer =
@@ -315,9 +339,9 @@ impl Session {
             "kstall: tracing broker pid {} ({}): {} probes attached ({}) in {:.0} ms; Ctrl-C to stop",
             broker.pid,
             broker.main_class,
-            tracer.probes.attached.len(),
-            tracer.probes.syscall_hooks.hooks.as_str(),
-            tracer.probes.attach_time.as_secs_f64() * 1e3
+            tracer.probes.status.attached.len(),
+            tracer.probes.status.syscall_hooks.hooks.as_str(),
+            tracer.probes.status.attach_ms
         );
         Ok(Session { broker, tracer, names, opts })
     }
