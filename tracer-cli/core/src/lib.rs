@@ -12,7 +12,8 @@
 //! - records: [`requests`], [`stalls`], [`timeline`];
 //! - the model: [`summary`];
 //! - conclusions: [`findings`];
-//! - the fold: [`aggregate`]; the document: [`report`].
+//! - the fold: [`aggregate`]; the document: [`report`]; a recorded session and its replay:
+//!   [`recording`].
 pub mod units;
 pub mod hist;
 pub mod roles;
@@ -27,6 +28,7 @@ pub mod summary;
 pub mod findings;
 pub mod aggregate;
 pub mod report;
+pub mod recording;
 
 #[cfg(test)]
 mod tests {

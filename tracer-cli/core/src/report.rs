@@ -3,7 +3,7 @@
 //! from these types).
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     broker::Broker,
@@ -18,7 +18,7 @@ use crate::{
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// What the session learnt of the host and the broker besides the trace.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Host {
     /// RFC 3339, UTC.
     pub generated_at: String,
