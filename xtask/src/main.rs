@@ -6,6 +6,7 @@
 //!   test    setup, then run every test: plain `cargo test` (hermetic), the system tests
 //!           (tracer-cli/systests, as root, real brokers) on Kafka 4.x and again on 0.9 and
 //!           3.9, fuzzing, the kernel matrix; one total line at the end
+//!           --quick: plain `cargo test` and the `stalls` system test on Kafka 4.x only (minutes)
 //!   demo    setup, build, start a real Kafka 4.x broker (KRaft) on a slow disk with a
 //!           synchronous producer, a tail consumer and a cold reader, run `kstall watch` on it
 //!           for 30 s, stop everything
@@ -178,8 +179,17 @@ const SYSTESTS: [&str; 3] = ["--release", "--package", "kstall-systests"];
 const ON_KAFKA_0_9: [&str; 5] = ["broker", "stalls", "export", "faults", "churn"];
 const ON_KAFKA_3: [&str; 2] = ["broker", "tls"];
 
+/// The real-broker test `test --quick` runs: the KAFKA-7504 scenario on Kafka 4.x, the
+/// slow disk, and every report format.
+const QUICK_SYSTEST: &str = "stalls";
+
 /// Runs every test target (no doc tests: there are none) and ends with one plain total line.
+/// With `--quick`: the hermetic tests and one real-broker test only (`test_quick`).
 fn test(extra: &[String]) -> Result<()> {
+    if extra.iter().any(|a| a == "--quick") {
+        let rest: Vec<String> = extra.iter().filter(|a| *a != "--quick").cloned().collect();
+        return test_quick(&rest);
+    }
     setup()?;
     // Plain `cargo test`: the default members, hermetic (no root, network, broker or BPF load).
     let mut runs = vec![cargo_test("cargo test", &["--lib", "--bins", "--tests"], None, None, extra)?];
@@ -224,6 +234,30 @@ fn test(extra: &[String]) -> Result<()> {
     }
     if matrix_failed > 0 {
         bail!("{matrix_failed} kernel matrix run(s) failed");
+    }
+    if passed == 0 {
+        bail!("no test ran");
+    }
+    Ok(())
+}
+
+/// `cargo xtask test --quick`, for the edit-test loop (a few minutes): plain `cargo test`
+/// (hermetic, the replayed trace included) and the one system test on Kafka 4.x that exercises
+/// the most of kstall against a real broker. No other Kafka versions, fuzzing, artifacts or
+/// kernel matrix: `cargo xtask test` (CI) runs those.
+fn test_quick(extra: &[String]) -> Result<()> {
+    let started = Instant::now();
+    setup()?;
+    let mut runs = vec![cargo_test("cargo test", &["--lib", "--bins", "--tests"], None, None, extra)?];
+    let kstall = build_release()?;
+    let mut args = SYSTESTS.to_vec();
+    args.extend(["--test", QUICK_SYSTEST]);
+    runs.push(cargo_test(&format!("system test {QUICK_SYSTEST} on Kafka 4.x"), &args, None, Some(&kstall), extra)?);
+    let passed: u64 = runs.iter().map(|r| r.passed).sum();
+    let failed: u64 = runs.iter().map(|r| r.failed).sum();
+    println!("tests (quick): {passed} passed, {failed} failed in {:.0}s", started.elapsed().as_secs_f64());
+    if !runs.iter().all(|r| r.ok) {
+        bail!("cargo test failed");
     }
     if passed == 0 {
         bail!("no test ran");
@@ -630,7 +664,7 @@ fn main() -> ExitCode {
             bench_export(minutes, rate)
         }
         _ => {
-            eprintln!("usage: cargo xtask <setup|build|dist|test|demo [SECONDS]|broker|bench [REPEATS] [REQUESTS]|bench-export [MINUTES] [RATE]|matrix [LINE...]|kernel-check>");
+            eprintln!("usage: cargo xtask <setup|build|dist|test [--quick]|demo [SECONDS]|broker|bench [REPEATS] [REQUESTS]|bench-export [MINUTES] [RATE]|matrix [LINE...]|kernel-check>");
             return ExitCode::from(2);
         }
     };

@@ -382,16 +382,37 @@ pub(crate) mod tests {
     };
     use kstall_common::events::RequestEvent;
 
+    /// Live threads of one role, and one that exited and was folded away, make one row per
+    /// (role, syscall, verdict): the same row as one thread making every call would.
     #[test]
-    fn merging_threads_into_a_role_adds_counts() {
-        let a = hist_of(&[5_000, 6_000, 9_000_000]);
-        let b = hist_of(&[7_000, 12_000_000]);
-        let mut m = a;
-        m.merge(&b);
-        assert_eq!(m.count, 5);
-        assert_eq!(m.max_ns, 12_000_000);
-        assert_eq!(m.buckets.iter().sum::<u64>(), 5);
-        assert_eq!(m, hist_of(&[5_000, 6_000, 9_000_000, 7_000, 12_000_000]));
+    fn threads_of_one_role_aggregate_into_one_row() {
+        let mut agg = Aggregator::new(empty_summary().broker, None, Duration::from_millis(1), kernel_side());
+        let write = |tid, latencies: &[u64]| entry(tid, Syscall::Write, CacheResult::NoFileRead, latencies);
+        let (a, b, c) = (write(40, &[5_000, 6_000, 9_000_000]), write(41, &[7_000, 12_000_000]), write(42, &[8_000]));
+        let read = entry(40, Syscall::Read, CacheResult::NoFileRead, &[1_000]);
+        let comms = [(40, "kafka-request-h"), (41, "kafka-request-h"), (42, "kafka-request-h"), (43, "kafka-network-t")];
+        let network = entry(43, Syscall::Write, CacheResult::NoFileRead, &[50_000]);
+        let all_writes = hist_of(&[5_000, 6_000, 9_000_000, 7_000, 12_000_000, 8_000]);
+        let key = |role, syscall| RowKey { role, listener: None, syscall, cache: CacheResult::NoFileRead };
+        let row = |s: &Summary, role, syscall| {
+            let rows: Vec<&Row> = s.rows.iter().filter(|r| r.role == role && r.syscall == syscall).collect();
+            assert_eq!(rows.len(), 1, "one row of {role:?} {syscall:?}");
+            serde_json::to_value(rows[0]).unwrap()
+        };
+
+        let seen = agg.observe(snapshot(&[a, b, c, read, network], &comms, &[]));
+        let s = agg.summarize(seen, Taken::default());
+        assert_eq!(row(&s, Role::RequestHandler, Syscall::Write), serde_json::to_value(Row::new(key(Role::RequestHandler, Syscall::Write), all_writes)).unwrap());
+        assert_eq!(row(&s, Role::RequestHandler, Syscall::Read), serde_json::to_value(Row::new(key(Role::RequestHandler, Syscall::Read), hist_of(&[1_000]))).unwrap());
+        assert_eq!(row(&s, Role::Network, Syscall::Write)["count"], 1, "another role, another row");
+        assert_eq!(s.rows.len(), 3);
+
+        // Thread 42 exits: folded into the role's totals, the row stays the same.
+        let seen = agg.observe(snapshot(&[a, b, c, read, network], &comms[..2], &[43]));
+        assert_eq!(seen.exited, [c.0]);
+        let s = agg.summarize(seen, Taken { entries: vec![c], failed: Vec::new() });
+        assert_eq!(row(&s, Role::RequestHandler, Syscall::Write), serde_json::to_value(Row::new(key(Role::RequestHandler, Syscall::Write), all_writes)).unwrap());
+        assert_eq!((s.exited_threads, s.roles.get(&Role::RequestHandler).cloned()), (1, Some(vec![40, 41])));
     }
 
     #[test]
@@ -530,30 +551,6 @@ pub(crate) mod tests {
         crate::requests::tests::request_event(tid, fd, api_key, client, arrival, arrival + 5_000, done)
     }
 
-    /// The parts of a summary the records make (refresh adds the kernel's histograms).
-    fn summary_of(agg: &Aggregator) -> Summary {
-        let mut s = empty_summary();
-        s.threads = agg
-            .thread_listeners
-            .iter()
-            .map(|(&tid, l)| ThreadInfo {
-                tid,
-                comm: "data-plane-kafk".into(),
-                jvm_name: agg.jvm_names.get(&tid).cloned(),
-                role: Role::Network,
-                role_source: RoleSource::JvmName,
-                listener: Some(l.clone()),
-            })
-            .collect();
-        let network: Vec<&Listener> = s.threads.iter().filter_map(|t| t.listener.as_ref()).collect();
-        s.listeners = listeners::describe(agg.config.as_ref(), &network);
-        s.requests = agg.requests.summary(s.elapsed_seconds);
-        s.controller_requests = agg.requests.controller_summary(s.elapsed_seconds);
-        s.stalls = agg.attribution.summary(&agg.topic_names);
-        s.findings = findings::findings(&s);
-        s
-    }
-
     #[test]
     fn controller_plane_requests_stay_out_of_client_rows_and_findings() {
         let text = "process.roles=broker,controller\nnode.id=1\nlisteners=PLAINTEXT://127.0.0.1:39092,CONTROLLER://127.0.0.1:39093\ncontroller.listener.names=CONTROLLER\n";
@@ -579,7 +576,11 @@ pub(crate) mod tests {
             (controller_tid, "data-plane-kafka-network-thread-1-CONTROLLER-PLAINTEXT-0".to_string()),
             (data_tid, "data-plane-kafka-network-thread-1-PLAINTEXT-PLAINTEXT-0".to_string()),
         ]));
-        let s = summary_of(&agg);
+        // A refresh, as the session makes it: the two network threads each wrote a response.
+        let writes = [controller_tid, data_tid].map(|tid| entry(tid, Syscall::Write, CacheResult::NoFileRead, &[3_000]));
+        let seen = agg.observe(snapshot(&writes, &[(controller_tid, "data-plane-kafk"), (data_tid, "data-plane-kafk")], &[]));
+        assert_eq!(seen.network_threads.len(), 2);
+        let s = agg.summarize(seen, Taken::default());
         let clients: Vec<(&str, Option<&str>, &str, u64)> =
             s.requests.clients.iter().map(|c| (c.client_id.as_str(), c.listener.as_deref(), c.api, c.count)).collect();
         assert_eq!(clients, [("app", Some("PLAINTEXT"), "Produce", 30)]);
@@ -623,5 +624,36 @@ pub(crate) mod tests {
         assert_eq!(keys, [(Role::Network, Some("PLAINTEXT".into())), (Role::Network, Some("SSL".into())), (Role::RequestHandler, None)]);
         let json = serde_json::to_value(Row::new(row_key(&threads[&31], &entries[1].0).unwrap(), hist_of(&[1]))).unwrap();
         assert_eq!((json["role"].as_str(), json["listener"].as_str(), json["syscall"].as_str(), json["cache"].as_str()), (Some("network"), Some("SSL"), Some("read"), Some("none")));
+    }
+
+    #[test]
+    fn client_ids_past_the_tracked_ones_share_the_other_row_with_their_delays() {
+        use crate::requests::{MAX_TRACKED_CLIENTS, OTHER_CLIENTS, TOP_CLIENTS};
+        let mut agg = Aggregator::new(empty_summary().broker, None, Duration::from_millis(1), kernel_side());
+        agg.release_held();
+        let ms = 1_000_000;
+        // A miss on network thread 1, 100..110 ms; then MAX_TRACKED_CLIENTS + 6 clients each send
+        // one Produce there, 105..112 ms: 5 ms of the miss each.
+        agg.ingest(Event::Stall(crate::stalls::tests::stall(1, 100, 10, true, Some("cold"))), None);
+        let n = MAX_TRACKED_CLIENTS as u32 + 6;
+        for i in 0..n {
+            agg.ingest(Event::Request(request(1, 100 + i, PRODUCE, &format!("c{i:02}"), 105 * ms, 112 * ms)), None);
+        }
+        let seen = agg.observe(snapshot(&[], &[], &[]));
+        let s = agg.summarize(seen, Taken::default());
+        assert_eq!((s.stalls.produce.requests, s.stalls.produce.stalled_by_miss), (n as u64, n as u64));
+        assert_eq!(s.requests.untracked_client_requests, 6);
+        let rows: Vec<(&str, u64, u64, u64, u64)> =
+            s.stalls.delayed.iter().map(|r| (r.client_id.as_str(), r.requests, r.stalled_requests, r.stalled_by_miss, r.added_ns)).collect();
+        assert_eq!(rows.len(), MAX_TRACKED_CLIENTS + 1);
+        // The untracked six, in one row with their 30 ms, the most delayed.
+        assert_eq!(rows[0], (OTHER_CLIENTS, 6, 6, 6, 30 * ms));
+        assert_eq!(rows[1], ("c00", 1, 1, 1, 5 * ms));
+        assert!(rows.iter().any(|r| r.0 == "c63") && !rows.iter().any(|r| r.0 == "c64"), "the first 64 are tracked");
+        // The client table shows the TOP_CLIENTS busiest and folds the rest (tracked or not) in.
+        assert_eq!(s.requests.other_client_ids, MAX_TRACKED_CLIENTS - TOP_CLIENTS);
+        let other = s.requests.clients.iter().find(|c| c.client_id == OTHER_CLIENTS).unwrap();
+        assert_eq!(other.count, (n as usize - TOP_CLIENTS) as u64);
+        assert_eq!(s.requests.clients.len(), TOP_CLIENTS + 1);
     }
 }

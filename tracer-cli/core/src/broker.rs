@@ -2,12 +2,12 @@
 //! dump say (parsed here; read from /proc and jcmd by the session).
 use std::{collections::HashMap, path::PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Main classes a Kafka broker JVM runs (Apache Kafka, ZooKeeper or KRaft mode alike).
 pub const BROKER_MAIN_CLASSES: [&str; 2] = ["kafka.Kafka", "io.confluent.support.metrics.SupportedKafka"];
 
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Broker {
     pub pid: u32,
     pub main_class: String,

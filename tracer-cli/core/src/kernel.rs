@@ -1,11 +1,11 @@
 //! What kstall knows of the kernel it runs on: which optional evidence it gathers there and
 //! how, and the records the kernel sends.
 use kstall_common::events::{RequestEvent, StallEvent, kind};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Evidence that came with later kernels than kstall's floor. Each has tracepoints on recent
 /// kernels and, for some, kprobes on older ones that allow kprobes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, schemars::JsonSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Evidence {
     /// A call looked a file up in the page cache.
@@ -43,7 +43,7 @@ impl Evidence {
 
 /// How the traced syscalls' entries and exits are hooked. Best first: each kernel gets the
 /// first it allows (`cargo xtask bench` measures what each costs).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, schemars::JsonSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SyscallHooks {
     /// fentry/fexit on each traced syscall's kernel function (`__x64_sys_read`): only those
@@ -76,7 +76,7 @@ impl SyscallHooks {
 }
 
 /// The syscall hooks in use, and why each better one is not.
-#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SyscallHookStatus {
     pub hooks: SyscallHooks,
     /// (better mechanism, why not), best first.
@@ -94,7 +94,7 @@ impl std::fmt::Display for SyscallHookStatus {
 }
 
 /// How a BPF program is attached at a hook.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, schemars::JsonSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Mechanism {
     /// A classic tracepoint (`category:event` in tracefs): a perf record per event.
@@ -125,7 +125,7 @@ impl Mechanism {
 }
 
 /// A hook: a kernel attach point.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Hook {
     pub mechanism: Mechanism,
     /// A tracepoint's `category:event` (as tracefs lists it); a raw tracepoint's name (the
@@ -155,7 +155,7 @@ impl std::fmt::Display for Hook {
 }
 
 /// A probe: one of kstall's BPF programs, attached at a hook.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Probe {
     #[serde(flatten)]
     pub hook: Hook,

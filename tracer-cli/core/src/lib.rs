@@ -12,7 +12,8 @@
 //! - records: [`requests`], [`stalls`], [`timeline`];
 //! - the model: [`finding`] (a finding as data: id, severity, figures), [`summary`];
 //! - conclusions: [`findings`] (the rules that make them);
-//! - the fold: [`aggregate`]; the document: [`report`].
+//! - the fold: [`aggregate`]; the document: [`report`]; a recorded session and its replay:
+//!   [`recording`].
 //!
 //! # Glossary
 //! The words the code, the docs and the output use, one meaning each:
@@ -75,6 +76,7 @@ pub mod summary;
 pub mod findings;
 pub mod aggregate;
 pub mod report;
+pub mod recording;
 
 #[cfg(test)]
 mod tests {

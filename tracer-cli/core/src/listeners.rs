@@ -11,10 +11,10 @@
 //! (`data-plane-kafka-socket-acceptor-PLAINTEXT-PLAINTEXT-19092`, `kafka-socket-acceptor-PLAINTEXT-9092`).
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// How a listener's bytes travel (Kafka's `SecurityProtocol`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, schemars::JsonSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum SecurityProtocol {
     #[serde(rename = "PLAINTEXT")]
     Plaintext,
@@ -138,7 +138,7 @@ fn strip_number_suffix(s: &str) -> Option<&str> {
 }
 
 /// A process role of a KRaft node (`process.roles`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, schemars::JsonSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ProcessRole {
     Broker,
@@ -155,7 +155,7 @@ impl ProcessRole {
 }
 
 /// One entry of the `listeners` setting.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ConfiguredListener {
     pub name: String,
     /// `host:port` as configured (an empty host binds every interface).
@@ -163,7 +163,7 @@ pub struct ConfiguredListener {
 }
 
 /// What kstall reads from the broker's properties file (and `--override` arguments).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct BrokerConfig {
     /// The properties file as the broker's command line names it.
     pub path: String,

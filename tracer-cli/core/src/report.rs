@@ -1,7 +1,7 @@
 //! The report: a summary with the context it was recorded in, findings first. Written as
 //! HTML, Markdown or JSON by the presenters (JSON schema: docs/report.schema.json, generated
 //! from these types).
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     summary::Summary,
@@ -12,7 +12,7 @@ use crate::{
 pub const SCHEMA_VERSION: u32 = 2;
 
 /// What the session learnt of the host and the broker besides the trace.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Host {
     /// RFC 3339, UTC.
     pub generated_at: String,

@@ -472,7 +472,7 @@ impl RequestStats {
                 })
             })
             .collect();
-        sync_producers.sort_by_key(|p| std::cmp::Reverse(p.produce_requests));
+        sync_producers.sort_by(|a, b| b.produce_requests.cmp(&a.produce_requests).then(a.fd.cmp(&b.fd)));
         let threads = self
             .threads
             .iter()

@@ -576,7 +576,9 @@ impl Attribution {
     pub fn summary(&self, topics: &TopicNames) -> StallSummary {
         let p99 = self.produce_all.percentiles().p99_ns;
         let mut worst = self.worst.clone();
-        for stalls in self.recent.values() {
+        // By thread, so stalls of equal length rank the same in every run.
+        let threads: BTreeMap<&u32, &VecDeque<Stall>> = self.recent.iter().collect();
+        for stalls in threads.into_values() {
             for s in stalls {
                 keep_worst(&mut worst, s.clone());
             }
@@ -674,13 +676,13 @@ fn keep_worst(worst: &mut Vec<Stall>, s: Stall) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use kstall_common::{events::kind, framing::CLIENT_ID_CAP};
 
     use crate::listeners::{Plane, SecurityProtocol};
 
-    fn stall(tid: u32, start_ms: u64, dur_ms: u64, miss: bool, fetch_client: Option<&str>) -> StallEvent {
+    pub(crate) fn stall(tid: u32, start_ms: u64, dur_ms: u64, miss: bool, fetch_client: Option<&str>) -> StallEvent {
         let mut request = RequestId::NONE;
         if let Some(c) = fetch_client {
             request.known = 1;
@@ -856,5 +858,122 @@ mod tests {
         assert_eq!(r.slowest_1pct_delayed, 1, "the 42 ms Produce is the slowest");
         assert_eq!(s.worst[0].delayed_replication, 1);
         assert_eq!(s.by_thread[0].top_reader.as_deref(), Some("cold-reader"));
+    }
+
+    const MS: u64 = 1_000_000;
+
+    #[test]
+    fn produce_overlapped_by_a_miss_and_another_cause_counts_as_stalled_by_the_miss() {
+        let plaintext = Listener { name: "PLAINTEXT".into(), security_protocol: SecurityProtocol::Plaintext, plane: Plane::Data };
+        let mut a = Attribution::new(Duration::from_millis(1));
+        // On thread 1: a miss 100..108 ms, then an off-CPU slow call 110..114 ms.
+        a.record_stall(&stall(1, 100, 8, true, Some("cold-reader")), None, Some(&plaintext));
+        a.record_stall(&stall(1, 110, 4, false, None), None, Some(&plaintext));
+        // A Produce 104..112 ms: 4 ms of the miss and 2 ms of the slow call.
+        let p = record_produce(&mut a, 1, Some(&plaintext), &produce(104, 112));
+        let both = Delay { added_ns: 6 * MS, miss_ns: 4 * MS, replication_ns: 0 };
+        assert_eq!(p, Attributed { delay: both, cause: Some(Cause::PageCacheMiss) });
+        // A Produce 113..120 ms: 1 ms of the slow call alone.
+        let q = record_produce(&mut a, 1, Some(&plaintext), &produce(113, 120));
+        assert_eq!(q, Attributed { delay: Delay { added_ns: MS, ..Default::default() }, cause: Some(Cause::OffCpu) });
+        let s = a.summary(&TopicNames::default());
+        let pr = &s.produce;
+        assert_eq!((pr.requests, pr.stalled_requests, pr.stalled_by_miss), (2, 2, 1));
+        // Both causes' time is added; only the miss's is miss time.
+        assert_eq!((pr.stall_ns_added, pr.miss_ns_added), (7 * MS, 4 * MS));
+        assert_eq!(
+            pr.by_listener,
+            [ListenerProduce { listener: Some("PLAINTEXT".into()), requests: 2, stalled_requests: 2, stalled_by_miss: 1 }]
+        );
+        // Each stall counts the Produce it overlapped, and for how long.
+        let per_stall: Vec<(Cause, u64, u64, u64)> =
+            s.worst.iter().map(|w| (w.cause, w.delayed_requests, w.delayed_produce, w.delayed_produce_ns)).collect();
+        assert_eq!(per_stall, [(Cause::PageCacheMiss, 1, 1, 4 * MS), (Cause::OffCpu, 2, 2, 3 * MS)]);
+    }
+
+    #[test]
+    fn partial_overlap_adds_only_the_time_inside_the_request() {
+        let mut a = Attribution::new(Duration::from_millis(1));
+        // Began 10 ms before the request, ended 3 ms into it.
+        a.record_stall(&stall(1, 90, 13, true, None), None, None);
+        let began_before = record_produce(&mut a, 1, None, &produce(100, 110));
+        assert_eq!((began_before.delay.added_ns, began_before.delay.miss_ns), (3 * MS, 3 * MS));
+        // Began 4 ms into the request, ended 20 ms after it.
+        a.record_stall(&stall(1, 204, 26, true, None), None, None);
+        let ended_after = record_produce(&mut a, 1, None, &produce(200, 210));
+        assert_eq!((ended_after.delay.added_ns, ended_after.delay.miss_ns), (6 * MS, 6 * MS));
+        // Inside the request entirely, and around it entirely.
+        a.record_stall(&stall(2, 302, 2, false, None), None, None);
+        assert_eq!(record_produce(&mut a, 2, None, &produce(300, 310)).delay.added_ns, 2 * MS);
+        a.record_stall(&stall(3, 395, 20, false, None), None, None);
+        assert_eq!(record_produce(&mut a, 3, None, &produce(400, 410)).delay.added_ns, 10 * MS);
+        // Touching without overlapping: the stall ended as the request began.
+        a.record_stall(&stall(4, 490, 10, true, None), None, None);
+        assert_eq!(record_produce(&mut a, 4, None, &produce(500, 510)), Attributed::default());
+        // The socket wait counts: a request that arrived before its read is joined from its arrival.
+        a.record_stall(&stall(5, 600, 10, true, None), None, None);
+        let waited = RequestTiming { arrival_ns: Some(602 * MS), read_start_ns: 610 * MS, read_done_ns: 611 * MS, response_done_ns: 615 * MS };
+        assert_eq!(record_produce(&mut a, 5, None, &waited).delay.added_ns, 8 * MS);
+        let unknown_arrival = RequestTiming { arrival_ns: None, ..waited };
+        a.record_stall(&stall(6, 600, 10, true, None), None, None);
+        assert_eq!(record_produce(&mut a, 6, None, &unknown_arrival), Attributed::default());
+        let s = a.summary(&TopicNames::default());
+        assert_eq!((s.produce.requests, s.produce.stalled_requests, s.produce.stalled_by_miss), (7, 5, 3));
+        assert_eq!((s.produce.stall_ns_added, s.produce.miss_ns_added), ((3 + 6 + 2 + 10 + 8) * MS, (3 + 6 + 8) * MS));
+    }
+
+    #[test]
+    fn a_thread_keeps_its_newest_stalls_and_older_ones_delay_nothing_more() {
+        let mut a = Attribution::new(Duration::from_millis(1));
+        // The first stall is the longest (50 ms at 0 ms); then STALLS_PER_THREAD more of 1 ms,
+        // 10 ms apart from 100 ms: the first is pushed out.
+        a.record_stall(&stall(1, 0, 50, true, Some("early")), None, None);
+        for i in 0..STALLS_PER_THREAD as u64 {
+            a.record_stall(&stall(1, 100 + 10 * i, 1, false, None), None, None);
+        }
+        assert_eq!(a.recent[&1].len(), STALLS_PER_THREAD);
+        assert_eq!(a.recent[&1].front().map(|s| s.start_ns), Some(100 * MS));
+        // A late Produce whose window covers the first stall: only the kept ones overlap it.
+        let late = record_produce(&mut a, 1, None, &produce(10, 105));
+        assert_eq!((late.delay.added_ns, late.delay.miss_ns, late.cause), (MS, 0, Some(Cause::OffCpu)));
+        // Every kept one is found, oldest to newest (the walk is not cut short).
+        let all = record_produce(&mut a, 1, None, &produce(0, 100 + 10 * STALLS_PER_THREAD as u64));
+        assert_eq!(all.delay.added_ns, STALLS_PER_THREAD as u64 * MS);
+        let s = a.summary(&TopicNames::default());
+        // The pushed-out stall still counts everywhere but in what it delayed.
+        assert_eq!(s.stalls, 1 + STALLS_PER_THREAD as u64);
+        assert_eq!((s.worst[0].duration_ns, s.worst[0].delayed_produce), (50 * MS, 0));
+        assert_eq!(s.cold_readers.iter().map(|r| (r.name.as_str(), r.stalls)).collect::<Vec<_>>(), [("early", 1)]);
+
+        // A stall ended more than STALL_MEMORY_NS before a new one began is forgotten too.
+        let mut b = Attribution::new(Duration::from_millis(1));
+        b.record_stall(&stall(2, 0, 5, true, None), None, None);
+        b.record_stall(&stall(2, STALL_MEMORY_NS / MS + 4, 1, true, None), None, None);
+        assert_eq!(b.recent[&2].len(), 2, "ended 120 s - 1 ms before: still kept");
+        b.record_stall(&stall(2, STALL_MEMORY_NS / MS + 6, 1, true, None), None, None);
+        assert_eq!(b.recent[&2].iter().map(|s| s.start_ns / MS).collect::<Vec<_>>(), [STALL_MEMORY_NS / MS + 4, STALL_MEMORY_NS / MS + 6]);
+    }
+
+    #[test]
+    fn cold_readers_and_partitions_past_the_bounds_are_other() {
+        let mut a = Attribution::new(Duration::from_millis(1));
+        // MAX_TRACKED_NAMES + 10 readers, one miss each on thread 1 (reader i: i + 1 ms), then
+        // one more miss by the first reader.
+        let n = MAX_TRACKED_NAMES as u64 + 10;
+        for i in 0..n {
+            a.record_stall(&stall(1, 1000 * i, 1 + i, true, Some(&format!("r{i}"))), None, None);
+        }
+        a.record_stall(&stall(1, 1000 * n, 1, true, Some("r0")), None, None);
+        let s = a.summary(&TopicNames::default());
+        let readers: Vec<(&str, u64, u64)> = s.cold_readers.iter().map(|r| (r.name.as_str(), r.stalls, r.stall_ns / MS)).collect();
+        // The 10 untracked ones, 257..266 ms each, are one "(other)" row.
+        let other_ms = (MAX_TRACKED_NAMES as u64 + 1..=n).sum::<u64>();
+        assert_eq!(readers[0], ("(other)", 10, other_ms));
+        assert_eq!(readers[1], ("r255", 1, 256));
+        assert_eq!(readers.len(), TOP_ROWS);
+        // Per thread, NAMES_PER_THREAD names are kept: "(other)" has the most miss time.
+        let t = &s.by_thread[0];
+        assert_eq!((t.cause, t.stalls, t.top_reader.as_deref()), (Cause::PageCacheMiss, n + 1, Some("(other)")));
+        assert_eq!(t.top_partition.as_deref(), Some("(unknown file)"));
     }
 }

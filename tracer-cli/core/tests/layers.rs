@@ -9,7 +9,7 @@ use std::{collections::BTreeSet, path::Path};
 /// The core's modules, leaves first.
 const ORDER: [&str; 15] = [
     "units", "hist", "roles", "kafka", "kernel", "broker", "listeners", "requests", "stalls", "timeline", "finding", "summary",
-    "findings", "aggregate", "report",
+    "findings", "aggregate", "report", "recording",
 ];
 
 /// The first path segment of every `crate::…` path in `source`, including each name in a

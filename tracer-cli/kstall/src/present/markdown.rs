@@ -76,3 +76,74 @@ pub fn markdown(report: &Report) -> String {
     out
 }
 
+
+#[cfg(test)]
+mod tests {
+    use kstall_core::{
+        report::{Host, Report},
+        stalls::MissTotals,
+        finding::{Figures, Finding, Severity, TlsListeners},
+        summary::empty_summary,
+        timeline::Timeline,
+    };
+
+    use super::markdown;
+
+    fn report(requested_seconds: Option<f64>, broker_exited: bool) -> Report {
+        let mut s = empty_summary();
+        s.findings = vec![
+            Finding::new(Severity::Warning, Figures::EventsLost { events: 3 }),
+            Finding::new(Severity::Info, Figures::TlsListener(TlsListeners { listeners: Vec::new(), tls_connections: 2 })),
+        ];
+        s.stalls.cold_readers = vec![MissTotals { name: "odd|client".into(), stalls: 3, stall_ns: 24_000_000, bytes: 1 << 20, pages_added: 256 }];
+        let host = Host { generated_at: "2026-01-02T03:04:05Z".into(), hostname: "h1".into(), kernel: "6.1.0".into(), kafka_version: None };
+        let mut r = Report::new(s, Timeline::new(0), host, broker_exited, requested_seconds);
+        r.context.kstall_version = "9.9.9";
+        r
+    }
+
+    #[test]
+    fn findings_come_first_then_measurements_then_context() {
+        let md = markdown(&report(Some(60.0), false));
+        let lines: Vec<&str> = md.lines().collect();
+        assert_eq!(lines[0], "# kstall report: Kafka broker pid 1 on h1");
+        assert_eq!(lines[2], "10.0s traced (60 s requested), 2026-01-02T03:04:05Z; kernel 6.1.0; Kafka version unknown; kstall 9.9.9");
+        assert_eq!(lines[4], "## Findings");
+        // Each finding: its severity and title, its detail, its fix, its id and where its
+        // figures come from; in the order given.
+        let lost = crate::present::words::words(&report(None, false).summary.findings[0]);
+        assert_eq!(
+            &lines[6..14],
+            [
+                format!("### WARNING: {}", lost.title).as_str(),
+                "",
+                lost.detail.as_str(),
+                "",
+                format!("**Recommendation:** {}", lost.fix).as_str(),
+                "",
+                "_`events_lost`; figures from `summary.lost.events`_",
+                "",
+            ]
+        );
+        assert_eq!(lines[14], "### INFO: Some connections are TLS: no request view for them");
+        assert!(lines[16].starts_with("2 connections of the network threads carried TLS records"), "{}", lines[16]);
+        let at = |heading: &str| md.find(heading).unwrap_or_else(|| panic!("no {heading:?} in\n{md}"));
+        assert!(at("## Findings") < at("## Measurements") && at("## Measurements") < at("## Context"));
+        // A table cell's `|` is escaped; a table without rows says so.
+        let readers = &md[at("### Page-cache misses by client.id served (cold readers)")..];
+        let table: Vec<&str> = readers.lines().skip(2).take(3).collect();
+        assert_eq!(table, ["| name | misses | miss time | bytes | pages added |", "| --- | ---: | ---: | ---: | ---: |", "| odd\\|client | 3 | 24.0ms | 1.0MiB | 256 |"]);
+        let partitions = &md[at("### Page-cache misses by topic-partition (or file)")..];
+        assert_eq!(partitions.lines().nth(2), Some("(none)"));
+        assert!(md.contains("\n- broker exited during the trace: no\n"), "{md}");
+        assert!(md.ends_with("- command line:\n\n```\njava kafka.Kafka server.properties\n```\n"), "{md}");
+    }
+
+    #[test]
+    fn an_open_ended_trace_and_an_exited_broker_say_so() {
+        let md = markdown(&report(None, true));
+        assert!(md.lines().nth(2).is_some_and(|l| l.starts_with("10.0s traced (until interrupted), ")), "{md}");
+        assert!(md.contains("\n- broker exited during the trace: yes\n"), "{md}");
+        assert!(md.contains("\n- broker config: not read\n"), "{md}");
+    }
+}

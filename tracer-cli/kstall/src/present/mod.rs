@@ -5,6 +5,8 @@ pub mod html;
 pub mod json;
 pub mod markdown;
 pub mod prometheus;
+#[cfg(test)]
+mod replay;
 pub mod table;
 pub mod tui;
 pub mod words;

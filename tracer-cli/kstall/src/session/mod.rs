@@ -5,6 +5,7 @@ pub mod attach;
 pub mod discover;
 pub mod files;
 pub mod follow;
+pub mod record;
 pub mod tracefs;
 
 use std::{
@@ -16,7 +17,7 @@ use std::{
 use anyhow::{Result, bail};
 
 use kstall_core::{
-    aggregate::{Aggregator, KernelSide, Snapshot, Taken},
+    aggregate::{KernelSide, Snapshot, Taken},
     broker::Broker,
     kernel::{Event, KernelCheck},
     listeners::BrokerConfig,
@@ -25,7 +26,7 @@ use kstall_core::{
     timeline::Timeline,
 };
 
-use self::{attach::Probes, discover as discovery, files::FileNames};
+use self::{attach::Probes, discover as discovery, files::FileNames, record::Core};
 use crate::stop;
 
 /// How often request and stall records are taken from the kernel's ring buffer.
@@ -74,7 +75,7 @@ impl JvmNames {
     }
 
     /// Hands finished results to the aggregator; `wait` bounds how long to wait for one.
-    fn poll(&mut self, agg: &mut Aggregator, wait: Duration) {
+    fn poll(&mut self, agg: &mut Core, wait: Duration) {
         let Some(rx) = &self.pending else { return };
         let result = match rx.recv_timeout(wait) {
             Ok(result) => result,
@@ -126,7 +127,7 @@ pub struct Session {
 /// The probes and the analysis core they feed, with what the core needs read for it.
 struct Tracer {
     probes: Probes,
-    agg: Aggregator,
+    agg: Core,
     files: FileNames,
     started: Instant,
     /// Where topic ids get their names (the broker's log directories), and when last read.
@@ -321,7 +322,7 @@ impl Session {
         let config = discovery::broker_config(&broker);
         let kernel = KernelSide { probes: probes.status.clone(), start_ns: monotonic_ns() };
         let topics = config.clone().map(|c| (broker.clone(), c));
-        let agg = Aggregator::new(broker.clone(), config, opts.stall_threshold, kernel);
+        let agg = Core::new(broker.clone(), config, opts.stall_threshold, kernel, opts.duration);
         let mut tracer =
             Tracer { probes, agg, files: FileNames::new(broker.pid), started: Instant::now(), topics, topics_read_at: None };
         // Tells the kernel the network threads known by name now, so requests are followed from
@@ -389,11 +390,13 @@ impl Session {
         tracer.agg.release_held();
         tracer.drain();
         let summary = tracer.refresh()?;
-        let Tracer { probes, agg, .. } = tracer;
+        let Tracer { probes, mut agg, .. } = tracer;
         drop(probes); // detach before presenting: the broker runs untraced from here
         if broker_exited {
             eprintln!("kstall: broker pid {} exited", broker.pid);
         }
-        Ok(Ended { summary, timeline: agg.timeline().clone(), broker_exited, host: host(&broker) })
+        let host = host(&broker);
+        agg.end(&host, broker_exited);
+        Ok(Ended { summary, timeline: agg.timeline().clone(), broker_exited, host })
     }
 }
