@@ -5,105 +5,122 @@ use super::{
     grid::{Spec, col, name},
     text::Cut,
 };
+use crate::present::table::{Col, TableKind};
+
+/// A table's specs: one per column of the table (the syscall table's also one for the log2
+/// bar the live view adds, [`Col::Bar`]).
+pub(super) const fn specs(kind: TableKind) -> &'static [Spec] {
+    match kind {
+        TableKind::Syscalls => SYSCALL_COLUMNS,
+        TableKind::Apis => API_COLUMNS,
+        TableKind::Clients => CLIENT_COLUMNS,
+        TableKind::Controller => CONTROLLER_COLUMNS,
+        TableKind::Produce => PRODUCE_COLUMNS,
+        TableKind::Delayed => DELAYED_COLUMNS,
+        TableKind::Replication => REPLICATION_COLUMNS,
+        TableKind::Connections => CONNECTION_COLUMNS,
+        TableKind::Cold => COLD_COLUMNS,
+        TableKind::WorstStalls => WORST_STALL_COLUMNS,
+        TableKind::ThreadStalls => THREAD_STALL_COLUMNS,
+    }
+}
 
 /// At 80 columns: syscall, cache, calls, p99, role, the bar, p50.
 pub(super) const SYSCALL_COLUMNS: &[Spec] = &[
-    col("syscall", 0),
-    col("cache", 1),
-    col("calls", 2),
-    col("p99", 3),
-    name("role", 4, Cut::End),
-    col(BAR, 5),
-    col("p50", 6),
-    col("max", 7),
-    col("bytes", 8),
-    col("p90", 9),
-    col("p99.9", 10),
-    col("pages added", 11),
+    col(Col::Syscall, 0),
+    col(Col::Cache, 1),
+    col(Col::Calls, 2),
+    col(Col::P99, 3),
+    name(Col::Role, 4, Cut::End),
+    col(Col::Bar, 5),
+    col(Col::P50, 6),
+    col(Col::Max, 7),
+    col(Col::Bytes, 8),
+    col(Col::P90, 9),
+    col(Col::P999, 10),
+    col(Col::PagesAdded, 11),
 ];
-/// The log2 bar's column, added to the syscall table here (the text table draws it too).
-pub(super) const BAR: &str = "log2 histogram";
-pub(super) const API_COLUMNS: &[Spec] = &[
-    col("api", 0),
-    col("requests", 1),
-    col("p99", 2),
-    col("p50", 3),
-    col("max", 4),
-    col("per s", 5),
-    col("p99.9", 6),
-    col("socket wait p99", 7),
-    col("broker p99", 8),
-    col("broker p50", 9),
-    col("socket wait p50", 10),
+const API_COLUMNS: &[Spec] = &[
+    col(Col::Api, 0),
+    col(Col::Requests, 1),
+    col(Col::P99, 2),
+    col(Col::P50, 3),
+    col(Col::Max, 4),
+    col(Col::PerS, 5),
+    col(Col::P999, 6),
+    col(Col::SocketWaitP99, 7),
+    col(Col::BrokerP99, 8),
+    col(Col::BrokerP50, 9),
+    col(Col::SocketWaitP50, 10),
 ];
-pub(super) const CLIENT_COLUMNS: &[Spec] = &[
-    name("client.id", 0, Cut::End),
-    col("api", 1),
-    col("requests", 2),
-    col("p99", 3),
-    col("p50", 4),
-    col("max", 5),
-    col("listener", 6),
-    col("in flight max", 7),
-    col("per s", 8),
-    col("connections", 9),
-    col("in flight mean", 10),
+const CLIENT_COLUMNS: &[Spec] = &[
+    name(Col::ClientId, 0, Cut::End),
+    col(Col::Api, 1),
+    col(Col::Requests, 2),
+    col(Col::P99, 3),
+    col(Col::P50, 4),
+    col(Col::Max, 5),
+    col(Col::Listener, 6),
+    col(Col::InFlightMax, 7),
+    col(Col::PerS, 8),
+    col(Col::Connections, 9),
+    col(Col::InFlightMean, 10),
 ];
-pub(super) const CONTROLLER_COLUMNS: &[Spec] = &[
-    col("api", 0),
-    col("listener", 1),
-    col("requests", 2),
-    col("p99", 3),
-    col("p50", 4),
-    col("max", 5),
-    col("per s", 6),
-    col("broker p99", 7),
-    col("broker p50", 8),
+const CONTROLLER_COLUMNS: &[Spec] = &[
+    col(Col::Api, 0),
+    col(Col::Listener, 1),
+    col(Col::Requests, 2),
+    col(Col::P99, 3),
+    col(Col::P50, 4),
+    col(Col::Max, 5),
+    col(Col::PerS, 6),
+    col(Col::BrokerP99, 7),
+    col(Col::BrokerP50, 8),
 ];
-pub(super) const PRODUCE_COLUMNS: &[Spec] = &[col("Produce", 0), col("requests", 1), col("p99", 2), col("p50", 3), col("max", 4), col("p99.9", 5)];
+const PRODUCE_COLUMNS: &[Spec] = &[col(Col::Produce, 0), col(Col::Requests, 1), col(Col::P99, 2), col(Col::P50, 3), col(Col::Max, 4), col(Col::P999, 5)];
 /// At 80 columns: how long, why, the request served, the Produce delayed, the file, the delay.
-pub(super) const WORST_STALL_COLUMNS: &[Spec] = &[
-    col("took", 0),
-    col("cause", 1),
-    name("serving", 2, Cut::End),
-    col("delayed Produce", 3),
-    name("file", 4, Cut::End),
-    col("delay added", 5),
-    col("call", 6),
-    name("thread", 7, Cut::Middle),
-    col("listener", 8),
+const WORST_STALL_COLUMNS: &[Spec] = &[
+    col(Col::Took, 0),
+    col(Col::Cause, 1),
+    name(Col::Serving, 2, Cut::End),
+    col(Col::DelayedProduce, 3),
+    name(Col::File, 4, Cut::End),
+    col(Col::DelayAdded, 5),
+    col(Col::Call, 6),
+    name(Col::Thread, 7, Cut::Middle),
+    col(Col::Listener, 8),
 ];
-pub(super) const THREAD_STALL_COLUMNS: &[Spec] = &[name("thread", 0, Cut::Middle), col("cause", 1), col("stalls", 2), col("stall time", 3), col("listener", 4)];
+const THREAD_STALL_COLUMNS: &[Spec] = &[name(Col::Thread, 0, Cut::Middle), col(Col::Cause, 1), col(Col::Stalls, 2), col(Col::StallTime, 3), col(Col::Listener, 4)];
 /// At 80 columns: who, which API, how many delayed and by how much.
-pub(super) const DELAYED_COLUMNS: &[Spec] = &[
-    col("api", 0),
-    name("client.id", 1, Cut::End),
-    col("delayed", 2),
-    col("delay added", 3),
-    col("p99 delayed", 4),
-    col("p99 not", 5),
-    col("requests", 6),
-    col("held by replication", 7),
-    col("replication added", 8),
+const DELAYED_COLUMNS: &[Spec] = &[
+    col(Col::Api, 0),
+    name(Col::ClientId, 1, Cut::End),
+    col(Col::Delayed, 2),
+    col(Col::DelayAdded, 3),
+    col(Col::P99Delayed, 4),
+    col(Col::P99Not, 5),
+    col(Col::Requests, 6),
+    col(Col::HeldByReplication, 7),
+    col(Col::ReplicationAdded, 8),
 ];
-pub(super) const REPLICATION_COLUMNS: &[Spec] = &[
-    col("follower", 0),
-    name("thread", 1, Cut::Middle),
-    col("stalled", 2),
-    col("delay added", 3),
-    col("fetches", 4),
-    col("listener", 5),
+const REPLICATION_COLUMNS: &[Spec] = &[
+    col(Col::Follower, 0),
+    name(Col::Thread, 1, Cut::Middle),
+    col(Col::Stalled, 2),
+    col(Col::DelayAdded, 3),
+    col(Col::Fetches, 4),
+    col(Col::Listener, 5),
 ];
-pub(super) const CONNECTION_COLUMNS: &[Spec] = &[
-    name("thread", 0, Cut::Middle),
-    col("stalled", 1),
-    name("misses serving", 2, Cut::End),
-    col("followers", 3),
-    name("client.ids", 4, Cut::End),
-    col("connections", 5),
-    col("listener", 6),
+const CONNECTION_COLUMNS: &[Spec] = &[
+    name(Col::Thread, 0, Cut::Middle),
+    col(Col::Stalled, 1),
+    name(Col::MissesServing, 2, Cut::End),
+    col(Col::Followers, 3),
+    name(Col::ClientIds, 4, Cut::End),
+    col(Col::Connections, 5),
+    col(Col::Listener, 6),
 ];
-pub(super) const COLD_COLUMNS: &[Spec] = &[name("name", 0, Cut::End), col("misses", 1), col("miss time", 2), col("pages added", 3), col("bytes", 4)];
+const COLD_COLUMNS: &[Spec] = &[name(Col::Name, 0, Cut::End), col(Col::Misses, 1), col(Col::MissTime, 2), col(Col::PagesAdded, 3), col(Col::Bytes, 4)];
 
 
 #[cfg(test)]
@@ -112,32 +129,22 @@ mod tests {
     use crate::present::{table, tui::fixture::cold_read};
     use kstall_core::listeners::Plane;
 
+    /// Every table's specs name its columns, each once (and the syscall table's the bar too):
+    /// a column without one would drop out first, whatever it holds.
     #[test]
     fn every_spec_names_a_column_of_its_table() {
-        let s = cold_read();
-        let tables = [
-            (table::syscall_table(&s), SYSCALL_COLUMNS),
-            (table::api_table(&s), API_COLUMNS),
-            (table::client_table(&s), CLIENT_COLUMNS),
-            (table::controller_table(&{
-                let mut s = cold_read();
-                s.listeners[0].plane = Plane::Controller;
-                s
-            })
-            .unwrap(), CONTROLLER_COLUMNS),
-            (table::produce_table(&s), PRODUCE_COLUMNS),
-            (table::worst_stalls_table(&s), WORST_STALL_COLUMNS),
-            (table::thread_stalls_table(&s), THREAD_STALL_COLUMNS),
-            (table::delayed_table(&s), DELAYED_COLUMNS),
-            (table::replication_table(&s), REPLICATION_COLUMNS),
-            (table::thread_connections_table(&s), CONNECTION_COLUMNS),
-            (table::cold_tables(&s).into_iter().next().unwrap(), COLD_COLUMNS),
-        ];
-        for (t, specs) in tables {
-            for spec in specs.iter().filter(|c| c.title != BAR) {
-                assert!(t.header.contains(&spec.title), "{}: no column {}", t.title, spec.title);
+        let mut s = cold_read();
+        s.listeners[0].plane = Plane::Controller;
+        let tables = table::evidence_tables(&s);
+        assert_eq!(tables.len(), 12, "every table, the controller's and both cold ones included");
+        for t in tables {
+            let specs = specs(t.kind);
+            let bar = usize::from(t.kind == TableKind::Syscalls);
+            for spec in specs.iter().filter(|c| c.col != Col::Bar) {
+                assert!(t.columns.contains(&spec.col), "{}: no column {:?}", t.title, spec.col);
             }
-            assert_eq!(specs.len(), t.header.len() + usize::from(specs.iter().any(|c| c.title == BAR)), "{}: a column without a priority", t.title);
+            assert_eq!(specs.iter().filter(|c| c.col == Col::Bar).count(), bar, "{}: the bar", t.title);
+            assert_eq!(specs.len(), t.columns.len() + bar, "{}: a column without a priority", t.title);
         }
     }
 }

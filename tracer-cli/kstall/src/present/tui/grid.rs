@@ -7,26 +7,29 @@ use ratatui::{
 };
 use unicode_width::UnicodeWidthStr;
 
-use super::text::{Cut, cut, fit};
-use crate::present::table::EvidenceTable;
+use super::{
+    columns::specs,
+    text::{Cut, cut, fit},
+};
+use crate::present::table::{Col, EvidenceTable};
 
-/// A column of a view's table, by its header: kept in order of priority (0 first) when the
-/// screen is narrow. A name column (`cut`) first shrinks, down to NAME_MIN; any other is shown
-/// whole or not at all.
+/// A column of a view's table: kept in order of priority (0 first) when the screen is narrow.
+/// A name column (`cut`) first shrinks, down to NAME_MIN; any other is shown whole or not at
+/// all.
 pub(super) struct Spec {
-    pub(super) title: &'static str,
+    pub(super) col: Col,
     pub(super) priority: u8,
     pub(super) cut: Option<Cut>,
 }
 
 pub(super) const NAME_MIN: usize = 12;
 
-pub(super) const fn col(title: &'static str, priority: u8) -> Spec {
-    Spec { title, priority, cut: None }
+pub(super) const fn col(col: Col, priority: u8) -> Spec {
+    Spec { col, priority, cut: None }
 }
 
-pub(super) const fn name(title: &'static str, priority: u8, cut: Cut) -> Spec {
-    Spec { title, priority, cut: Some(cut) }
+pub(super) const fn name(col: Col, priority: u8, cut: Cut) -> Spec {
+    Spec { col, priority, cut: Some(cut) }
 }
 
 /// Priority of a column no spec names: after every named one.
@@ -54,14 +57,16 @@ pub(super) struct Grid {
 }
 
 impl Grid {
-    pub(super) fn new(t: EvidenceTable, specs: &[Spec], titled: bool) -> Grid {
+    /// The table's columns with its [`specs`], by column.
+    pub(super) fn new(t: EvidenceTable, titled: bool) -> Grid {
+        let specs = specs(t.kind);
         let columns = t
-            .header
+            .columns
             .iter()
             .enumerate()
-            .map(|(i, title)| {
-                let spec = specs.iter().find(|s| s.title == *title);
-                Column { title: title.to_string(), priority: spec.map_or(UNLISTED, |s| s.priority), cut: spec.and_then(|s| s.cut), right: i >= t.numeric_from }
+            .map(|(i, &col)| {
+                let spec = specs.iter().find(|s| s.col == col);
+                Column { title: col.header().to_string(), priority: spec.map_or(UNLISTED, |s| s.priority), cut: spec.and_then(|s| s.cut), right: i >= t.numeric_from }
             })
             .collect();
         let rows = t.rows.into_iter().map(|cells| GridRow { cells, style: Style::new(), keys: Vec::new() }).collect();

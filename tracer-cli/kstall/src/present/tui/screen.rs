@@ -18,12 +18,12 @@ use ratatui::{
 
 use super::{
     View,
-    columns::*,
+    columns::SYSCALL_COLUMNS,
     grid::{Column, Grid, UNLISTED},
     state::Tui,
     text::{fit, wrap},
 };
-use crate::present::table::{self, bar_axis, log2_bar};
+use crate::present::table::{self, Col, bar_axis, log2_bar};
 
 impl Tui {
     pub fn draw(&mut self, frame: &mut Frame) {
@@ -182,42 +182,38 @@ impl Tui {
                     out.push(fit(vec![Span::raw(table::no_requests_line(s))], width));
                 } else {
                     let keys = s.requests.apis.iter().map(|a| vec![a.total.p99_ns, a.count]);
-                    out.extend(Grid::new(table::api_table(s), API_COLUMNS, false).keyed(keys).lines(width, sort));
+                    out.extend(Grid::new(table::api_table(s), false).keyed(keys).lines(width, sort));
                 }
                 if s.stalls.produce.requests > 0 {
                     out.push(Line::default());
-                    out.extend(Grid::new(table::produce_table(s), PRODUCE_COLUMNS, true).lines(width, 0));
+                    out.extend(Grid::new(table::produce_table(s), true).lines(width, 0));
                 }
                 if let Some(t) = table::controller_table(s) {
                     out.push(Line::default());
-                    out.extend(Grid::new(t, CONTROLLER_COLUMNS, true).lines(width, 0));
+                    out.extend(Grid::new(t, true).lines(width, 0));
                 }
             }
             View::Clients => {
                 let keys = s.requests.clients.iter().map(|c| vec![c.total.p99_ns, c.count]);
-                out.extend(Grid::new(table::client_table(s), CLIENT_COLUMNS, false).keyed(keys).lines(width, sort));
+                out.extend(Grid::new(table::client_table(s), false).keyed(keys).lines(width, sort));
             }
             View::Stalls => {
                 out.push(fit(vec![Span::raw(table::stalls_line(&s.stalls))], width));
                 out.push(Line::default());
                 let worst = s.stalls.worst.iter();
                 out.extend(
-                    Grid::new(table::worst_stalls_table(s), WORST_STALL_COLUMNS, true)
+                    Grid::new(table::worst_stalls_table(s), true)
                         .styled(worst.clone().map(|w| cause_style(w.cause)))
                         .keyed(worst.map(|w| vec![w.delayed_produce_ns]))
                         .lines(width, sort),
                 );
                 out.push(Line::default());
                 let by_thread = s.stalls.by_thread.iter().map(|t| cause_style(t.cause));
-                out.extend(Grid::new(table::thread_stalls_table(s), THREAD_STALL_COLUMNS, true).styled(by_thread).lines(width, 0));
-                for (t, specs) in [
-                    (table::delayed_table(s), DELAYED_COLUMNS),
-                    (table::replication_table(s), REPLICATION_COLUMNS),
-                    (table::thread_connections_table(s), CONNECTION_COLUMNS),
-                ] {
+                out.extend(Grid::new(table::thread_stalls_table(s), true).styled(by_thread).lines(width, 0));
+                for t in [table::delayed_table(s), table::replication_table(s), table::thread_connections_table(s)] {
                     if !t.rows.is_empty() {
                         out.push(Line::default());
-                        out.extend(Grid::new(t, specs, true).lines(width, 0));
+                        out.extend(Grid::new(t, true).lines(width, 0));
                     }
                 }
             }
@@ -227,7 +223,7 @@ impl Tui {
                     if !out.is_empty() {
                         out.push(Line::default());
                     }
-                    out.extend(Grid::new(t, COLD_COLUMNS, true).keyed(rows.iter().map(|m| vec![m.stalls])).lines(width, sort));
+                    out.extend(Grid::new(t, true).keyed(rows.iter().map(|m| vec![m.stalls])).lines(width, sort));
                 }
             }
             View::Findings => {
@@ -308,14 +304,14 @@ pub(super) const HELP: [(&str, &str); 7] = [
 /// The syscall table with a log2 bar per row (its header the bar's axis), hits in green and
 /// misses in red.
 pub(super) fn syscall_grid(s: &Summary) -> Grid {
-    let mut grid = Grid::new(table::syscall_table(s), SYSCALL_COLUMNS, false)
+    let mut grid = Grid::new(table::syscall_table(s), false)
         .styled(s.rows.iter().map(|r| match r.cache {
             CacheResult::Hit => Style::new().fg(Color::Green),
             CacheResult::Miss => Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
             CacheResult::NoFileRead => Style::new(),
         }))
         .keyed(s.rows.iter().map(|r| vec![r.percentiles.p99_ns, r.count, r.hist.total_ns]));
-    let priority = SYSCALL_COLUMNS.iter().find(|c| c.title == BAR).map_or(UNLISTED, |c| c.priority);
+    let priority = SYSCALL_COLUMNS.iter().find(|c| c.col == Col::Bar).map_or(UNLISTED, |c| c.priority);
     grid.columns.push(Column { title: bar_axis(), priority, cut: None, right: false });
     for (row, r) in grid.rows.iter_mut().zip(&s.rows) {
         row.cells.push(log2_bar(&r.hist));
