@@ -7,7 +7,7 @@
 use std::{collections::BTreeSet, path::Path};
 
 /// The core's modules, leaves first.
-const ORDER: [&str; 15] = [
+const ORDER: [&str; 16] = [
     "units", "hist", "roles", "kafka", "kernel", "broker", "listeners", "requests", "stalls", "timeline", "finding", "summary",
     "findings", "aggregate", "report", "recording",
 ];

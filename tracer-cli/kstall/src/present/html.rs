@@ -258,7 +258,7 @@ pub fn report(r: &Report) -> String {
             continue;
         }
         out += "<table><thead><tr>";
-        for h in &t.header {
+        for h in t.header() {
             let _ = write!(out, "<th>{}</th>", esc(h));
         }
         out += "</tr></thead><tbody>";

@@ -36,8 +36,8 @@ pub fn markdown(report: &Report) -> String {
             out += "(none)\n\n";
             continue;
         }
-        out += &format!("| {} |\n", t.header.join(" | "));
-        let align: Vec<&str> = (0..t.header.len()).map(|i| if i >= t.numeric_from { "---:" } else { "---" }).collect();
+        out += &format!("| {} |\n", t.header().join(" | "));
+        let align: Vec<&str> = (0..t.columns.len()).map(|i| if i >= t.numeric_from { "---:" } else { "---" }).collect();
         out += &format!("| {} |\n", align.join(" | "));
         for row in &t.rows {
             let cells: Vec<String> = row.iter().map(|cell| cell.replace('|', "\\|")).collect();

@@ -65,7 +65,7 @@ pub fn role_cell(row: &Row) -> String {
     }
 }
 
-/// A syscall row's cells as text, in the order of [`ROW_HEADER`].
+/// A syscall row's cells as text, in the order of [`ROW_COLUMNS`].
 fn row_texts(r: &Row) -> Vec<String> {
     let p = &r.percentiles;
     vec![
@@ -83,7 +83,7 @@ fn row_texts(r: &Row) -> Vec<String> {
     ]
 }
 
-const ROW_HEADER: [&str; 11] = ["role", "syscall", "cache", "calls", "p50", "p90", "p99", "p99.9", "max", "bytes", "pages added"];
+const ROW_COLUMNS: [Col; 11] = [Col::Role, Col::Syscall, Col::Cache, Col::Calls, Col::P50, Col::P90, Col::P99, Col::P999, Col::Max, Col::Bytes, Col::PagesAdded];
 /// Columns from here on are numbers, aligned right.
 const ROW_NUMERIC_FROM: usize = 3;
 
@@ -121,7 +121,7 @@ pub fn table(summary: &Summary) -> String {
     table
         .load_preset(UTF8_FULL_CONDENSED)
         .set_content_arrangement(ContentArrangement::Disabled)
-        .set_header(ROW_HEADER.iter().map(|h| h.to_string()).chain([format!("log2 histogram\n{}", bar_axis())]));
+        .set_header(ROW_COLUMNS.iter().map(|c| c.header().to_string()).chain([format!("{}\n{}", Col::Bar.header(), bar_axis())]));
     for row in &summary.rows {
         table.add_row(row_cells(row));
     }
@@ -182,7 +182,7 @@ fn evidence_sections(summary: &Summary) -> String {
     for t in measurement_tables(summary).into_iter().skip(1).filter(|t| !t.rows.is_empty()) {
         out += &format!("\n{}\n", t.title);
         let mut table = Table::new();
-        table.load_preset(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Disabled).set_header(t.header.clone());
+        table.load_preset(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Disabled).set_header(t.header());
         for row in t.rows {
             table.add_row(row.into_iter().enumerate().map(|(i, cell)| {
                 let c = Cell::new(cell);
@@ -243,10 +243,147 @@ pub fn stalls_line(st: &StallSummary) -> String {
 /// A table of the evidence, as text cells: one source for the Markdown and HTML reports.
 pub struct MeasurementTable {
     pub title: &'static str,
-    pub header: Vec<&'static str>,
+    pub kind: TableKind,
+    pub columns: Vec<Col>,
     pub rows: Vec<Vec<String>>,
     /// Columns (by index) holding numbers: right-aligned.
     pub numeric_from: usize,
+}
+
+impl MeasurementTable {
+    /// The columns' headers, in order.
+    pub fn header(&self) -> Vec<&'static str> {
+        self.columns.iter().map(|c| c.header()).collect()
+    }
+}
+
+/// Which evidence table a table is: the live view lays each out by its own column priorities.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TableKind {
+    Syscalls,
+    Apis,
+    Clients,
+    Controller,
+    Produce,
+    Delayed,
+    Replication,
+    Connections,
+    /// Both: misses by topic-partition and by the client.id served.
+    Cold,
+    WorstStalls,
+    ThreadStalls,
+}
+
+/// A column of an evidence table, by what it holds: the presenters name columns by this, never
+/// by their header text (the live view keeps them by priority, see `tui::columns`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Col {
+    Role,
+    Syscall,
+    Cache,
+    Calls,
+    P50,
+    P90,
+    P99,
+    P999,
+    Max,
+    Bytes,
+    PagesAdded,
+    Api,
+    Requests,
+    PerS,
+    BrokerP50,
+    BrokerP99,
+    SocketWaitP50,
+    SocketWaitP99,
+    ClientId,
+    Listener,
+    Connections,
+    InFlightMax,
+    InFlightMean,
+    Produce,
+    Delayed,
+    DelayAdded,
+    P99Delayed,
+    P99Not,
+    HeldByReplication,
+    ReplicationAdded,
+    Follower,
+    Thread,
+    Fetches,
+    Stalled,
+    MissesServing,
+    ClientIds,
+    Followers,
+    Name,
+    Misses,
+    MissTime,
+    Call,
+    Took,
+    Cause,
+    File,
+    Serving,
+    DelayedProduce,
+    Stalls,
+    StallTime,
+    Bar,
+}
+
+impl Col {
+    /// The header the column is shown under.
+    pub const fn header(self) -> &'static str {
+        match self {
+            Col::Role => "role",
+            Col::Syscall => "syscall",
+            Col::Cache => "cache",
+            Col::Calls => "calls",
+            Col::P50 => "p50",
+            Col::P90 => "p90",
+            Col::P99 => "p99",
+            Col::P999 => "p99.9",
+            Col::Max => "max",
+            Col::Bytes => "bytes",
+            Col::PagesAdded => "pages added",
+            Col::Api => "api",
+            Col::Requests => "requests",
+            Col::PerS => "per s",
+            Col::BrokerP50 => "broker p50",
+            Col::BrokerP99 => "broker p99",
+            Col::SocketWaitP50 => "socket wait p50",
+            Col::SocketWaitP99 => "socket wait p99",
+            Col::ClientId => "client.id",
+            Col::Listener => "listener",
+            Col::Connections => "connections",
+            Col::InFlightMax => "in flight max",
+            Col::InFlightMean => "in flight mean",
+            Col::Produce => "Produce",
+            Col::Delayed => "delayed",
+            Col::DelayAdded => "delay added",
+            Col::P99Delayed => "p99 delayed",
+            Col::P99Not => "p99 not",
+            Col::HeldByReplication => "held by replication",
+            Col::ReplicationAdded => "replication added",
+            Col::Follower => "follower",
+            Col::Thread => "thread",
+            Col::Fetches => "fetches",
+            Col::Stalled => "stalled",
+            Col::MissesServing => "misses serving",
+            Col::ClientIds => "client.ids",
+            Col::Followers => "followers",
+            Col::Name => "name",
+            Col::Misses => "misses",
+            Col::MissTime => "miss time",
+            Col::Call => "call",
+            Col::Took => "took",
+            Col::Cause => "cause",
+            Col::File => "file",
+            Col::Serving => "serving",
+            Col::DelayedProduce => "delayed Produce",
+            Col::Stalls => "stalls",
+            Col::StallTime => "stall time",
+            Col::Bar => "log2 histogram",
+        }
+    }
 }
 
 /// Every evidence table, in the order the table, Markdown and HTML show them.
@@ -268,17 +405,8 @@ pub fn measurement_tables(s: &Summary) -> Vec<MeasurementTable> {
 pub fn delayed_table(s: &Summary) -> MeasurementTable {
     MeasurementTable {
         title: "Requests delayed by stalls, per API and client.id",
-        header: vec![
-            "api",
-            "client.id",
-            "requests",
-            "delayed",
-            "delay added",
-            "p99 delayed",
-            "p99 not",
-            "held by replication",
-            "replication added",
-        ],
+        kind: TableKind::Delayed,
+        columns: vec![Col::Api, Col::ClientId, Col::Requests, Col::Delayed, Col::DelayAdded, Col::P99Delayed, Col::P99Not, Col::HeldByReplication, Col::ReplicationAdded],
         rows: s
             .stalls
             .delayed
@@ -306,7 +434,8 @@ pub fn delayed_table(s: &Summary) -> MeasurementTable {
 pub fn replication_table(s: &Summary) -> MeasurementTable {
     MeasurementTable {
         title: "Followers' Fetch connections (replication)",
-        header: vec!["follower", "thread", "listener", "fetches", "stalled", "delay added"],
+        kind: TableKind::Replication,
+        columns: vec![Col::Follower, Col::Thread, Col::Listener, Col::Fetches, Col::Stalled, Col::DelayAdded],
         rows: s
             .stalls
             .replication
@@ -331,7 +460,8 @@ pub fn replication_table(s: &Summary) -> MeasurementTable {
 pub fn thread_connections_table(s: &Summary) -> MeasurementTable {
     MeasurementTable {
         title: "Network threads' connections (stalled: share of the time traced; misses serving: the top cold reader and partition)",
-        header: vec!["thread", "listener", "misses serving", "client.ids", "followers", "connections", "stalled"],
+        kind: TableKind::Connections,
+        columns: vec![Col::Thread, Col::Listener, Col::MissesServing, Col::ClientIds, Col::Followers, Col::Connections, Col::Stalled],
         rows: s
             .requests
             .threads
@@ -368,7 +498,8 @@ pub fn thread_connections_table(s: &Summary) -> MeasurementTable {
 pub fn syscall_table(s: &Summary) -> MeasurementTable {
     MeasurementTable {
         title: "Syscall latency per thread role",
-        header: ROW_HEADER.to_vec(),
+        kind: TableKind::Syscalls,
+        columns: ROW_COLUMNS.to_vec(),
         rows: s.rows.iter().map(row_texts).collect(),
         numeric_from: ROW_NUMERIC_FROM,
     }
@@ -378,7 +509,8 @@ pub fn syscall_table(s: &Summary) -> MeasurementTable {
 pub fn api_table(s: &Summary) -> MeasurementTable {
     MeasurementTable {
         title: "Kafka requests per API (latency = socket wait + broker time)",
-        header: vec!["api", "requests", "per s", "p50", "p99", "p99.9", "max", "broker p50", "broker p99", "socket wait p50", "socket wait p99"],
+        kind: TableKind::Apis,
+        columns: vec![Col::Api, Col::Requests, Col::PerS, Col::P50, Col::P99, Col::P999, Col::Max, Col::BrokerP50, Col::BrokerP99, Col::SocketWaitP50, Col::SocketWaitP99],
         rows: s
             .requests
             .apis
@@ -409,7 +541,8 @@ pub fn api_table(s: &Summary) -> MeasurementTable {
 pub fn client_table(s: &Summary) -> MeasurementTable {
     MeasurementTable {
         title: "Kafka requests per client.id",
-        header: vec!["client.id", "listener", "api", "requests", "per s", "p50", "p99", "max", "connections", "in flight max", "in flight mean"],
+        kind: TableKind::Clients,
+        columns: vec![Col::ClientId, Col::Listener, Col::Api, Col::Requests, Col::PerS, Col::P50, Col::P99, Col::Max, Col::Connections, Col::InFlightMax, Col::InFlightMean],
         rows: s
             .requests
             .clients
@@ -439,7 +572,8 @@ pub fn controller_table(s: &Summary) -> Option<MeasurementTable> {
     let controller_plane = s.listeners.iter().any(|l| l.plane == Plane::Controller);
     (controller_plane || !s.controller_requests.is_empty()).then(|| MeasurementTable {
         title: "Controller-plane requests (the cluster's own traffic; not in the client tables, attribution or findings)",
-        header: vec!["listener", "api", "requests", "per s", "p50", "p99", "max", "broker p50", "broker p99"],
+        kind: TableKind::Controller,
+        columns: vec![Col::Listener, Col::Api, Col::Requests, Col::PerS, Col::P50, Col::P99, Col::Max, Col::BrokerP50, Col::BrokerP99],
         rows: s
             .controller_requests
             .iter()
@@ -467,7 +601,8 @@ pub fn produce_table(s: &Summary) -> MeasurementTable {
     let p = &s.stalls.produce;
     MeasurementTable {
         title: "Produce latency, stalled and not",
-        header: vec!["Produce", "requests", "p50", "p99", "p99.9", "max"],
+        kind: TableKind::Produce,
+        columns: vec![Col::Produce, Col::Requests, Col::P50, Col::P99, Col::P999, Col::Max],
         rows: [("all", p.requests, &p.all), ("stalled", p.stalled_requests, &p.stalled), ("not stalled", p.requests - p.stalled_requests, &p.not_stalled)]
             .into_iter()
             .map(|(label, n, q)| {
@@ -488,7 +623,8 @@ pub fn cold_tables(s: &Summary) -> [MeasurementTable; 2] {
     ]
     .map(|(title, rows)| MeasurementTable {
         title,
-        header: vec!["name", "misses", "miss time", "bytes", "pages added"],
+        kind: TableKind::Cold,
+        columns: vec![Col::Name, Col::Misses, Col::MissTime, Col::Bytes, Col::PagesAdded],
         rows: rows
             .iter()
             .map(|m| vec![m.name.clone(), m.stalls.to_string(), duration(m.stall_ns), bytes(m.bytes), m.pages_added.to_string()])
@@ -501,7 +637,8 @@ pub fn cold_tables(s: &Summary) -> [MeasurementTable; 2] {
 pub fn worst_stalls_table(s: &Summary) -> MeasurementTable {
     MeasurementTable {
         title: "Longest network-thread stalls",
-        header: vec!["call", "took", "thread", "listener", "cause", "file", "serving", "delayed Produce", "delay added"],
+        kind: TableKind::WorstStalls,
+        columns: vec![Col::Call, Col::Took, Col::Thread, Col::Listener, Col::Cause, Col::File, Col::Serving, Col::DelayedProduce, Col::DelayAdded],
         rows: s
             .stalls
             .worst
@@ -536,7 +673,8 @@ pub fn worst_stalls_table(s: &Summary) -> MeasurementTable {
 pub fn thread_stalls_table(s: &Summary) -> MeasurementTable {
     MeasurementTable {
         title: "Network-thread stalls per thread",
-        header: vec!["thread", "listener", "cause", "stalls", "stall time"],
+        kind: TableKind::ThreadStalls,
+        columns: vec![Col::Thread, Col::Listener, Col::Cause, Col::Stalls, Col::StallTime],
         rows: s
             .stalls
             .by_thread
