@@ -211,3 +211,240 @@ fn copy_words<const N: usize, const M: usize>(dst: &mut [u8; N], src: &[u8; M]) 
         unsafe { core::ptr::write_volatile(d.add(i), core::ptr::read_volatile(s.add(i))) };
     }
 }
+
+#[cfg(test)]
+mod tests {
+    // Requests as Kafka clients frame them (the encoder the test clients send to real brokers).
+    use kstall_testbed::kafka_protocol::request_frame as request;
+
+    use super::*;
+
+    /// A response as the broker frames it: int32 size, int32 correlation_id, `body` bytes.
+    fn response(correlation_id: i32, body: usize) -> Vec<u8> {
+        let mut r = ((4 + body) as u32).to_be_bytes().to_vec();
+        r.extend(correlation_id.to_be_bytes());
+        r.extend(std::iter::repeat_n(0x5a, body));
+        r
+    }
+
+    /// One connection driven as the probe drives it, each call at the next tick of a clock
+    /// (a call starts at `t` and ends at `t + 1`).
+    struct Exchange {
+        c: Box<Connection>,
+        t: u64,
+        requests: u32,
+    }
+
+    impl Exchange {
+        fn new() -> Exchange {
+            let mut c = Box::new(Connection::NEW);
+            assert!(!c.claim(7));
+            Exchange { c, t: 100, requests: 0 }
+        }
+
+        fn tick(&mut self) -> (u64, u64) {
+            self.t += 10;
+            (self.t, self.t + 1)
+        }
+
+        /// A read() that returned `bytes`, its data arrived just before the call.
+        fn read(&mut self, bytes: &[u8]) -> ReadOutcome {
+            let (start, end) = self.tick();
+            let mut requests = 0;
+            let n = bytes.len() as u64;
+            let out = self.c.read(&bytes, n, n, 3, start, start - 1, end, || requests += 1);
+            self.requests += requests;
+            out
+        }
+
+        /// A write() or writev() that sent `sent` of `bytes` (a short write sends fewer):
+        /// its first 8 bytes are read only when no response is in progress, as the probe does.
+        fn write(&mut self, bytes: &[u8], sent: usize) -> Sent {
+            let (start, _) = self.tick();
+            let first = (!self.c.is_responding() && sent >= 8).then(|| <[u8; 8]>::try_from(&bytes[..8]).unwrap());
+            self.c.sent(first.is_some(), first.unwrap_or([0; 8]), sent as u64, start)
+        }
+
+        /// A sendfile() that sent `sent` bytes of a response's records.
+        fn sendfile(&mut self, sent: u64) -> Sent {
+            let (start, _) = self.tick();
+            self.c.sent(false, [0; 8], sent, start)
+        }
+
+        fn pending_correlation_id(&self) -> Option<i32> {
+            (self.c.has_pending != 0).then_some(self.c.pending.id.correlation_id)
+        }
+    }
+
+    #[test]
+    fn a_request_then_its_response_in_one_write_is_answered_with_its_times() {
+        let mut x = Exchange::new();
+        let req = request(3, 12, 41, "adminclient-1", &[0; 20]);
+        assert_eq!(x.read(&req[..4]), ReadOutcome { feed: Feed::Ok, first_tls: false });
+        assert_eq!(x.pending_correlation_id(), None);
+        x.read(&req[4..]);
+        assert_eq!((x.requests, x.pending_correlation_id()), (1, Some(41)));
+        let resp = response(41, 100);
+        assert_eq!(x.write(&resp, resp.len()), Sent::Answered);
+        let p = &x.c.pending;
+        assert_eq!((p.id.api_key, p.id.api_version, p.id.known, p.tid), (3, 12, 1, 3));
+        assert_eq!(&p.id.client_id[..p.id.client_id_len as usize], b"adminclient-1");
+        assert_eq!(p.request_bytes as usize, req.len());
+        assert_eq!(x.c.response_total as usize, resp.len());
+        // The clock of the read of its first byte, the end of the read of its last, the write.
+        assert_eq!((p.arrival_ns, p.read_start_ns, p.read_done_ns, p.response_start_ns), (109, 110, 121, 130));
+        assert_eq!(&p.head[..p.head_len as usize], &req[4..]);
+        // Answered once: nothing pending, nothing in progress.
+        assert_eq!((x.pending_correlation_id(), x.c.is_responding()), (None, false));
+    }
+
+    #[test]
+    fn a_response_split_over_writes_and_sendfile_is_answered_at_its_last_byte() {
+        let mut x = Exchange::new();
+        x.read(&request(1, 16, 9, "consumer-1", &[0; 40]));
+        // A Fetch response: the header by writev, then the records by sendfile, in pieces.
+        let resp = response(9, 3 * 4096 + 60);
+        assert_eq!(x.write(&resp[..68], 68), Sent::InProgress);
+        assert_eq!(x.c.answering().map(|id| id.correlation_id), Some(9));
+        assert_eq!(x.sendfile(4096), Sent::InProgress);
+        assert_eq!(x.sendfile(4096), Sent::InProgress);
+        // The response started at its first write, not its last.
+        assert_eq!(x.c.pending.response_start_ns, 120);
+        assert_eq!(x.sendfile(4096), Sent::Answered);
+        assert_eq!((x.c.response_total as usize, x.c.answering()), (resp.len(), None));
+        // A sendfile with no response in progress (a file copy, not Kafka) is not followed.
+        assert_eq!(x.sendfile(4096), Sent::Ignored);
+    }
+
+    #[test]
+    fn a_short_write_keeps_the_response_going_until_the_rest_is_sent() {
+        let mut x = Exchange::new();
+        x.read(&request(0, 9, 5, "producer-1", &[0; 100]));
+        let resp = response(5, 200);
+        // The socket buffer took 50 bytes; the rest goes out when it drains, in writes whose
+        // first bytes are the response's middle (not parsed as a new response).
+        assert_eq!(x.write(&resp, 50), Sent::InProgress);
+        assert_eq!(x.write(&resp[50..], 100), Sent::InProgress);
+        assert_eq!(x.c.response_left as usize, resp.len() - 150);
+        assert_eq!(x.write(&resp[150..], resp.len() - 150), Sent::Answered);
+        assert_eq!(x.c.pending.response_start_ns, 120);
+        // A write too short to hold a response's size and correlation_id starts nothing.
+        x.read(&request(0, 9, 6, "producer-1", &[0; 100]));
+        assert_eq!(x.write(&response(6, 0), 7), Sent::Ignored);
+        assert_eq!(x.pending_correlation_id(), Some(6));
+    }
+
+    #[test]
+    fn requests_answered_in_turn_on_one_connection_are_each_paired() {
+        // Kafka mutes a connection from a request's read until its response is sent, so a
+        // client's pipelined requests are read and answered one after the other.
+        let mut x = Exchange::new();
+        let mut answered = Vec::new();
+        for corr in 100..110 {
+            let req = request(0, 11, corr, "pipelined", &[1; 30]);
+            x.read(&req[..4]);
+            x.read(&req[4..]);
+            let resp = response(corr, 20);
+            assert_eq!(x.write(&resp, resp.len()), Sent::Answered);
+            answered.push((x.c.pending.id.correlation_id, x.c.pending.read_start_ns <= x.c.pending.response_start_ns));
+        }
+        assert_eq!(answered, (100..110).map(|c| (c, true)).collect::<Vec<_>>());
+        assert_eq!(x.requests, 10);
+    }
+
+    #[test]
+    fn requests_read_together_leave_the_later_pending_and_the_earlier_response_unmatched() {
+        // One pending request per connection (see the module doc): two read before either is
+        // answered (a client that pipelines to a broker reading both at once) keep the second.
+        let mut x = Exchange::new();
+        let mut both = request(18, 3, 1, "c", &[]);
+        both.extend(request(3, 12, 2, "c", &[]));
+        x.read(&both);
+        assert_eq!((x.requests, x.pending_correlation_id()), (2, Some(2)));
+        let first = response(1, 10);
+        assert_eq!(x.write(&first, first.len()), Sent::Unmatched);
+        let second = response(2, 10);
+        assert_eq!(x.write(&second, second.len()), Sent::Answered);
+        // A Produce with acks=0 has no response: the next request takes its place.
+        x.read(&request(0, 9, 3, "acks0", &[0; 16]));
+        x.read(&request(0, 9, 4, "acks0", &[0; 16]));
+        let resp = response(4, 10);
+        assert_eq!(x.write(&resp, resp.len()), Sent::Answered);
+        assert_eq!(x.c.pending.id.correlation_id, 4);
+    }
+
+    #[test]
+    fn a_connection_reused_after_close_starts_clean() {
+        let mut x = Exchange::new();
+        let req = request(0, 9, 77, "gone", &[0; 64]);
+        // The client left mid-request and mid-response.
+        x.read(&req);
+        x.write(&response(77, 500), 100);
+        x.c.close();
+        assert!(!x.c.is_fd(7));
+        // A new connection gets fd 7: nothing of the old one is left.
+        assert!(!x.c.claim(7));
+        assert_eq!(*x.c, Connection { fd_plus_1: 8, ..Connection::NEW });
+        let resp = response(77, 10);
+        assert_eq!(x.write(&resp, resp.len()), Sent::Unmatched);
+        x.read(&request(0, 9, 1, "new", &[0; 8]));
+        let resp = response(1, 10);
+        assert_eq!(x.write(&resp, resp.len()), Sent::Answered);
+        // Another fd in the same slot while this one is open takes it over, and says so.
+        assert!(x.c.claim(7 + crate::events::CONNECTION_SLOTS));
+        assert!(x.c.is_fd(7 + crate::events::CONNECTION_SLOTS) && !x.c.is_fd(7));
+        assert_eq!(x.pending_correlation_id(), None);
+    }
+
+    #[test]
+    fn another_socket_behind_the_fd_starts_over() {
+        // A close kstall did not see: the fd now reads another socket.
+        let mut x = Exchange::new();
+        x.c.socket_read(0xffff_1000);
+        let req = request(0, 9, 8, "old", &[0; 64]);
+        x.read(&req[..20]);
+        x.c.socket_read(0xffff_1000);
+        assert_eq!(x.c.requests.state, framing::state::IN_BODY);
+        x.c.socket_read(0xffff_2000);
+        assert_eq!((x.c.requests, x.c.sk), (RequestFraming::NEW, 0xffff_2000));
+        // An unknown socket (no socket-read evidence) changes nothing.
+        x.read(&req);
+        x.c.socket_read(0);
+        assert_eq!(x.pending_correlation_id(), Some(8));
+    }
+
+    #[test]
+    fn unexpected_bytes_pair_nothing() {
+        let mut x = Exchange::new();
+        // Writes before any request: a size too small, then a response nobody asked for.
+        assert_eq!(x.write(b"\0\0\0\x02\0\0\0\x01", 8), Sent::Ignored);
+        let stray = response(5, 4);
+        assert_eq!(x.write(&stray, stray.len()), Sent::Unmatched);
+        // A response whose correlation_id is not the pending request's.
+        x.read(&request(0, 9, 6, "p", &[0; 8]));
+        let wrong = response(60, 4);
+        assert_eq!(x.write(&wrong, wrong.len()), Sent::Unmatched);
+        assert_eq!(x.pending_correlation_id(), Some(6));
+        // Garbage read: the framing says so, no request comes out.
+        let out = x.read(b"GET / HTTP/1.1\r\n\r\n");
+        assert_eq!((out.feed, x.requests), (Feed::Garbage, 1));
+        // TLS: counted once per connection.
+        let hello = [0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0xfc, 0x03, 0x03];
+        assert_eq!(x.read(&hello), ReadOutcome { feed: Feed::Tls, first_tls: true });
+        assert_eq!(x.read(&hello), ReadOutcome { feed: Feed::Tls, first_tls: false });
+    }
+
+    #[test]
+    fn a_readv_whose_first_iovec_holds_less_than_it_read_drops_sync() {
+        // The probe feeds a readv's first iovec only.
+        let mut x = Exchange::new();
+        let req = request(0, 9, 4, "p", &[0; 40]);
+        let (start, end) = x.tick();
+        x.c.read(&req.as_slice(), 10, req.len() as u64, 3, start, 0, end, || ());
+        assert_eq!(x.c.requests.state, framing::state::HUNTING);
+        // The next read that starts a frame is followed again.
+        let next = request(0, 9, 5, "p", &[0; 40]);
+        x.read(&next);
+        assert_eq!(x.pending_correlation_id(), Some(5));
+    }
+}
