@@ -5,6 +5,7 @@
 
 pub mod body;
 pub mod events;
+pub mod exchange;
 pub mod framing;
 
 // The syscall table (Syscall::TRACED here, the numbers in tracer-cli/kstall's attach.rs) knows

@@ -1,6 +1,7 @@
-//! Kafka framing on a network thread's sockets: requests in through reads (parsed by
-//! kstall_common::framing, kept in its connection until answered), responses out through writes and
-//! sendfile; an answered request becomes a record (`records::send_request`).
+//! Kafka framing on a network thread's sockets: requests in through reads, responses out
+//! through writes and sendfile, followed by kstall_common::exchange (framing, pairing, the
+//! connection's state), which this module feeds the bytes and times it reads from the kernel;
+//! an answered request becomes a record (`records::send_request`).
 use aya_ebpf::{
     helpers::{bpf_probe_read_user, generated},
     macros::tracepoint,
@@ -8,15 +9,16 @@ use aya_ebpf::{
 };
 use kstall_common::{
     Syscall, counter,
-    events::{Connection, PendingRequest, RequestId},
-    framing::{self, ByteSource, Feed, RequestFraming, RequestHeader, parse_response_start},
+    events::{Connection, RequestId},
+    exchange::Sent,
+    framing::{self, ByteSource, Feed},
 };
 
 use crate::{
     config::{CONFIG, global},
     inflight::{InFlight, broker_tid},
     maps::{bump, connection, connection_or_new},
-    mem::{copy_bytes, copy_words, zero_words},
+    mem::{copy_words, zero_words},
     records::send_request,
 };
 
@@ -33,19 +35,7 @@ pub(crate) fn follow_protocol(tid: u32, syscall: Syscall, call: &InFlight, ret: 
             }
             let Some(conn) = connection_or_new(fd) else { return };
             let conn = unsafe { &mut *conn };
-            if call.sk != 0 && conn.sk != call.sk {
-                if conn.sk != 0 {
-                    // Another socket behind the fd (a close we did not see): start over.
-                    conn.requests = RequestFraming::NEW;
-                    conn.responding = 0;
-                    conn.response_left = 0;
-                    conn.has_pending = 0;
-                }
-                conn.sk = call.sk;
-            }
-            // readv: the first iovec only (a second parser would double the program past
-            // the verifier's budget). A JVM reads a socket with read(); if a readv spills into
-            // a second iovec, the parser resyncs at a later read.
+            conn.socket_read(call.sk);
             let (base, len) = if syscall == Syscall::Read {
                 (call.args[1], ret)
             } else {
@@ -54,24 +44,30 @@ pub(crate) fn follow_protocol(tid: u32, syscall: Syscall, call: &InFlight, ret: 
                 };
                 (v[0], if v[1] < ret { v[1] } else { ret })
             };
-            feed(tid, conn, &UserBytes { base }, len, call, now);
-            if len < ret {
-                conn.requests.state = framing::state::HUNTING;
+            let read = conn.read(&UserBytes { base }, len, ret, tid, call.start_ns, call.arrival_ns, now, || {
+                bump(counter::REQUESTS_PARSED)
+            });
+            match read.feed {
+                Feed::Ok => {}
+                Feed::Tls => {
+                    if read.first_tls {
+                        bump(counter::TLS_CONNECTIONS);
+                    }
+                }
+                _ => bump(counter::FRAMING_ERRORS),
             }
         }
         Syscall::Write | Syscall::Writev => {
             let Some(conn) = connection(fd) else { return };
             let conn = unsafe { &mut *conn };
-            let start = if conn.responding != 0 {
+            let start = if conn.is_responding() {
                 None
             } else if syscall == Syscall::Write {
                 read_user_8(call.args[1], ret)
             } else {
                 writev_first_8(call.args[1], call.args[2])
             };
-            // The bytes as a plain value, zero when absent: an Option's payload is undefined
-            // on its None path, and LLVM may still copy it, which the verifier refuses (a read
-            // of an uninitialised register).
+            // A plain value, zero when absent (see Connection::sent).
             let (has_start, start) = match start {
                 Some(bytes) => (true, bytes),
                 None => (false, [0; 8]),
@@ -131,55 +127,6 @@ const _: () = assert!(COPY_MASK >= framing::HEADER_CAPTURE);
 const _: () = assert!(framing::HEADER_CAPTURE - 1 + COPY_MASK <= framing::HEADER_BUFFER);
 
 #[inline(always)]
-fn feed(tid: u32, conn: &mut Connection, src: &UserBytes, len: u64, call: &InFlight, now: u64) {
-    let len = if len > u32::MAX as u64 { u32::MAX } else { len as u32 };
-    let was_tls = conn.requests.tls;
-    let outcome = framing::feed_request_bytes(&mut conn.requests, src, len, call.start_ns, call.arrival_ns, |f, header| {
-        remember_request(&mut conn.pending, tid, f, header, now);
-        conn.has_pending = 1;
-        bump(counter::REQUESTS_PARSED);
-    });
-    match outcome {
-        Feed::Ok => {}
-        Feed::Tls => {
-            if was_tls == 0 {
-                bump(counter::TLS_CONNECTIONS);
-            }
-        }
-        _ => bump(counter::FRAMING_ERRORS),
-    }
-}
-
-/// A request was read completely: kept in its connection until its response is written (a
-/// request without response, a Produce with acks=0, is replaced by the next one). Written in
-/// place, field by field: a struct built and copied would be a byte-wise memcpy (`mem`).
-/// Bytes of `client_id` past its length are left as they were (readers take the length).
-#[inline(always)]
-fn remember_request(p: &mut PendingRequest, tid: u32, f: &RequestFraming, header: &RequestHeader, now: u64) {
-    let (len, cut) = framing::client_id(f, header, &mut p.id.client_id);
-    p.id.correlation_id = header.correlation_id;
-    p.id.api_key = header.api_key;
-    p.id.api_version = header.api_version;
-    p.id.client_id_len = len;
-    p.id.client_id_cut = cut as u8;
-    p.id.known = 1;
-    p.id._pad = 0;
-    p.tid = tid;
-    p.request_bytes = f.body_len + 4;
-    p.arrival_ns = f.arrival_ns;
-    p.read_start_ns = f.started_ns;
-    p.read_done_ns = now;
-    p.response_start_ns = 0;
-    // The first and last body bytes, for user space's body parser (kstall_common::body).
-    const { assert!(framing::HEADER_CAPTURE <= framing::HEADER_BUFFER) };
-    copy_bytes(&mut p.head, f.header.as_ptr().cast());
-    copy_bytes(&mut p.tail, &f.tail);
-    p.head_len = f.header_have;
-    p.tail_len = f.tail_len;
-    p._pad = [0; 6];
-}
-
-#[inline(always)]
 fn read_user_8(addr: u64, available: u64) -> Option<[u8; 8]> {
     if available < 8 {
         return None;
@@ -221,31 +168,12 @@ fn progress_response(
     call_start_ns: u64,
     now: u64,
 ) {
-    if conn.responding == 0 {
-        if !has_start {
-            return;
-        }
-        let Some((total, correlation_id)) = parse_response_start(start) else { return };
-        conn.responding = 1;
-        conn.response_total = total as u64;
-        conn.response_left = total as u64;
-        conn.response_correlation_id = correlation_id;
-        if conn.has_pending != 0 && conn.pending.id.correlation_id == correlation_id {
-            conn.pending.response_start_ns = call_start_ns;
-        }
+    match conn.sent(has_start, start, sent, call_start_ns) {
+        // A record the ring buffer had no room for is counted there (EVENTS_LOST).
+        Sent::Answered => send_request(tid, fd, conn, now),
+        Sent::Unmatched => bump(counter::RESPONSES_UNMATCHED),
+        Sent::Ignored | Sent::InProgress => {}
     }
-    conn.response_left = conn.response_left.saturating_sub(sent);
-    if conn.response_left != 0 {
-        return;
-    }
-    conn.responding = 0;
-    if conn.has_pending == 0 || conn.pending.id.correlation_id != conn.response_correlation_id {
-        bump(counter::RESPONSES_UNMATCHED);
-        return;
-    }
-    // A record the ring buffer had no room for is counted there (EVENTS_LOST).
-    send_request(tid, fd, conn, now);
-    conn.has_pending = 0;
 }
 
 /// The request whose response is being written on `fd`, into `dst` (RequestId::NONE's fields
@@ -253,9 +181,8 @@ fn progress_response(
 #[inline(always)]
 pub(crate) fn request_on(fd: u32, dst: *mut RequestId) {
     if let Some(conn) = connection(fd) {
-        let conn = unsafe { &*conn };
-        if conn.responding != 0 && conn.has_pending != 0 && conn.pending.id.correlation_id == conn.response_correlation_id {
-            copy_words(dst, &conn.pending.id);
+        if let Some(id) = unsafe { &*conn }.answering() {
+            copy_words(dst, id);
             return;
         }
     }
@@ -274,7 +201,7 @@ pub(crate) fn unknown_request(dst: *mut RequestId) {
 #[inline(always)]
 pub(crate) fn forget_connection(fd: u64) {
     if let Some(conn) = connection(fd as u32) {
-        unsafe { (*conn).fd_plus_1 = 0 };
+        unsafe { (*conn).close() };
     }
 }
 

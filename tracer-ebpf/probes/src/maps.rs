@@ -87,7 +87,7 @@ pub(crate) fn histogram(key: &HistKey) -> Option<*mut LatencyHist> {
 #[inline(always)]
 pub(crate) fn connection(fd: u32) -> Option<*mut Connection> {
     let c = CONNECTIONS.get_ptr_mut(connection_slot(fd))?;
-    (unsafe { (*c).fd_plus_1 } == fd.wrapping_add(1)).then_some(c)
+    unsafe { (*c).is_fd(fd) }.then_some(c)
 }
 
 /// The state of connection `fd`, fresh on its first read: a slot held by another live
@@ -95,14 +95,8 @@ pub(crate) fn connection(fd: u32) -> Option<*mut Connection> {
 #[inline(always)]
 pub(crate) fn connection_or_new(fd: u32) -> Option<*mut Connection> {
     let c = CONNECTIONS.get_ptr_mut(connection_slot(fd))?;
-    unsafe {
-        if (*c).fd_plus_1 != fd.wrapping_add(1) {
-            if (*c).fd_plus_1 != 0 {
-                bump(counter::SLOTS_TAKEN);
-            }
-            *c = Connection::NEW;
-            (*c).fd_plus_1 = fd.wrapping_add(1);
-        }
+    if unsafe { (*c).claim(fd) } {
+        bump(counter::SLOTS_TAKEN);
     }
     Some(c)
 }
