@@ -286,7 +286,7 @@ impl Aggregator {
             lost: Lost {
                 histogram_map_full: counters[counter::HIST_MAP_FULL as usize],
                 in_flight_map_full: counters[counter::IN_FLIGHT_MAP_FULL as usize],
-                events: counters[counter::EVENTS_LOST as usize],
+                records: counters[counter::RECORDS_LOST as usize],
                 probe_runs_skipped,
                 histogram_entries_unread: histograms_unread + failed.len() as u64,
                 switch_ins_missed: counters[counter::SWITCH_INS_MISSED as usize],

@@ -180,8 +180,8 @@ pub fn findings(s: &Summary) -> Vec<Finding> {
     if h.requests_parsed == 0 && h.framing_errors > 0 && h.tls_connections == 0 && !s.listeners.iter().any(|l| l.encrypted) {
         out.push(Finding::new(Severity::Info, Figures::FramingNotParsed { framing_errors: h.framing_errors }));
     }
-    if s.lost.events > 0 {
-        out.push(Finding::new(Severity::Warning, Figures::EventsLost { events: s.lost.events }));
+    if s.lost.records > 0 {
+        out.push(Finding::new(Severity::Warning, Figures::RecordsLost { records: s.lost.records }));
     }
     if s.lost.probe_runs_skipped > 0 {
         out.push(Finding::new(Severity::Warning, Figures::ProbeRunsSkipped { probe_runs_skipped: s.lost.probe_runs_skipped }));
@@ -540,7 +540,7 @@ mod tests {
             max_requests_per_s: 999.0,
         }];
         s.protocol.tls_connections = 1;
-        (s.lost.events, s.lost.probe_runs_skipped, s.lost.histogram_entries_unread) = (1, 1, 1);
+        (s.lost.records, s.lost.probe_runs_skipped, s.lost.histogram_entries_unread) = (1, 1, 1);
         let fsync: Vec<u64> = std::iter::repeat_n(2_000, 10).chain(std::iter::repeat_n(20_000_000, 3)).collect();
         s.rows.push(Row::new(RowKey { role: Role::Other, listener: None, syscall: Syscall::Fsync, cache: CacheResult::NoFileRead }, kernel_hist(&fsync)));
         s

@@ -25,7 +25,7 @@
 //! - **probe**: a program attached at a hook. "Probes attached" counts attachments.
 //! - **record**: what a probe sends to user space through the ring buffer: a *request record*
 //!   (one Kafka request and its response, from the framing parser) or a *stall record* (one
-//!   slow network-thread call). [`kernel::Event`] is a decoded record; `lost.events` counts
+//!   slow network-thread call). [`kernel::Event`] is a decoded record; `lost.records` counts
 //!   records the ring buffer had no room for.
 //! - **histogram**: the kernel's per-(thread, syscall, verdict) latency counts, read by the
 //!   session at each refresh, not sent as records.

@@ -62,6 +62,9 @@ pub struct Context {
 ///   numbers and names and `sources` the report path of each; `title`, `detail` and `fix` are
 ///   gone from the JSON (the Markdown, HTML and terminal views write them from the figures);
 /// - a stall's `syscall` and `cache` are null, not "?", for a value this build does not know.
+/// - `summary.lost.events` is `summary.lost.records` (what it counts), and the finding
+///   `events_lost` is `records_lost` (as is the metric `kstall_events_lost_total`, now
+///   `kstall_records_lost_total`).
 #[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 #[schemars(title = "kstall report")]
 pub struct Report {

@@ -77,7 +77,7 @@ pub struct Lost {
     pub in_flight_map_full: u64,
     /// Request and stall records dropped because the ring buffer was full: request latency
     /// and attribution miss them (the syscall histograms do not).
-    pub events: u64,
+    pub records: u64,
     /// Runs of the probes the kernel skipped because another BPF program, or a bpf() map
     /// syscall (kstall's own reads among them), held the CPU (5.12+ count them): each may
     /// miss a call, a request or a stall.

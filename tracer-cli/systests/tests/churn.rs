@@ -229,6 +229,6 @@ fn thousands_of_connections_come_and_go() {
     );
     assert_eq!(count("churn-client", "Metadata"), CONNECTIONS as u64, "one Metadata per connection");
     assert_eq!(count("steady-producer", "Produce"), produced, "the long-lived connection's requests");
-    assert_eq!(summary["lost"]["events"].as_u64(), Some(0));
+    assert_eq!(summary["lost"]["records"].as_u64(), Some(0));
     assert!(rss_late <= rss_early + (4 << 20), "kstall RSS grew from {rss_early} to {rss_late} bytes");
 }

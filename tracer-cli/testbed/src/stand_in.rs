@@ -38,7 +38,10 @@ use std::{
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 
-use crate::{kafka_protocol::request_frame, synthetic_broker::name_this_thread};
+use crate::{
+    kafka_protocol::{API_FETCH, API_PRODUCE, request_frame},
+    synthetic_broker::name_this_thread,
+};
 
 pub const FETCH_CLIENT: &str = "cold-reader";
 pub const PRODUCE_CLIENT: &str = "sync-producer";
@@ -61,8 +64,6 @@ const BURST_THREAD_WAITS: Duration = Duration::from_secs(5);
 /// Gap between a Produce response and the next request.
 const PRODUCE_GAP: Duration = Duration::from_micros(500);
 
-const API_PRODUCE: i16 = 0;
-const API_FETCH: i16 = 1;
 
 fn now_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };

@@ -345,7 +345,7 @@ pub mod counter {
     /// An in-flight syscall could not be recorded because its map was full.
     pub const IN_FLIGHT_MAP_FULL: u32 = 1;
     /// A request or stall record was dropped because the ring buffer was full.
-    pub const EVENTS_LOST: u32 = 2;
+    pub const RECORDS_LOST: u32 = 2;
     /// Connections whose bytes looked like TLS records (counted once per connection).
     pub const TLS_CONNECTIONS: u32 = 3;
     /// Reads on a network-thread socket that did not parse as Kafka framing.

@@ -169,7 +169,7 @@ fn progress_response(
     now: u64,
 ) {
     match conn.sent(has_start, start, sent, call_start_ns) {
-        // A record the ring buffer had no room for is counted there (EVENTS_LOST).
+        // A record the ring buffer had no room for is counted there (RECORDS_LOST).
         Sent::Answered => send_request(tid, fd, conn, now),
         Sent::Unmatched => bump(counter::RESPONSES_UNMATCHED),
         Sent::Ignored | Sent::InProgress => {}

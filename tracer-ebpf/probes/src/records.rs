@@ -1,6 +1,6 @@
 //! The records user space reads from the EVENTS ring buffer: one per stall (a page-cache
 //! miss, or a network-thread call at least `stall_threshold_ns` slow) and one per answered
-//! request. A full ring buffer counts EVENTS_LOST.
+//! request. A full ring buffer counts RECORDS_LOST.
 use aya_ebpf::bindings::BPF_RB_NO_WAKEUP;
 use kstall_common::{
     CacheResult, Syscall, counter,
@@ -29,7 +29,7 @@ pub(crate) fn send_stall(tid: u32, syscall: Syscall, cache: CacheResult, call: &
         _ => (-1, -1),
     };
     let Some(mut entry) = EVENTS.reserve::<StallEvent>(0) else {
-        bump(counter::EVENTS_LOST);
+        bump(counter::RECORDS_LOST);
         return;
     };
     let e = entry.as_mut_ptr();
@@ -71,7 +71,7 @@ pub(crate) fn send_stall(tid: u32, syscall: Syscall, cache: CacheResult, call: &
 #[inline(always)]
 pub(crate) fn send_request(tid: u32, fd: u32, conn: &Connection, now: u64) {
     let Some(mut entry) = EVENTS.reserve::<RequestEvent>(0) else {
-        bump(counter::EVENTS_LOST);
+        bump(counter::RECORDS_LOST);
         return;
     };
     let e = entry.as_mut_ptr();

@@ -294,7 +294,7 @@ pub fn report(r: &Report) -> String {
             "lost".into(),
             format!(
                 "{} request/stall records; {} calls (histogram map full); {} calls (in-flight map full); {} probe runs skipped by the kernel; {} histogram entries unread; {} switch-ins missed (off-CPU time counted from the switch out)",
-                s.lost.events, s.lost.histogram_map_full, s.lost.in_flight_map_full, s.lost.probe_runs_skipped, s.lost.histogram_entries_unread, s.lost.switch_ins_missed
+                s.lost.records, s.lost.histogram_map_full, s.lost.in_flight_map_full, s.lost.probe_runs_skipped, s.lost.histogram_entries_unread, s.lost.switch_ins_missed
             ),
         ),
         ("broker exited during the trace".into(), if c.broker_exited { "yes".into() } else { "no".into() }),

@@ -64,7 +64,7 @@ pub fn markdown(report: &Report) -> String {
         s.probes.attach_ms,
         unavailable(&s.probes),
         duration(s.stalls.threshold_ns),
-        s.lost.events,
+        s.lost.records,
         s.lost.histogram_map_full,
         s.lost.in_flight_map_full,
         s.lost.probe_runs_skipped,
@@ -92,7 +92,7 @@ mod tests {
     fn report(requested_seconds: Option<f64>, broker_exited: bool) -> Report {
         let mut s = empty_summary();
         s.findings = vec![
-            Finding::new(Severity::Warning, Figures::EventsLost { events: 3 }),
+            Finding::new(Severity::Warning, Figures::RecordsLost { records: 3 }),
             Finding::new(Severity::Info, Figures::TlsListener(TlsListeners { listeners: Vec::new(), tls_connections: 2 })),
         ];
         s.stalls.cold_readers = vec![MissTotals { name: "odd|client".into(), stalls: 3, stall_ns: 24_000_000, bytes: 1 << 20, pages_added: 256 }];
@@ -121,7 +121,7 @@ mod tests {
                 "",
                 format!("**Recommendation:** {}", lost.fix).as_str(),
                 "",
-                "_`events_lost`; figures from `summary.lost.events`_",
+                "_`records_lost`; figures from `summary.lost.records`_",
                 "",
             ]
         );

@@ -229,7 +229,7 @@ impl Collector for KstallCollector {
             family.encode_family(labels)?.encode_counter::<NoLabelSet, _, u64>(&(*ns as f64 / 1e9), None)?;
         }
 
-        counter(&mut enc, "kstall_events_lost", "Request and stall records lost because the ring buffer was full.", &[(none.clone(), s.lost.events)])?;
+        counter(&mut enc, "kstall_records_lost", "Request and stall records lost because the ring buffer was full.", &[(none.clone(), s.lost.records)])?;
         counter(
             &mut enc,
             "kstall_calls_lost",
@@ -396,7 +396,7 @@ mod tests {
     #[test]
     fn every_finding_id_has_its_series() {
         let mut s = kstall_core::summary::empty_summary();
-        s.lost.events = 2;
+        s.lost.records = 2;
         s.findings = kstall_core::findings::findings(&s);
         let state = SharedState::default();
         state.lock().unwrap().summary = Some(s);
@@ -404,7 +404,7 @@ mod tests {
         prometheus_client::encoding::text::encode(&mut text, &registry(state, || (0.0, 0.0))).unwrap();
         for id in FindingId::ALL {
             for severity in ["critical", "warning", "info"] {
-                let value = if (id, severity) == (FindingId::EventsLost, "warning") { "1.0" } else { "0.0" };
+                let value = if (id, severity) == (FindingId::RecordsLost, "warning") { "1.0" } else { "0.0" };
                 let line = format!("kstall_findings{{id=\"{}\",severity=\"{severity}\"}} {value}\n", id.as_str());
                 assert!(text.contains(&line), "{line} in\n{text}");
             }

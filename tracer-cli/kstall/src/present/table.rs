@@ -137,8 +137,8 @@ pub fn table(summary: &Summary) -> String {
     if lost.histogram_entries_unread > 0 {
         out += &format!("warning: {} histogram entries could not be read from the kernel: their calls are missing from the rows\n", lost.histogram_entries_unread);
     }
-    if lost.events > 0 {
-        out += &format!("warning: {} request and stall records lost (ring buffer full): attribution is incomplete\n", lost.events);
+    if lost.records > 0 {
+        out += &format!("warning: {} request and stall records lost (ring buffer full): attribution is incomplete\n", lost.records);
     }
     if lost.probe_runs_skipped > 0 {
         out += &format!("warning: {} probe runs skipped by the kernel (another BPF program or a map syscall held the CPU): counts may be short\n", lost.probe_runs_skipped);

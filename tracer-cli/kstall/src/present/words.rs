@@ -34,10 +34,10 @@ pub fn words(f: &Finding) -> Words {
             ),
             fix: "Check that the traced process is a Kafka broker with a PLAINTEXT or SASL_PLAINTEXT listener.".into(),
         },
-        Figures::EventsLost { events } => Words {
+        Figures::RecordsLost { records } => Words {
             title: "Request and stall records were lost".into(),
             detail: format!(
-                "{events} records were dropped because the ring buffer was full; request latency and attribution are missing them (syscall histograms are complete)."
+                "{records} records were dropped because the ring buffer was full; request latency and attribution are missing them (syscall histograms are complete)."
             ),
             fix: "Raise --stall-threshold so fewer slow calls are reported; kstall drains its 4 MiB buffer every 100 ms.".into(),
         },

@@ -10,6 +10,8 @@ use anyhow::{Result, bail, ensure};
 
 use super::wire::*;
 
+// The test clients spell the protocol on their own, from Kafka's message definitions, not
+// from kstall_common::body::api: a constant wrong in the parser must not be wrong here too.
 pub const API_PRODUCE: i16 = 0;
 pub const API_METADATA: i16 = 3;
 pub const API_API_VERSIONS: i16 = 18;

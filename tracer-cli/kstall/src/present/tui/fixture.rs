@@ -115,7 +115,7 @@ pub(super) fn cold_read() -> Summary {
         Finding::new(Severity::Warning, Figures::SynchronousProducer(SyncProducerFigures { client_id: "sync-producer".into(), ..Default::default() })),
         Finding::new(Severity::Warning, Figures::NetworkThreadsSaturated { busy_share: 0.75, traced_seconds: 30.3 }),
         Finding::new(Severity::Info, Figures::TlsListener(TlsListeners { listeners: Vec::new(), tls_connections: 1 })),
-        Finding::new(Severity::Info, Figures::EventsLost { events: 3 }),
+        Finding::new(Severity::Info, Figures::RecordsLost { records: 3 }),
     ];
     s
 }

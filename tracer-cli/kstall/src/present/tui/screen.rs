@@ -95,10 +95,10 @@ impl Tui {
             if missing.is_empty() { ("complete".to_string(), Style::new()) } else { (format!("degraded: {}", missing.join(", ")), Style::new().fg(Color::Yellow)) };
         let lost = &s.lost;
         let calls_lost = lost.histogram_map_full + lost.in_flight_map_full;
-        let (lost, lost_style) = if lost.events + calls_lost + lost.probe_runs_skipped + lost.histogram_entries_unread == 0 {
+        let (lost, lost_style) = if lost.records + calls_lost + lost.probe_runs_skipped + lost.histogram_entries_unread == 0 {
             ("none".to_string(), Style::new())
         } else {
-            let mut text = format!("{} records (ring buffer full), {} calls (maps full)", lost.events, calls_lost);
+            let mut text = format!("{} records (ring buffer full), {} calls (maps full)", lost.records, calls_lost);
             if lost.probe_runs_skipped > 0 {
                 text += &format!(", {} probe runs skipped", lost.probe_runs_skipped);
             }

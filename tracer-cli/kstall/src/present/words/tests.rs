@@ -124,7 +124,17 @@ fn listeners_unknown_keep_the_finding_as_it_was() {
     p.by_listener = vec![ListenerProduce { listener: None, requests: 100, stalled_requests: 2, stalled_by_miss: 0 }];
     let f = findings(&s);
     let slow = f.iter().find(|f| f.id == "produce_stalled_by_slow_network_thread_calls").unwrap();
-    assert!(!slow.detail.contains("listener"), "{}", slow.detail);
+    // The numbers and causes, and no sentence about places or whose requests: with no thread's
+    // listener known, "of an unknown listener" would say nothing.
+    s.stalls.by_cause = vec![CauseTotals { cause: Some(Cause::OffCpu), stalls: 2, stall_ns: 4_000_000 }];
+    let with_causes = the(&findings(&s), "produce_stalled_by_slow_network_thread_calls");
+    assert_eq!(with_causes.detail, "2 Produce requests overlapped a slow network-thread call that was not a page-cache miss; stalls by cause: 2 off CPU (4.00ms).");
+    assert_eq!(slow.detail, "2 Produce requests overlapped a slow network-thread call that was not a page-cache miss; stalls by cause: .");
+    // One thread's listener known: the places sentence comes back, the unknown one named so.
+    s.stalls.by_thread.push(ThreadStalls { tid: 8, listener: Some("PLAINTEXT".into()), cause: Cause::OffCpu, stalls: 1, stall_ns: 1_000_000, top_reader: None, top_partition: None });
+    let known = the(&findings(&s), "produce_stalled_by_slow_network_thread_calls");
+    assert!(known.detail.contains(" The slow calls were on the network threads of an unknown listener (7: 2 slow calls, 4.00ms) and of listener PLAINTEXT (8: 1 slow call, 1.00ms)."), "{}", known.detail);
+    assert!(known.detail.ends_with(" The Produce requests they delayed were those of clients of an unknown listener (2)."), "{}", known.detail);
 }
 
 /// Three PLAINTEXT network threads (tids 1-3) traced 20 s; the cold reader on thread 3
@@ -637,19 +647,19 @@ fn unread_histogram_entries_are_a_warning_that_names_their_count() {
     assert!(f.detail.starts_with("3 entries of the kernel's histogram map"), "{}", f.detail);
 }
 
-// ---- events_lost ----
+// ---- records_lost ----
 
 #[test]
-fn events_lost_is_a_warning_from_one_lost_record() {
+fn records_lost_is_a_warning_from_one_lost_record() {
     let mut s = empty_summary();
-    assert!(!fires(&s, "events_lost"));
+    assert!(!fires(&s, "records_lost"));
     // The other losses (map full) do not make this finding.
     (s.lost.histogram_map_full, s.lost.in_flight_map_full) = (5, 5);
-    assert!(!fires(&s, "events_lost"));
-    s.lost.events = 1;
-    assert_eq!(the(&findings(&s), "events_lost").severity, Severity::Warning);
-    s.lost.events = 1234;
-    let lost = the(&findings(&s), "events_lost");
+    assert!(!fires(&s, "records_lost"));
+    s.lost.records = 1;
+    assert_eq!(the(&findings(&s), "records_lost").severity, Severity::Warning);
+    s.lost.records = 1234;
+    let lost = the(&findings(&s), "records_lost");
     assert!(lost.detail.starts_with("1234 records were dropped because the ring buffer was full"), "{}", lost.detail);
 }
 
@@ -798,8 +808,8 @@ fn info_findings_still_leave_no_problem_found_any_warning_removes_it() {
     let mut s = empty_summary();
     s.protocol.tls_connections = 1;
     assert_eq!(ids(&findings(&s)), ["tls_listener", "no_problem_found"]);
-    s.lost.events = 1;
-    assert_eq!(ids(&findings(&s)), ["events_lost", "tls_listener"]);
+    s.lost.records = 1;
+    assert_eq!(ids(&findings(&s)), ["records_lost", "tls_listener"]);
     // A critical one alone also does.
     assert_eq!(ids(&findings(&network_idle(2, ms(1_000)))), ["network_threads_saturated"]);
 }
@@ -811,7 +821,7 @@ fn findings_are_ordered_critical_then_warning_then_info_stable_within_each() {
     let mut s = network_idle(2, ms(1_000)); // busy 95%: critical, found after most others
     s.requests.sync_producers = vec![sync_producer("billing", 900, ms(1), ms(1))];
     s.protocol.tls_connections = 1;
-    s.lost.events = 3;
+    s.lost.records = 3;
     s.rows.push(fsync_row(12, 3));
     (s.stalls.produce.stalled_requests, s.stalls.produce.stalled_by_miss) = (5, 0);
     let f = findings(&s);
@@ -820,7 +830,7 @@ fn findings_are_ordered_critical_then_warning_then_info_stable_within_each() {
         [
             "network_threads_saturated",
             "synchronous_producer",
-            "events_lost",
+            "records_lost",
             "slow_log_writes",
             "produce_stalled_by_slow_network_thread_calls",
             "tls_listener",
