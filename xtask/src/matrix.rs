@@ -179,6 +179,7 @@ pub fn print_table(outcomes: &[Outcome]) {
             .map(|e| {
                 let how = match e["hooks"].as_array().and_then(|h| h.first()).and_then(|h| h["mechanism"].as_str()) {
                     Some("kprobe") => "kprobe",
+                    Some("raw_tracepoint") => "raw",
                     Some(_) => "tp",
                     None => "-",
                 };
