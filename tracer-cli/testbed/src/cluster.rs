@@ -26,7 +26,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 
 use crate::{
-    kafka::{KafkaVersion, free_port, kraft_cluster_id, metadata_dir, wait_for_port},
+    kafka::{KafkaVersion, KraftJvm, free_port, kraft_cluster_id, metadata_dir, wait_for_port},
     kafka_maven,
     kafka_protocol::{
         Handshake, Reader, SyncProducer, create_topics_v2, decode_create_topics_v2_response, decode_fetch_v4_response, error_name,
@@ -133,26 +133,8 @@ impl Cluster {
                     options.offsets_partitions,
                 ),
             )?;
-            let log4j = dir.join("log4j2.properties");
-            fs::write(
-                &log4j,
-                format!(
-                    "rootLogger.level = INFO\nrootLogger.appenderRef.file.ref = file\nappender.file.type = File\n\
-                     appender.file.name = file\nappender.file.fileName = {}\nappender.file.layout.type = PatternLayout\n\
-                     appender.file.layout.pattern = [%d] %p %m (%c)%n\n",
-                    app_logs.join("server.log").display()
-                ),
-            )?;
-            let java = |main: &str| {
-                let mut cmd = Command::new("java");
-                cmd.arg(format!("-Xmx{}", options.heap))
-                    .arg(format!("-Xms{}", options.heap))
-                    .args(["-XX:+UseG1GC", "-Djava.awt.headless=true"])
-                    .arg(format!("-Dlog4j2.configurationFile={}", log4j.display()))
-                    .args(["-cp", &class_path, main])
-                    .env("LOG_DIR", &app_logs);
-                cmd
-            };
+            let jvm = KraftJvm::new(&dir, &app_logs, class_path.clone(), options.heap)?;
+            let java = |main: &str| jvm.command(main);
             let mut format = java("kafka.tools.StorageTool");
             format.arg("format").arg(format!("--cluster-id={cluster_id}")).arg("-c").arg(&props).stdout(Stdio::piped()).stderr(Stdio::piped());
             formats.push(format.spawn().context("cannot run Kafka's StorageTool (java)")?);

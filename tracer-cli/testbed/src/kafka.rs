@@ -405,23 +405,8 @@ impl DemoBroker {
                         metadata_dir.display()
                     ),
                 )?;
-                let log4j = work_dir.join("log4j2.properties");
-                fs::write(
-                    &log4j,
-                    format!(
-                        "rootLogger.level = INFO\nrootLogger.appenderRef.file.ref = file\nappender.file.type = File\n\
-                         appender.file.name = file\nappender.file.fileName = {}\nappender.file.layout.type = PatternLayout\n\
-                         appender.file.layout.pattern = [%d] %p %m (%c)%n\n",
-                        app_logs.join("server.log").display()
-                    ),
-                )?;
-                let java = |main: &str| {
-                    let mut cmd = Command::new("java");
-                    cmd.args(["-Xmx512M", "-Xms512M", "-XX:+UseG1GC", "-Djava.awt.headless=true"])
-                        .arg(format!("-Dlog4j2.configurationFile={}", log4j.display()))
-                        .args(["-cp", &class_path, main]);
-                    cmd
-                };
+                let jvm = KraftJvm::new(work_dir, &app_logs, class_path, "512M")?;
+                let java = |main: &str| jvm.command(main);
                 // Storage formatted with a fresh cluster id, as `kafka-storage.sh format` does.
                 let mut format = java("kafka.tools.StorageTool");
                 format.arg("format").arg(format!("--cluster-id={}", kraft_cluster_id()?)).arg("-c").arg(&server_props);
@@ -600,6 +585,45 @@ pub(crate) fn kcat_produce(mut kcat: Command, topic: &str, total_bytes: usize, m
 impl Drop for DemoBroker {
     fn drop(&mut self) {
         self.stop_all();
+    }
+}
+
+
+/// How a KRaft broker's JVMs start (the storage formatter and the broker itself): `heap` for
+/// -Xmx and -Xms, Kafka's jars, and log4j2 writing `<app_logs>/server.log` (Kafka 4.x ships no
+/// config a bare `java` finds), its properties file written into `dir`.
+pub(crate) struct KraftJvm {
+    heap: String,
+    log4j: PathBuf,
+    class_path: String,
+    app_logs: PathBuf,
+}
+
+impl KraftJvm {
+    pub(crate) fn new(dir: &Path, app_logs: &Path, class_path: String, heap: &str) -> Result<KraftJvm> {
+        let log4j = dir.join("log4j2.properties");
+        fs::write(
+            &log4j,
+            format!(
+                "rootLogger.level = INFO\nrootLogger.appenderRef.file.ref = file\nappender.file.type = File\n\
+                 appender.file.name = file\nappender.file.fileName = {}\nappender.file.layout.type = PatternLayout\n\
+                 appender.file.layout.pattern = [%d] %p %m (%c)%n\n",
+                app_logs.join("server.log").display()
+            ),
+        )?;
+        Ok(KraftJvm { heap: heap.to_string(), log4j, class_path, app_logs: app_logs.to_path_buf() })
+    }
+
+    /// `java ... main` with this JVM's heap, jars and logging.
+    pub(crate) fn command(&self, main: &str) -> Command {
+        let mut cmd = Command::new("java");
+        cmd.arg(format!("-Xmx{}", self.heap))
+            .arg(format!("-Xms{}", self.heap))
+            .args(["-XX:+UseG1GC", "-Djava.awt.headless=true"])
+            .arg(format!("-Dlog4j2.configurationFile={}", self.log4j.display()))
+            .args(["-cp", &self.class_path, main])
+            .env("LOG_DIR", &self.app_logs);
+        cmd
     }
 }
 
