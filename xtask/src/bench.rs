@@ -267,7 +267,7 @@ fn kstall_saw(json: &str) -> Result<KstallSaw> {
     let v: Value = serde_json::from_str(json).context("kstall's JSON")?;
     let hooks = v["probes"]["syscall_hooks"]["hooks"].as_str().and_then(SyscallHooks::from_name);
     let requests = requests_of(&v, CLIENT_ID, "Fetch");
-    let lost = ["histogram_map_full", "in_flight_map_full", "events"].iter().filter_map(|k| v["lost"][k].as_u64()).sum();
+    let lost = ["histogram_map_full", "in_flight_map_full", "records"].iter().filter_map(|k| v["lost"][k].as_u64()).sum();
     Ok(KstallSaw { hooks, attach_ms: v["probes"]["attach_ms"].as_f64().unwrap_or(f64::NAN), requests, lost })
 }
 
