@@ -443,8 +443,7 @@ pub fn run(opts: &BenchOptions) -> Result<()> {
     let detached = attached.detach()?;
     let saw = kstall_saw(&detached.stdout)?;
     println!(
-        "\n### Paced load\n\n{} ({}): {} requests on each thread, {:.0} traced syscalls/s in all for {:.1} s: kstall matched {} network-thread requests, lost {} (calls and records); peak RSS {:.1} MiB",
-        "kstall",
+        "\n### Paced load\n\nkstall ({}): {} requests on each thread, {:.0} traced syscalls/s in all for {:.1} s: kstall matched {} network-thread requests, lost {} (calls and records); peak RSS {:.1} MiB",
         best.as_str(),
         n,
         (2 * n * TRACED_CALLS_PER_REQUEST) as f64 / took.as_secs_f64(),

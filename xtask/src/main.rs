@@ -265,6 +265,9 @@ fn test_quick(extra: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// One named check of the built artifacts, run once.
+type Check<'a> = Box<dyn FnOnce() -> Result<()> + 'a>;
+
 /// `cargo xtask dist`, then each artifact tested as a user gets it: the static x86_64 kstall
 /// from outside the build tree with no toolchain on PATH, the .deb installed in a clean Debian
 /// root, both .rpm's contents, both images (the x86_64 one run under podman against a broker),
@@ -279,7 +282,7 @@ fn dist_tests() -> Result<(u64, u64, PathBuf)> {
     let built = dist::dist()?;
     let packages = |arch| built.packages(arch).context("dist made no packages");
     let (x86, arm) = (packages(Arch::X86_64)?, packages(Arch::Aarch64)?);
-    let checks: Vec<(&str, Box<dyn FnOnce() -> Result<()>>)> = vec![
+    let checks: Vec<(&str, Check)> = vec![
         ("static x86_64 kstall check, outside the build tree", Box::new(|| dist::test_static_kstall_check(built.binary(Arch::X86_64)))),
         (".deb in a clean Debian root", Box::new(|| package::test_deb(&x86.deb))),
         (".rpm x86_64", Box::new(|| package::test_rpm(&x86.rpm, Arch::X86_64))),

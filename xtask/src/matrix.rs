@@ -61,10 +61,10 @@ fn outcomes_of(kernel: &str, records: Vec<Value>, best: Option<SyscallHooks>, wh
     let Some(first) = records.first() else { return vec![outcome(kernel.to_string(), None, why_none, seconds)] };
     let first_hooks = kernel_check::hooks_used(first);
     let mut outcomes: Vec<Outcome> = records.iter().map(|r| outcome(label(kernel, r), Some(r.clone()), String::new(), seconds)).collect();
-    if let (Some(best), Some(o)) = (best, outcomes.first_mut()) {
-        if first_hooks != Some(best) {
-            o.failures.push(format!("kstall chose {first_hooks:?} where {} is allowed", best.as_str()));
-        }
+    if let (Some(best), Some(o)) = (best, outcomes.first_mut())
+        && first_hooks != Some(best)
+    {
+        o.failures.push(format!("kstall chose {first_hooks:?} where {} is allowed", best.as_str()));
     }
     for hooks in SyscallHooks::BEST_FIRST.into_iter().filter(|&h| first_hooks.is_some_and(|f| h > f)) {
         if !records.iter().any(|r| r["hooks_forced"] == hooks.as_str()) {

@@ -217,7 +217,7 @@ impl Row {
             cache,
             count: hist.count,
             percentiles: percentiles(&hist),
-            mean_ns: if hist.count > 0 { hist.total_ns / hist.count } else { 0 },
+            mean_ns: hist.total_ns.checked_div(hist.count).unwrap_or(0),
             bytes: hist.bytes,
             pages_added: hist.pages_added,
             blocked_ns: hist.blocked_ns,
