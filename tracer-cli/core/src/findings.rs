@@ -14,6 +14,7 @@ use crate::{
     roles::Role,
     stalls::{Cause, ListenerProduce},
     summary::{Row, Summary},
+    units::in_set,
 };
 
 /// Stalls of the causes `pick` keeps, per listener of their network thread, each with its
@@ -83,11 +84,6 @@ fn misses_saturate_network_threads(s: &Summary) -> bool {
     miss_ns as f64 * 2.0 >= busy_ns
 }
 
-/// Null for an empty set: a p99 of no requests is not a number.
-fn p99_of(count: u64, p99_ns: u64) -> Option<u64> {
-    (count > 0).then_some(p99_ns)
-}
-
 pub fn findings(s: &Summary) -> Vec<Finding> {
     let mut out = Vec::new();
     let p = &s.stalls.produce;
@@ -109,8 +105,8 @@ pub fn findings(s: &Summary) -> Vec<Finding> {
                 slowest_1pct: p.slowest_1pct,
                 slowest_1pct_stalled: p.slowest_1pct_stalled,
                 p99_ns: p.all.p99_ns,
-                stalled_p99_ns: p99_of(p.stalled_requests, p.stalled.p99_ns),
-                not_stalled_p99_ns: p99_of(p.requests - p.stalled_requests, p.not_stalled.p99_ns),
+                stalled_p99_ns: in_set(p.stalled_requests, p.stalled.p99_ns),
+                not_stalled_p99_ns: in_set(p.requests - p.stalled_requests, p.not_stalled.p99_ns),
                 top_reader: s.stalls.cold_readers.first().map(culprit),
                 top_partition: s.stalls.cold_partitions.first().map(culprit),
                 delayed_by_listener: delayed_by_listener(s, &places, |p| p.stalled_by_miss),
@@ -267,8 +263,8 @@ fn victim(r: &DelayedRow, delayed: u64, added_ns: u64) -> Victim {
         delayed,
         requests: r.requests,
         added_ns,
-        delayed_p99_ns: p99_of(r.stalled_requests, r.stalled.p99_ns),
-        not_delayed_p99_ns: p99_of(r.requests - r.stalled_requests, r.not_stalled.p99_ns),
+        delayed_p99_ns: in_set(r.stalled_requests, r.stalled.p99_ns),
+        not_delayed_p99_ns: in_set(r.requests - r.stalled_requests, r.not_stalled.p99_ns),
     }
 }
 
@@ -310,8 +306,8 @@ fn replication_finding(s: &Summary) -> Option<Finding> {
             slowest_1pct: p.slowest_1pct,
             slowest_1pct_delayed: r.slowest_1pct_delayed,
             p99_ns: p.all.p99_ns,
-            delayed_p99_ns: p99_of(r.produce_delayed, r.delayed.p99_ns),
-            not_delayed_p99_ns: p99_of(r.produce_acks_all - r.produce_delayed, r.not_delayed.p99_ns),
+            delayed_p99_ns: in_set(r.produce_delayed, r.delayed.p99_ns),
+            not_delayed_p99_ns: in_set(r.produce_acks_all - r.produce_delayed, r.not_delayed.p99_ns),
             partitions: r.partitions.clone(),
             held,
         }),

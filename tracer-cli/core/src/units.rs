@@ -27,10 +27,20 @@ pub fn percentile(ns: u64) -> String {
     if ns < 1 << MIN_POW { "<1us".to_string() } else { duration(ns) }
 }
 
-/// A statistic (a percentile, the max) of a set of `count` latencies, written by `format`; `-`
-/// for an empty set, whose percentiles are zeros that would read as a measured `0ns`.
+/// A statistic (a percentile, the max) of a set of `count` latencies: None for an empty set,
+/// whose percentiles are zeros that would read as a measured `0ns`.
+pub fn in_set(count: u64, ns: u64) -> Option<u64> {
+    (count > 0).then_some(ns)
+}
+
+/// A statistic of a set that may be empty, written by `format`; `-` for an empty set.
+pub fn or_dash(ns: Option<u64>, format: fn(u64) -> String) -> String {
+    ns.map_or("-".to_string(), format)
+}
+
+/// A statistic of a set of `count` latencies, written by `format`; `-` for an empty set.
 pub fn of_set(count: u64, ns: u64, format: fn(u64) -> String) -> String {
-    if count == 0 { "-".to_string() } else { format(ns) }
+    or_dash(in_set(count, ns), format)
 }
 
 /// "s" to make a count's noun plural: `format!("{n} thread{}", plural(n))`.

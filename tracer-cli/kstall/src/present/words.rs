@@ -9,7 +9,7 @@ use kstall_core::{
         SlowWrites, StalledThread, SyncProducerFigures, ThreadBlocked, TlsListeners, Victim, Victims,
     },
     stalls::Cause,
-    units::{duration, plural},
+    units::{duration, or_dash, plural},
 };
 
 /// A finding as a person reads it.
@@ -72,11 +72,6 @@ fn percent(part: u64, whole: u64) -> String {
     if whole == 0 { "0%".into() } else { format!("{:.1}%", part as f64 * 100.0 / whole as f64) }
 }
 
-/// A p99 of a set that may be empty: "-" for none.
-fn p99(ns: Option<u64>) -> String {
-    ns.map_or("-".into(), duration)
-}
-
 /// " The misses were on the network thread of listener PLAINTEXT (name: 380 misses, 24.7s)."
 /// and whose Produce requests they delayed; empty when no stalled thread's listener is known.
 /// `what`: the stalls' name, one and many.
@@ -126,8 +121,8 @@ fn victim(v: &Victim) -> String {
         v.delayed,
         v.requests,
         duration(v.added_ns),
-        p99(v.delayed_p99_ns),
-        p99(v.not_delayed_p99_ns)
+        or_dash(v.delayed_p99_ns, duration),
+        or_dash(v.not_delayed_p99_ns, duration)
     )
 }
 
@@ -190,8 +185,8 @@ fn miss(m: &MissStalls) -> Words {
         m.slowest_1pct_stalled,
         m.slowest_1pct,
         duration(m.p99_ns),
-        p99(m.stalled_p99_ns),
-        p99(m.not_stalled_p99_ns),
+        or_dash(m.stalled_p99_ns, duration),
+        or_dash(m.not_stalled_p99_ns, duration),
     );
     if let Some(r) = &m.top_reader {
         detail += &format!(" Top cold reader: client.id \"{}\" ({} misses, {}).", r.name, r.stalls, duration(r.stall_ns));
@@ -251,8 +246,8 @@ fn replication(r: &ReplicationDelayed) -> Words {
         r.slowest_1pct_delayed,
         r.slowest_1pct,
         duration(r.p99_ns),
-        p99(r.delayed_p99_ns),
-        p99(r.not_delayed_p99_ns),
+        or_dash(r.delayed_p99_ns, duration),
+        or_dash(r.not_delayed_p99_ns, duration),
     );
     detail += &partitions_sentence(&r.partitions);
     if !r.held.is_empty() {
